@@ -1,0 +1,53 @@
+# ml_platform — two commands do all setup on a fresh clone: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+export ML_PLATFORM_HOME ?= $(CURDIR)/.ml_platform
+export DAGSTER_HOME ?= $(ML_PLATFORM_HOME)/dagster
+# No usage pings from a machine that may have no internet.
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export RAY_USAGE_STATS_ENABLED := 0
+export DAGSTER_DISABLE_TELEMETRY := true
+
+.PHONY: install demo test lint bench browser-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(BIN)/uv: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+# Installs exactly the versions of requirements.lock (hash-checked), then the project itself.
+$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/uv
+	$(BIN)/uv pip sync --python $(BIN)/python --require-hashes requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+# Regenerate the lock file after changing dependencies in pyproject.toml.
+lock: | $(BIN)/uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements.lock
+
+demo: install
+	$(BIN)/ml-platform demo
+
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+
+test: install browser-deps
+	$(BIN)/python -m pytest ml_platform_tests
+
+lint: install
+	$(BIN)/ruff check ml_platform ml_platform_tests bench
+	$(BIN)/ruff format --check ml_platform ml_platform_tests bench
+
+bench: install
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .ml_platform dbt_project/target

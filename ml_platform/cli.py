@@ -1,0 +1,99 @@
+"""The ``ml-platform`` command line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import sys
+import threading
+
+import click
+
+from ml_platform.settings import load_settings
+
+
+def _date(value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+@click.group(help="ml_platform: an end-to-end ML platform on Dagster, MLflow and Ray Serve.")
+def main() -> None:
+    pass
+
+
+@main.group(help="Generate demo data into the landing zone.")
+def generate() -> None:
+    pass
+
+
+@generate.command("sensors", help="Seeded synthetic sensor readings with anomalies (and optional drift).")
+@click.option("--sensors", default=10, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--days", default=14, show_default=True, type=click.IntRange(1, 3650))
+@click.option("--start", default=None, help="First day (YYYY-MM-DD); default: DAYS days ending yesterday.")
+@click.option("--interval-minutes", default=5, show_default=True, type=click.IntRange(1, 1440))
+@click.option("--seed", default=42, show_default=True, type=int)
+@click.option("--drift-from", default=None, help="Shift the distribution from this day on (YYYY-MM-DD).")
+@click.option("--drift-shift", default=3.0, show_default=True, type=float)
+def generate_sensors(sensors, days, start, interval_minutes, seed, drift_from, drift_shift) -> None:
+    from ml_platform.ingestion.generate import SensorDataConfig, write_sensor_data
+
+    settings = load_settings()
+    config = SensorDataConfig(
+        sensors=sensors,
+        days=days,
+        start=_date(start),
+        interval_minutes=interval_minutes,
+        seed=seed,
+        drift_from=_date(drift_from),
+        drift_shift=drift_shift,
+    )
+    written = write_sensor_data(settings.landing_dir_for("sensor_anomaly"), config)
+    click.echo(f"wrote {len(written)} file(s) to {settings.landing_dir_for('sensor_anomaly')}")
+
+
+@main.command(help="Serve every use case's champion with Ray Serve until Ctrl-C.")
+@click.option("--detach", is_flag=True, help="Deploy and return, leaving an existing cluster running.")
+def serve(detach: bool) -> None:
+    from ml_platform.serving.cluster import cluster_address, start_local_cluster, stop_local_cluster
+    from ml_platform.serving.deploy import deploy
+
+    settings = load_settings()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    cluster = None
+    if cluster_address(settings) is None:
+        if detach:
+            raise click.ClickException("--detach needs a running cluster (RAY_ADDRESS or `ml-platform serve`)")
+        click.echo("starting a local Ray head (127.0.0.1, dashboard off)...")
+        cluster = start_local_cluster(settings)
+    try:
+        models = deploy(settings)
+        served = ", ".join(f"{name} v{ref.version}" for name, ref in models.items()) or "no champion yet"
+        click.echo(f"serving on {settings.serve_url} ({served})", err=False)
+        sys.stdout.flush()
+        if not detach:
+            while not stop.wait(1):
+                if cluster is not None and cluster.poll() is not None:
+                    raise click.ClickException("the Ray head exited; see the home's run/ray.log")
+    finally:
+        if cluster is not None:
+            stop_local_cluster(settings, cluster)
+
+
+@main.command(help="Set up the home, generate data, start Dagster, MLflow and serving; Ctrl-C stops all.")
+@click.option("--dagster-port", default=3000, show_default=True, type=int)
+@click.option("--mlflow-port", default=5000, show_default=True, type=int)
+def demo(dagster_port: int, mlflow_port: int) -> None:
+    from ml_platform.demo import run_demo
+
+    sys.exit(run_demo(load_settings(), dagster_port=dagster_port, mlflow_port=mlflow_port))
+
+
+if __name__ == "__main__":
+    main()

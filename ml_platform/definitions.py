@@ -1,0 +1,39 @@
+"""The Dagster code location: every use case's assets, checks and sensors on shared resources."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ml_platform.automation.sensors import build_drift_sensor, build_landing_sensor
+from ml_platform.features.assets import build_feature_assets
+from ml_platform.ingestion.assets import build_ingestion_assets
+from ml_platform.monitoring.assets import build_monitoring_assets
+from ml_platform.resources.platform import build_resources
+from ml_platform.serving.assets import build_serving_assets
+from ml_platform.settings import Settings, load_settings
+from ml_platform.training.assets import build_training_assets
+from ml_platform.usecases import USE_CASES
+from ml_platform.validation.dbt_assets import build_dbt_assets
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or load_settings()
+    assets: list = [build_dbt_assets()]
+    sensors: list = []
+    for spec in USE_CASES.values():
+        assets += build_ingestion_assets(spec)
+        assets += build_feature_assets(spec)
+        assets += build_training_assets(spec)
+        assets += build_serving_assets(spec)
+        assets += build_monitoring_assets(spec)
+        sensors += [build_landing_sensor(spec), build_drift_sensor(spec)]
+    return dg.Definitions(
+        assets=assets,
+        sensors=sensors,
+        resources=build_resources(settings),
+        # One process per run: steps share imports and the warehouse is written serially anyway.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,215 @@
+"""``make demo``: one command from a fresh clone to a served champion, and a clean stop on Ctrl-C.
+
+Every process is started in its own session and recorded, so stopping ends exactly the
+processes this demo started (by their ids) and leaves no port bound.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from ml_platform.home import child_env, prepare_home
+from ml_platform.settings import REPO_ROOT, Settings
+
+USE_CASE = "sensor_anomaly"
+INGEST = ["raw_readings", "readings_quarantine"]
+TRAIN_AND_SERVE = [
+    "stg_readings", "features", "online_features", "training_set",
+    "model", "model_evaluation", "champion", "deployment",
+]
+MONITOR = ["predictions", "drift_report"]
+
+
+def _keys(names: list[str]) -> str:
+    return ",".join(f"{USE_CASE}/{n}" for n in names)
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+@dataclass
+class Supervisor:
+    log_dir: Path
+    env: dict[str, str]
+    children: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, name: str, command: list[str]) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the demo only; it stops children in order
+        )
+        self.children[name] = process
+        print(f"  started {name} (pid {process.pid}, log {self.log_dir / (name + '.log')})")
+        return process
+
+    def dead(self) -> list[str]:
+        return [name for name, p in self.children.items() if p.poll() is not None]
+
+    def stop_all(self, timeout_s: float = 30) -> None:
+        for name, process in reversed(list(self.children.items())):
+            if process.poll() is not None:
+                continue
+            print(f"  stopping {name} (pid {process.pid})")
+            try:
+                os.killpg(process.pid, signal.SIGTERM)  # the session we created for it, no other
+            except ProcessLookupError:
+                continue
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            # Children of the child (workers) that outlived it are in the same session.
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _wait_http(url: str, timeout_s: float, stop: threading.Event) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stop.is_set():
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    return False
+
+
+def _materialize(env: dict[str, str], names: list[str], log_dir: Path, extra: list[str] | None = None) -> None:
+    command = [
+        _bin("dagster"), "asset", "materialize", "-m", "ml_platform.definitions",
+        "--select", _keys(names), *(extra or []),
+    ]
+    print(f"  materializing {', '.join(names)} {' '.join(extra or [])}")
+    log = log_dir / "materialize.log"
+    with log.open("ab") as handle:
+        result = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise RuntimeError(f"materialization of {names} failed; see {log}")
+
+
+def _missing_raw_days(settings: Settings) -> list[str]:
+    """Days whose landed files the raw partitions do not hold yet (at their current content)."""
+    import dagster as dg
+
+    from ml_platform.automation.sensors import file_days, ingested_files
+    from ml_platform.ingestion.landing import file_sha256, list_landing_files
+    from ml_platform.usecases import get_use_case
+
+    spec = get_use_case(USE_CASE)
+    key = dg.AssetKey([USE_CASE, "raw_readings"])
+    missing: set[str] = set()
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        for path in list_landing_files(settings.landing_dir_for(USE_CASE)):
+            sha = file_sha256(path)
+            for day in file_days(path, spec):
+                if ingested_files(instance, key, day).get(str(path)) != sha:
+                    missing.add(day)
+    return sorted(missing)
+
+
+def _never_materialized(settings: Settings, names: list[str]) -> list[str]:
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        return [
+            n for n in names
+            if instance.get_latest_materialization_event(dg.AssetKey([USE_CASE, n])) is None
+        ]
+
+
+def _predict(settings: Settings, sensor_id: str) -> httpx.Response:
+    return httpx.post(
+        f"{settings.serve_url}/v1/models/{USE_CASE}/predict", json={"sensor_id": sensor_id}, timeout=30
+    )
+
+
+def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 5000) -> int:
+    from ml_platform.ingestion.generate import SensorDataConfig, write_sensor_data
+    from ml_platform.ingestion.landing import list_landing_files
+    from ml_platform.validation.dbt_assets import ensure_manifest
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    prepare_home(settings)
+    env = child_env(settings)
+    log_dir = settings.run_dir / "logs"
+    supervisor = Supervisor(log_dir, env)
+    print(f"ml_platform demo, home {settings.home}")
+    try:
+        landing = settings.landing_dir_for(USE_CASE)
+        if not list_landing_files(landing):
+            written = write_sensor_data(landing, SensorDataConfig())
+            print(f"  generated {len(written)} files of sensor readings in {landing}")
+        ensure_manifest()  # parse dbt once, before several processes load the definitions
+
+        supervisor.start("dagster-webserver", [
+            _bin("dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(dagster_port),
+        ])
+        supervisor.start("mlflow-ui", [
+            _bin("mlflow"), "server", "--backend-store-uri", settings.mlflow_tracking_uri,
+            "--default-artifact-root", settings.mlflow_artifacts_dir.as_uri(),
+            "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
+        ])
+
+        days = _missing_raw_days(settings)
+        if days:
+            _materialize(env, INGEST, log_dir, ["--partition-range", f"{days[0]}...{days[-1]}"])
+        supervisor.start("serving", [_bin("ml-platform"), "serve"])
+        if not _wait_http(f"{settings.serve_url}/v2/health/live", 180, stop):
+            raise RuntimeError(f"serving did not come up; see {log_dir / 'serving.log'}")
+        supervisor.start("dagster-daemon", [_bin("dagster-daemon"), "run", "-w", "workspace.yaml"])
+
+        if days or _never_materialized(settings, TRAIN_AND_SERVE):
+            _materialize(env, TRAIN_AND_SERVE, log_dir)
+        for sensor in ("s-1", "s-2", "s-3"):
+            _predict(settings, sensor)
+        if days or _never_materialized(settings, MONITOR):
+            _materialize(env, MONITOR, log_dir)
+
+        answer = _predict(settings, "s-1")
+        print(
+            f"""
+ml_platform is up:
+  Dagster UI   http://127.0.0.1:{dagster_port}   (lineage: Assets > sensor_anomaly)
+  MLflow UI    http://127.0.0.1:{mlflow_port}
+  Serving      {settings.serve_url}
+
+Try:
+  curl -s -X POST {settings.serve_url}/v1/models/{USE_CASE}/predict \\
+       -H 'content-type: application/json' -d '{{"sensor_id": "s-1"}}'
+  -> {answer.status_code} {json.dumps(answer.json())}
+
+Ctrl-C stops everything this demo started.""",
+            flush=True,
+        )
+        while not stop.wait(2):
+            if dead := supervisor.dead():
+                print(f"  {', '.join(dead)} exited unexpectedly; see {log_dir}; stopping")
+                return 1
+        return 0
+    except Exception as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping...")
+        supervisor.stop_all()
+        print("stopped.")

@@ -1,0 +1,149 @@
+"""Raw readings and their quarantine: daily partitions in the warehouse, guarded by blocking checks."""
+
+
+import datetime as dt
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from ml_platform.ingestion.raw import load_raw_partitions, raw_table
+from ml_platform.metadata import markdown_table
+from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
+from ml_platform.spec import UseCaseSpec
+from ml_platform.validation.rules import validated_rows_sql
+from ml_platform.validation.summary import partition_filter, summarize
+
+CHECK_DESCRIPTIONS = {
+    "schema": "Every landed file parses and has the required columns; fails the run otherwise.",
+    "not_null": "Required fields are present; offending rows are quarantined.",
+    "types": "Timestamps and numbers parse (no NaN/inf); offending rows are quarantined.",
+    "value_range": "Numbers lie within the declared bounds; offending rows are quarantined.",
+    "unique_key": "One row per key; later duplicates are quarantined.",
+    "bad_share": "The quarantined share of the partition stays under the declared maximum.",
+}
+
+
+def daily_partitions(spec: UseCaseSpec) -> dg.DailyPartitionsDefinition:
+    # end_offset=1: today's partition exists, so data landing today is ingested today.
+    return dg.DailyPartitionsDefinition(start_date=spec.partitions_start, end_offset=1)
+
+
+def partition_days(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
+    window = context.partition_time_window
+    return window.start.date(), (window.end - dt.timedelta(days=1)).date()
+
+
+def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
+    raw_key = dg.AssetKey([spec.name, "raw_readings"])
+    quarantine_key = dg.AssetKey([spec.name, "readings_quarantine"])
+    partitions = daily_partitions(spec)
+
+    @dg.asset(
+        key=raw_key,
+        group_name=spec.name,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb"},
+        description="Landed rows of the day, one row per input row, with provenance.",
+        check_specs=[
+            dg.AssetCheckSpec(name, asset=raw_key, blocking=True, description=text)
+            for name, text in CHECK_DESCRIPTIONS.items()
+        ],
+    )
+    def raw_readings(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource
+    ) -> dg.MaterializeResult:
+        first, last = partition_days(context)
+        landing = platform.settings.landing_dir_for(spec.name)
+        with warehouse.get_connection() as conn:
+            load = load_raw_partitions(conn, spec, landing, first, last)
+            summary = summarize(conn, spec, first, last)
+
+        checks = [
+            dg.AssetCheckResult(
+                check_name="schema",
+                passed=not load.rejected,
+                metadata={
+                    "rejected_files": len(load.rejected),
+                    "reasons": markdown_table(
+                        [{"file": r.path, "reason": r.reason} for r in load.rejected]
+                    ),
+                },
+            )
+        ]
+        too_many = summary.bad_share > spec.expectations.max_bad_share
+        for name, reasons in summary.by_check().items():
+            count = sum(reasons.values())
+            checks.append(
+                dg.AssetCheckResult(
+                    check_name=name,
+                    passed=count == 0,
+                    # Quarantined rows are expected now and then (WARN); an excess blocks (ERROR).
+                    severity=dg.AssetCheckSeverity.ERROR if too_many else dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "violations": count,
+                        "by_rule": markdown_table([{"rule": r, "rows": n} for r, n in reasons.items()]),
+                        "sample": markdown_table(summary.samples.get(name, [])),
+                    },
+                )
+            )
+        checks.append(
+            dg.AssetCheckResult(
+                check_name="bad_share",
+                passed=not too_many,
+                metadata={
+                    "bad_share": summary.bad_share,
+                    "max_bad_share": spec.expectations.max_bad_share,
+                    "quarantined_rows": summary.rejected,
+                },
+            )
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": load.row_count,
+                "rows_by_day": load.rows_by_day,
+                "source_files": load.files,
+                "quarantined_rows": summary.rejected,
+                "table": raw_table(spec),
+            },
+            check_results=checks,
+        )
+
+    @dg.asset(
+        key=quarantine_key,
+        group_name=spec.name,
+        deps=[raw_key],
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb"},
+        description="Raw rows that broke an expectation, with the rule they broke.",
+    )
+    def readings_quarantine(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource
+    ) -> dg.MaterializeResult:
+        first, last = partition_days(context)
+        table = f"{spec.name}.readings_quarantine"
+        scope = partition_filter(first, last)
+        validated = validated_rows_sql(spec, raw_table(spec), scope)
+        with warehouse.get_connection() as conn:
+            conn.sql(
+                f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM ({validated}) WHERE FALSE"
+            )
+            conn.begin()
+            conn.sql(f"DELETE FROM {table} WHERE {scope}")
+            conn.sql(f"INSERT INTO {table} SELECT * FROM ({validated}) WHERE reject_reason IS NOT NULL")
+            conn.commit()
+            counts = conn.sql(
+                f"SELECT reject_reason, count(*) FROM {table} WHERE {scope} GROUP BY 1 ORDER BY 2 DESC"
+            ).fetchall()
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": sum(n for _, n in counts),
+                "by_reason": markdown_table([{"reason": r, "rows": n} for r, n in counts]),
+                "table": table,
+            }
+        )
+
+    return [raw_readings, readings_quarantine]

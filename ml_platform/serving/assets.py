@@ -1,0 +1,97 @@
+"""The serving deployment of the champion, and the prediction log ingested from serving."""
+
+
+import json
+
+import dagster as dg
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from ml_platform.metadata import latest_metadata
+from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
+from ml_platform.serving.log import read_prediction_log
+from ml_platform.spec import UseCaseSpec
+
+
+def predictions_table(spec: UseCaseSpec) -> str:
+    return f"{spec.name}.predictions"
+
+
+def build_serving_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
+    champion_key = dg.AssetKey([spec.name, "champion"])
+    deployment_key = dg.AssetKey([spec.name, "deployment"])
+
+    @dg.asset(
+        key=deployment_key,
+        group_name=spec.name,
+        deps=[champion_key],
+        kinds={"ray"},
+        description="Ray Serve serving the champion (a reconfigure: no request is dropped).",
+    )
+    def deployment(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+        from ml_platform.serving.deploy import deploy, wait_until_serving  # Ray: load in runs only
+
+        settings = platform.settings
+        champion_version = str(latest_metadata(context.instance, champion_key)["champion_version"])
+        deployed = deploy(settings)
+        served = wait_until_serving(settings, spec.name, champion_version)
+        return dg.MaterializeResult(
+            metadata={
+                "model_version": champion_version,
+                "served_versions": served["versions"],
+                "endpoint": dg.MetadataValue.url(f"{settings.serve_url}/v1/models/{spec.name}/predict"),
+                "use_cases_served": sorted(deployed),
+            }
+        )
+
+    @dg.asset(
+        key=[spec.name, "predictions"],
+        group_name=spec.name,
+        deps=[deployment_key],
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb"},
+        description="Prediction log from serving, ingested once per prediction id.",
+    )
+    def predictions(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
+        records = read_prediction_log(platform.settings.serving_log_dir, spec.name)
+        table = predictions_table(spec)
+        with warehouse.get_connection() as conn:
+            conn.sql(f"CREATE SCHEMA IF NOT EXISTS {spec.name}")
+            conn.sql(
+                f"""CREATE TABLE IF NOT EXISTS {table} (
+                    prediction_id VARCHAR PRIMARY KEY, model_version VARCHAR,
+                    {spec.entity} VARCHAR, requested_at TIMESTAMPTZ,
+                    feature_event_timestamp TIMESTAMPTZ, anomaly_score DOUBLE,
+                    is_anomaly BOOLEAN, features JSON)"""
+            )
+            before = conn.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+            if records:
+                frame = pl.DataFrame(
+                    [
+                        {
+                            "prediction_id": r["prediction_id"],
+                            "model_version": str(r["model_version"]),
+                            spec.entity: r.get(spec.entity),
+                            "requested_at": r["requested_at"],
+                            "feature_event_timestamp": r.get("feature_event_timestamp"),
+                            "anomaly_score": r["anomaly_score"],
+                            "is_anomaly": r["is_anomaly"],
+                            "features": json.dumps(r["features"]),
+                        }
+                        for r in records
+                    ]
+                )
+                conn.register("logged_predictions", frame.to_arrow())
+                conn.sql(
+                    f"""INSERT INTO {table} SELECT prediction_id, model_version, {spec.entity},
+                        CAST(requested_at AS TIMESTAMPTZ), CAST(feature_event_timestamp AS TIMESTAMPTZ),
+                        anomaly_score, is_anomaly, CAST(features AS JSON)
+                        FROM logged_predictions ON CONFLICT DO NOTHING"""
+                )
+                conn.unregister("logged_predictions")
+            total = conn.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+        return dg.MaterializeResult(
+            metadata={"dagster/row_count": total, "new_rows": total - before, "table": table}
+        )
+
+    return [deployment, predictions]

@@ -1,0 +1,102 @@
+"""The Ray cluster that serving runs on: ``RAY_ADDRESS`` when set, else a local head we start.
+
+A local head is started with ``ray start --head --block`` as our child process, so stopping
+serving means ending that one process (by its id), never a broad ``ray stop``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ray
+
+from ml_platform.settings import Settings
+
+NAMESPACE = "ml_platform"
+
+
+def address_file(settings: Settings) -> Path:
+    return settings.run_dir / "ray_address"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _reachable(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def cluster_address(settings: Settings) -> str | None:
+    """The configured cluster, or the local one ``ml-platform serve`` started, if it is up."""
+    if settings.ray_address:
+        return settings.ray_address
+    path = address_file(settings)
+    if path.exists():
+        address = path.read_text().strip()
+        if address and _reachable(address):
+            return address
+    return None
+
+
+def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float = 90) -> subprocess.Popen:
+    """Start a Ray head bound to 127.0.0.1 (dashboard off) and record its address."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    ray_bin = Path(sys.executable).with_name("ray")
+    command = [
+        str(ray_bin), "start", "--head", "--block",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        f"--num-cpus={num_cpus}",
+        "--include-dashboard=false",
+        "--disable-usage-stats",
+    ]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    log = (settings.run_dir / "ray.log").open("ab")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    while not _reachable(address):
+        if process.poll() is not None:
+            raise RuntimeError(f"ray start exited with {process.returncode}; see {settings.run_dir / 'ray.log'}")
+        if time.monotonic() > deadline:
+            process.terminate()
+            raise TimeoutError(f"Ray head did not come up on {address} within {timeout_s:.0f} s")
+        time.sleep(0.5)
+    address_file(settings).write_text(address)
+    return process
+
+
+def stop_local_cluster(settings: Settings, process: subprocess.Popen, timeout_s: float = 30) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    address_file(settings).unlink(missing_ok=True)
+
+
+def connect(settings: Settings) -> str:
+    """Connect this process to the serving cluster as a Ray driver."""
+    address = cluster_address(settings)
+    if address is None:
+        raise RuntimeError(
+            "no Ray cluster for serving: start one with `ml-platform serve`, or set RAY_ADDRESS"
+        )
+    if not ray.is_initialized():
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="WARNING")
+    return address

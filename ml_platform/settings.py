@@ -1,0 +1,83 @@
+"""The one place that reads the environment.
+
+Every path the platform uses is derived from ``ML_PLATFORM_HOME`` so that a test, a demo and a
+production deployment differ only by that variable (and the few service URLs below).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    mlflow_tracking_uri: str
+    ray_address: str | None
+    serve_host: str
+    serve_port: int
+    api_token: str | None
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def online_store_dir(self) -> Path:
+        return self.home / "online_store"
+
+    @property
+    def serving_log_dir(self) -> Path:
+        return self.home / "serving_log"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def run_dir(self) -> Path:
+        """Runtime state of long-running processes (pids, the serving cluster's address)."""
+        return self.home / "run"
+
+    @property
+    def serve_url(self) -> str:
+        return f"http://{self.serve_host}:{self.serve_port}"
+
+    def landing_dir_for(self, use_case: str) -> Path:
+        return self.landing_dir / use_case
+
+    def labels_dir_for(self, use_case: str) -> Path:
+        return self.landing_dir / use_case / "labels"
+
+
+def load_settings() -> Settings:
+    home = Path(os.environ.get("ML_PLATFORM_HOME", REPO_ROOT / ".ml_platform")).resolve()
+    return Settings(
+        home=home,
+        mlflow_tracking_uri=os.environ.get(
+            "MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"
+        ),
+        ray_address=os.environ.get("RAY_ADDRESS") or None,
+        serve_host=os.environ.get("ML_PLATFORM_SERVE_HOST", "127.0.0.1"),
+        serve_port=int(os.environ.get("ML_PLATFORM_SERVE_PORT", "8000")),
+        api_token=os.environ.get("ML_PLATFORM_API_TOKEN") or None,
+        mlflow_ui_url=os.environ.get("ML_PLATFORM_MLFLOW_UI", "http://127.0.0.1:5000"),
+    )

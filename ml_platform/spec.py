@@ -1,0 +1,99 @@
+"""Declarative description of a use case.
+
+A use case is data: which columns arrive, which rules they must satisfy, which features are
+computed, how the model is trained and gated, and how drift is judged. The platform turns a
+``UseCaseSpec`` into Dagster assets, checks and sensors; adding a use case adds no platform code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: str  # "string" | "timestamp" | "float"
+    required: bool = True
+    min_value: float | None = None
+    max_value: float | None = None
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """Row-level rules; rows that break one go to quarantine with the rule's name."""
+
+    key: tuple[str, ...]
+    # The largest share of a partition's rows that may be quarantined before the blocking
+    # check fails the run: a few bad rows are normal, a mostly-bad file is an incident.
+    max_bad_share: float = 0.05
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Rolling-window features per entity, in event-time order.
+
+    For every column in ``columns`` and every window ``w`` (in rows): moving average,
+    difference from the moving average and rolling standard deviation.
+    """
+
+    columns: tuple[str, ...]
+    windows: tuple[int, ...]
+    passthrough: tuple[str, ...] = ()
+
+    def feature_names(self) -> list[str]:
+        names = list(self.columns) + list(self.passthrough)
+        for column in self.columns:
+            for w in self.windows:
+                names += [f"{column}_ma_{w}", f"{column}_diff_ma_{w}", f"{column}_std_{w}"]
+        return names
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    algorithm: str  # "isolation_forest"
+    params: dict[str, object] = field(default_factory=dict)
+    training_days: int = 7
+    test_fraction: float = 0.25
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """Absolute thresholds a candidate must meet on held-out data to become champion."""
+
+    min_metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DriftSpec:
+    window_days: int = 1
+    # Share of drifted features at which the dataset counts as drifted (Evidently's drift_share).
+    drift_share: float = 0.5
+
+
+@dataclass(frozen=True)
+class UseCaseSpec:
+    name: str
+    description: str
+    entity: str
+    timestamp: str
+    columns: tuple[Column, ...]
+    expectations: Expectations
+    features: FeatureSpec
+    model: ModelSpec
+    gate: GateSpec
+    drift: DriftSpec
+    partitions_start: str  # first daily partition, YYYY-MM-DD
+
+    @property
+    def required_columns(self) -> list[str]:
+        return [c.name for c in self.columns if c.required]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def numeric_columns(self) -> list[Column]:
+        return [c for c in self.columns if c.dtype == "float"]

@@ -1,0 +1,173 @@
+"""MLflow tracking and registry: candidates, verified artifacts and the champion alias.
+
+Aliases, not the deprecated stages: ``champion`` is served, ``previous`` is the rollback target,
+``challenger`` marks a candidate under canary or shadow. Every model version carries the sha256
+of its artifact files; nothing is deserialized before that hash is checked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import sklearn
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from sklearn.pipeline import Pipeline
+
+from ml_platform.settings import Settings
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+CHALLENGER = "challenger"
+SHA_TAG = "artifact_sha256"
+# skops refuses unknown types on load; these are the ones an IsolationForest pipeline holds.
+TRUSTED_TYPES = ["sklearn.tree._tree.Tree", "numpy.dtype"]
+# Written by the registry after logging; not part of what is loaded.
+_UNHASHED = {"registered_model_meta"}
+
+
+class ArtifactIntegrityError(RuntimeError):
+    """A model artifact whose content does not match the hash recorded at registration."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    use_case: str
+    version: str
+    source: str
+    sha256: str
+    run_id: str
+
+
+def configure(settings: Settings) -> MlflowClient:
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return MlflowClient(settings.mlflow_tracking_uri)
+
+
+def ensure_experiment(settings: Settings, use_case: str) -> str:
+    client = configure(settings)
+    experiment = client.get_experiment_by_name(use_case)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if settings.mlflow_tracking_uri.startswith(("sqlite:", "file:")):
+        # A local store keeps artifacts under the home, not in the current directory.
+        location = (settings.mlflow_artifacts_dir / use_case).as_uri()
+    return client.create_experiment(use_case, artifact_location=location)
+
+
+def artifact_digest(directory: Path) -> str:
+    """sha256 over every artifact file's relative path and content, in path order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        relative = path.relative_to(directory).as_posix()
+        if relative in _UNHASHED:
+            continue
+        digest.update(relative.encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def log_candidate(
+    settings: Settings,
+    use_case: str,
+    pipeline: Pipeline,
+    example: pd.DataFrame,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+) -> ModelRef:
+    """Log a trained pipeline as a new run and a new registered version; return its reference."""
+    client = configure(settings)
+    experiment_id = ensure_experiment(settings, use_case)
+    with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics(metrics)
+        signature = infer_signature(example, pipeline.decision_function(example))
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name="model",
+            signature=signature,
+            input_example=example.head(3),
+            registered_model_name=use_case,
+            skops_trusted_types=TRUSTED_TYPES,
+            # Pinning requirements skips MLflow's slow import-time inference.
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}"],
+        )
+    version = str(info.registered_model_version)
+    source = client.get_model_version(use_case, version).source
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp))
+        sha = artifact_digest(local)
+    client.set_model_version_tag(use_case, version, SHA_TAG, sha)
+    for key, value in tags.items():
+        client.set_model_version_tag(use_case, version, key, value)
+    return ModelRef(use_case, version, source, sha, run.info.run_id)
+
+
+def model_ref(settings: Settings, use_case: str, version: str) -> ModelRef:
+    client = configure(settings)
+    mv = client.get_model_version(use_case, version)
+    return ModelRef(use_case, str(mv.version), mv.source, mv.tags.get(SHA_TAG, ""), mv.run_id)
+
+
+def alias_ref(settings: Settings, use_case: str, alias: str = CHAMPION) -> ModelRef | None:
+    client = configure(settings)
+    try:
+        mv = client.get_model_version_by_alias(use_case, alias)
+    except MlflowException:
+        return None
+    return ModelRef(use_case, str(mv.version), mv.source, mv.tags.get(SHA_TAG, ""), mv.run_id)
+
+
+def load_verified_model(ref: ModelRef, cache_dir: Path) -> Pipeline:
+    """Download the artifact, check its sha256 against the registry's record, then load it."""
+    if not ref.sha256:
+        raise ArtifactIntegrityError(f"{ref.use_case} v{ref.version}: no {SHA_TAG} recorded")
+    target = cache_dir / ref.use_case / ref.version
+    if not target.exists():
+        target.mkdir(parents=True)
+        mlflow.artifacts.download_artifacts(artifact_uri=ref.source, dst_path=str(target))
+    found = artifact_digest(target)
+    if found != ref.sha256:
+        raise ArtifactIntegrityError(
+            f"{ref.use_case} v{ref.version}: artifact sha256 {found} does not match the "
+            f"recorded {ref.sha256}; refusing to load it"
+        )
+    return mlflow.sklearn.load_model(str(target))
+
+
+def log_evaluation(settings: Settings, ref: ModelRef, metrics: dict[str, float]) -> None:
+    client = configure(settings)
+    for name, value in metrics.items():
+        client.log_metric(ref.run_id, f"test_{name}", value)
+        client.set_model_version_tag(ref.use_case, ref.version, f"eval.{name}", f"{value:.6g}")
+
+
+def move_champion(settings: Settings, ref: ModelRef, reason: str, actor: str) -> str | None:
+    """Point ``champion`` at ``ref`` and ``previous`` at the old champion; record why and by whom."""
+    client = configure(settings)
+    old = alias_ref(settings, ref.use_case, CHAMPION)
+    if old is not None and old.version == ref.version:
+        return old.version
+    if old is not None:
+        client.set_registered_model_alias(ref.use_case, PREVIOUS, old.version)
+    client.set_registered_model_alias(ref.use_case, CHAMPION, ref.version)
+    record = {
+        "at": dt.datetime.now(dt.UTC).isoformat(),
+        "by": actor,
+        "reason": reason,
+        "from_version": old.version if old else None,
+        "to_version": ref.version,
+    }
+    client.set_model_version_tag(ref.use_case, ref.version, "promotion", json.dumps(record))
+    return old.version if old else None

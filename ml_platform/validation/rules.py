@@ -1,0 +1,107 @@
+"""Row-level expectations of a use case, compiled to one SQL expression.
+
+The same expression decides which rows are quarantined and what the blocking checks count, so
+the checks and the quarantine can never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ml_platform.spec import UseCaseSpec
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str  # e.g. "not_null:value"; stored as the quarantine reason
+    check: str  # the asset check that counts it
+    violated: str  # SQL predicate, true when the row breaks the rule
+
+
+def _q(column: str) -> str:
+    return f'"{column}"'
+
+
+def parsed(column: str, dtype: str) -> str:
+    """SQL that parses a raw text column to its declared type (NULL when it does not parse)."""
+    if dtype == "timestamp":
+        return f"TRY_CAST({_q(column)} AS TIMESTAMPTZ)"
+    if dtype == "float":
+        return f"TRY_CAST({_q(column)} AS DOUBLE)"
+    return _q(column)
+
+
+def row_rules(spec: UseCaseSpec) -> list[Rule]:
+    """Rules in the order they are reported: the first broken one is the row's reason."""
+    rules: list[Rule] = []
+    for column in spec.columns:
+        if column.required:
+            rules.append(
+                Rule(
+                    f"not_null:{column.name}",
+                    "not_null",
+                    f"{_q(column.name)} IS NULL OR trim({_q(column.name)}) = ''",
+                )
+            )
+    for column in spec.columns:
+        if column.dtype == "string":
+            continue
+        value = parsed(column.name, column.dtype)
+        present = f"{_q(column.name)} IS NOT NULL AND trim({_q(column.name)}) <> ''"
+        bad_type = f"{value} IS NULL"
+        if column.dtype == "float":
+            bad_type += f" OR isnan({value}) OR isinf({value})"
+        rules.append(Rule(f"type:{column.name}", "types", f"({present}) AND ({bad_type})"))
+    for column in spec.numeric_columns:
+        bounds = []
+        value = parsed(column.name, column.dtype)
+        if column.min_value is not None:
+            bounds.append(f"{value} < {column.min_value!r}")
+        if column.max_value is not None:
+            bounds.append(f"{value} > {column.max_value!r}")
+        if bounds:
+            rules.append(Rule(f"range:{column.name}", "value_range", " OR ".join(bounds)))
+    return rules
+
+
+def key_expressions(spec: UseCaseSpec) -> list[str]:
+    by_name = {c.name: c for c in spec.columns}
+    return [parsed(name, by_name[name].dtype) for name in spec.expectations.key]
+
+
+def validated_rows_sql(spec: UseCaseSpec, relation: str, where: str = "TRUE") -> str:
+    """Select every row of ``relation`` with ``reject_reason`` (NULL for rows that pass).
+
+    Among rows that share a key, the first one landed (file, then row number) is kept and the
+    others are rejected as duplicates.
+    """
+    cases = "\n".join(f"        WHEN {rule.violated} THEN '{rule.name}'" for rule in row_rules(spec))
+    keys = ", ".join(key_expressions(spec))
+    return f"""
+WITH scoped AS (
+    SELECT * FROM {relation} WHERE {where}
+), reasoned AS (
+    SELECT *, CASE
+{cases}
+        ELSE NULL END AS row_reason
+    FROM scoped
+), ranked AS (
+    SELECT *, CASE WHEN row_reason IS NULL THEN row_number() OVER (
+        PARTITION BY row_reason IS NULL, {keys} ORDER BY source_file, source_row
+    ) END AS key_rank
+    FROM reasoned
+)
+SELECT * EXCLUDE (row_reason, key_rank),
+    COALESCE(row_reason, CASE WHEN key_rank > 1 THEN 'duplicate_key' END) AS reject_reason
+FROM ranked
+"""
+
+
+CHECK_NAMES = ("not_null", "types", "value_range", "unique_key")
+
+
+def check_of_reason(reason: str) -> str:
+    if reason == "duplicate_key":
+        return "unique_key"
+    prefix = reason.split(":", 1)[0]
+    return {"not_null": "not_null", "type": "types", "range": "value_range"}[prefix]
