@@ -68,6 +68,9 @@ class GateSpec:
 @dataclass(frozen=True)
 class DriftSpec:
     window_days: int = 1
+    # Features compared for drift; empty means every feature. Spread features (rolling std,
+    # difference from the mean) move with each day's anomalies, so a spec may leave them out.
+    columns: tuple[str, ...] = ()
     # Share of drifted features at which the dataset counts as drifted (Evidently's drift_share).
     drift_share: float = 0.5
 

@@ -16,7 +16,7 @@ from ml_platform.training.assets import read_split
 
 
 def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
-    columns = spec.features.feature_names()
+    columns = list(spec.drift.columns) or spec.features.feature_names()
 
     @dg.asset(
         key=[spec.name, "drift_report"],

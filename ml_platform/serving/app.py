@@ -4,7 +4,6 @@ Models are given to replicas through ``user_config`` (version, artifact source a
 promotion is a reconfigure: Ray Serve applies it to live replicas without dropping requests.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 import json

@@ -32,6 +32,10 @@ SPEC = UseCaseSpec(
         seed=42,
     ),
     gate=GateSpec(min_metrics={"roc_auc": 0.7, "average_precision": 0.1}),
-    drift=DriftSpec(window_days=1, drift_share=0.5),
+    drift=DriftSpec(
+        window_days=1,
+        columns=("value", "temperature", "vibration", "value_ma_12", "value_ma_72"),
+        drift_share=0.5,
+    ),
     partitions_start="2025-01-01",
 )

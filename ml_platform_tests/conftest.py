@@ -1,0 +1,104 @@
+"""Shared fixtures: one Ray cluster per session, one materialized platform home per module."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+# No usage pings from tests; set before any library reads them.
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from ml_platform.ingestion.generate import SensorDataConfig, write_sensor_data  # noqa: E402
+from ml_platform.serving.cluster import free_port, start_local_cluster, stop_local_cluster  # noqa: E402
+from ml_platform.settings import Settings, load_settings  # noqa: E402
+
+USE_CASE = "sensor_anomaly"
+# A fixed window keeps the data, and so the tests, identical on every run.
+FIRST_DAY = dt.date(2026, 10, 1)
+DAYS = 10
+
+
+def key(name: str) -> dg.AssetKey:
+    return dg.AssetKey([USE_CASE, name])
+
+
+def keys(*names: str) -> list[dg.AssetKey]:
+    return [key(n) for n in names]
+
+
+def day_range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
+    return {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+
+
+@dataclass
+class Platform:
+    """A platform home with its settings, definitions and Dagster instance."""
+
+    settings: Settings
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+
+    def materialize(self, names: list[str], *, raise_on_error: bool = True, **kwargs):
+        return dg.materialize(
+            self.defs.assets,
+            selection=keys(*names),
+            instance=self.instance,
+            resources=self.defs.resources,
+            raise_on_error=raise_on_error,
+            **kwargs,
+        )
+
+    def ingest(self, first: dt.date, last: dt.date, *, raise_on_error: bool = True):
+        return self.materialize(
+            ["raw_readings", "readings_quarantine"],
+            tags=day_range_tags(first, last),
+            raise_on_error=raise_on_error,
+        )
+
+    @property
+    def landing(self) -> Path:
+        return self.settings.landing_dir_for(USE_CASE)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory) -> Iterator[str]:
+    """One local Ray head for the whole session; every home's settings point at it."""
+    run_home = tmp_path_factory.mktemp("ray-home")
+    os.environ["ML_PLATFORM_SERVE_PORT"] = str(free_port())
+    os.environ["ML_PLATFORM_HOME"] = str(run_home)
+    settings = load_settings()
+    process = start_local_cluster(settings)
+    address = (settings.run_dir / "ray_address").read_text().strip()
+    os.environ["RAY_ADDRESS"] = address
+    yield address
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    stop_local_cluster(settings, process)
+    os.environ.pop("RAY_ADDRESS", None)
+
+
+def make_platform(home: Path, monkeypatch: pytest.MonkeyPatch | None = None) -> Platform:
+    from ml_platform.definitions import build_definitions
+
+    os.environ["ML_PLATFORM_HOME"] = str(home)
+    settings = load_settings()
+    return Platform(settings, build_definitions(settings), dg.DagsterInstance.ephemeral())
+
+
+def land_days(platform: Platform, first: dt.date, days: int, **config) -> list[Path]:
+    return write_sensor_data(
+        platform.landing, SensorDataConfig(sensors=6, days=days, start=first, **config)
+    )

@@ -1,0 +1,56 @@
+"""The code location loads and holds the contract's asset graph."""
+
+import dagster as dg
+
+from ml_platform.definitions import defs
+
+from .conftest import key
+
+# Each contract key and the upstream keys it must have (the lineage of ARCHITECTURE.md).
+CONTRACT_UPSTREAMS = {
+    "raw_readings": set(),
+    "readings_quarantine": {"raw_readings"},
+    "stg_readings": {"raw_readings", "readings_quarantine"},
+    "features": {"stg_readings"},
+    "online_features": {"features"},
+    "training_set": {"features"},
+    "model": {"training_set"},
+    "model_evaluation": {"model"},
+    "champion": {"model_evaluation"},
+    "deployment": {"champion"},
+    "predictions": {"deployment"},
+    "drift_report": {"features", "training_set", "predictions"},
+}
+
+
+def test_definitions_load():
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_every_contract_key_exists_with_its_upstreams():
+    graph = defs.resolve_asset_graph()
+    for name, upstreams in CONTRACT_UPSTREAMS.items():
+        node = graph.get(key(name))
+        assert node.parent_keys == {key(u) for u in upstreams}, name
+
+
+def test_raw_assets_are_daily_partitioned_and_checked():
+    graph = defs.resolve_asset_graph()
+    for name in ("raw_readings", "readings_quarantine"):
+        assert isinstance(graph.get(key(name)).partitions_def, dg.DailyPartitionsDefinition)
+    checks = {k.name for k in graph.asset_check_keys if k.asset_key == key("raw_readings")}
+    assert {"schema", "not_null", "types", "value_range", "unique_key", "bad_share"} <= checks
+    dbt_checks = {k.name for k in graph.asset_check_keys if k.asset_key == key("stg_readings")}
+    assert any(name.startswith("unique_combination") for name in dbt_checks)
+
+
+def test_warehouse_writers_share_one_pool():
+    graph = defs.resolve_asset_graph()
+    for name in ("raw_readings", "readings_quarantine", "stg_readings", "features", "training_set"):
+        assert graph.get(key(name)).pools == {"warehouse"}, name
+
+
+def test_sensors_are_running_by_default():
+    sensors = {s.name: s for s in defs.sensors}
+    for name in ("sensor_anomaly_landing_sensor", "sensor_anomaly_drift_sensor"):
+        assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING

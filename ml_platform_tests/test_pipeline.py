@@ -1,0 +1,172 @@
+"""The whole loop on the embedded default: landed files -> served champion -> drift -> one retrain."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import httpx
+import pytest
+
+from ml_platform.automation.sensors import RETRAIN_ASSETS
+from ml_platform.metadata import latest_metadata
+from ml_platform.training import registry
+
+from .conftest import DAYS, FIRST_DAY, USE_CASE, key, keys, land_days, make_platform
+
+SENSORS = 6
+READINGS_PER_DAY = 24 * 60 // 5
+TRAIN_AND_SERVE = [
+    "stg_readings", "features", "online_features", "training_set",
+    "model", "model_evaluation", "champion", "deployment",
+]
+LAST_DAY = FIRST_DAY + dt.timedelta(days=DAYS - 1)
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, ray_cluster):
+    platform = make_platform(tmp_path_factory.mktemp("home"))
+    land_days(platform, FIRST_DAY, DAYS)
+    results = [
+        platform.ingest(FIRST_DAY, LAST_DAY),
+        platform.materialize(TRAIN_AND_SERVE),
+    ]
+    platform.results = results
+    return platform
+
+
+def predict(platform, body=None, content=None, **kwargs) -> httpx.Response:
+    url = f"{platform.settings.serve_url}/v1/models/{USE_CASE}/predict"
+    return httpx.post(url, json=body, content=content, timeout=30, **kwargs)
+
+
+def test_whole_graph_materializes_with_every_check_passing(platform):
+    evaluations = [e for r in platform.results for e in r.get_asset_check_evaluations()]
+    assert evaluations, "no asset checks ran"
+    failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed]
+    assert failed == []
+    checked = {e.asset_key for e in evaluations}
+    assert {key("raw_readings"), key("stg_readings"), key("model_evaluation")} <= checked
+    for name in ["raw_readings", "readings_quarantine", *TRAIN_AND_SERVE]:
+        assert platform.instance.get_latest_materialization_event(key(name)) is not None, name
+
+
+def test_tables_report_row_counts(platform):
+    raw = platform.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key("raw_readings"), asset_partitions=[FIRST_DAY.isoformat()]),
+        limit=1,
+    ).records[0]
+    assert raw.asset_materialization.metadata["dagster/row_count"].value == SENSORS * READINGS_PER_DAY * DAYS
+    assert latest_metadata(platform.instance, key("readings_quarantine"))["dagster/row_count"] == 0
+    features = latest_metadata(platform.instance, key("features"))
+    assert features["dagster/row_count"] == SENSORS * READINGS_PER_DAY * DAYS
+    assert latest_metadata(platform.instance, key("online_features"))["dagster/row_count"] == SENSORS
+
+
+def test_model_is_registered_evaluated_and_champion(platform):
+    model = latest_metadata(platform.instance, key("model"))
+    evaluation = latest_metadata(platform.instance, key("model_evaluation"))
+    assert evaluation["model_version"] == model["model_version"]
+    assert evaluation["roc_auc"] >= 0.7
+    champion = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
+    assert champion is not None and champion.version == model["model_version"]
+    assert champion.sha256 == model["artifact_sha256"]
+    run = registry.configure(platform.settings).get_run(model["mlflow_run_id"])
+    assert run.data.params["seed"] == "42"
+    assert run.data.tags["training_content_sha256"]
+    assert "test_roc_auc" in run.data.metrics
+
+
+def test_served_prediction_comes_from_the_champion(platform):
+    champion = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
+    response = predict(platform, {"sensor_id": "s-1"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == champion.version
+    assert body["sensor_id"] == "s-1"
+    assert isinstance(body["anomaly_score"], float)
+    assert body["is_anomaly"] == (body["anomaly_score"] > 0)
+    assert len(body["prediction_id"]) == 32
+
+    batch = predict(platform, {"instances": [{"sensor_id": "s-2"}, {"sensor_id": "s-3"}]}).json()
+    assert [p["sensor_id"] for p in batch["predictions"]] == ["s-2", "s-3"]
+    assert len({p["prediction_id"] for p in batch["predictions"]}) == 2
+
+
+def test_bad_requests_get_clear_4xx(platform):
+    unknown = predict(platform, {"sensor_id": "no-such-sensor"})
+    assert unknown.status_code == 404
+    assert "no-such-sensor" in unknown.json()["error"]
+    malformed = predict(platform, content=b"{not json", headers={"content-type": "application/json"})
+    assert malformed.status_code == 422
+    assert "JSON" in malformed.json()["error"]
+    wrong_shape = predict(platform, {"sensor": "s-1"})
+    assert wrong_shape.status_code == 422
+    assert "sensor_id" in wrong_shape.json()["error"]
+    health = httpx.get(f"{platform.settings.serve_url}/v2/health/ready", timeout=10)
+    assert health.json() == {"ready": True}
+
+
+def test_prediction_log_is_ingested_once(platform):
+    ids = [predict(platform, {"sensor_id": f"s-{i}"}).json()["prediction_id"] for i in (1, 2, 4)]
+    platform.materialize(["predictions"])
+    first = latest_metadata(platform.instance, key("predictions"))
+    platform.materialize(["predictions"])
+    second = latest_metadata(platform.instance, key("predictions"))
+    assert first["dagster/row_count"] >= len(ids)
+    assert second["new_rows"] == 0 and second["dagster/row_count"] == first["dagster/row_count"]
+    with platform.defs.resources["warehouse"].get_connection() as conn:
+        found = conn.sql(
+            f"SELECT count(*) FROM {USE_CASE}.predictions WHERE prediction_id IN ?", params=[ids]
+        ).fetchall()[0][0]
+    assert found == len(ids)
+
+
+def test_clean_data_shows_no_drift(platform):
+    platform.materialize(["drift_report"])
+    report = latest_metadata(platform.instance, key("drift_report"))
+    assert report["dataset_drift"] is False
+    assert 0 <= report["drift_share"] < 0.5
+    assert all(isinstance(report[f"drift_score/{c}"], float) for c in ("value", "vibration"))
+    html = report["report"]
+    text = open(html).read()
+    assert html.endswith(".html") and "<html" in text
+    assert all(column in text for column in ("value_ma_12", "vibration"))
+
+
+def _evaluate_drift_sensor(platform, cursor):
+    sensor = next(s for s in platform.defs.sensors if s.name == f"{USE_CASE}_drift_sensor")
+    context = dg.build_sensor_context(instance=platform.instance, cursor=cursor, definitions=platform.defs)
+    result = sensor.evaluate_tick(context)
+    return result, context.cursor
+
+
+def test_drifted_batch_requests_exactly_one_retrain(platform):
+    # Handle the clean report first, as the running sensor would have.
+    _, cursor = _evaluate_drift_sensor(platform, None)
+    drift_day = LAST_DAY + dt.timedelta(days=1)
+    land_days(platform, drift_day, 2, drift_from=drift_day)
+    platform.ingest(drift_day, drift_day + dt.timedelta(days=1))
+    platform.materialize(["stg_readings", "features", "online_features", "drift_report"])
+    report = latest_metadata(platform.instance, key("drift_report"))
+    assert report["dataset_drift"] is True, report
+
+    result, cursor = _evaluate_drift_sensor(platform, cursor)
+    assert len(result.run_requests) == 1
+    request = result.run_requests[0]
+    assert request.run_key == f"drift:{report['report_id']}"
+    assert set(request.asset_selection) == set(keys(*RETRAIN_ASSETS))
+
+    again, _ = _evaluate_drift_sensor(platform, cursor)
+    assert again.run_requests == []
+    assert "already handled" in again.skip_message
+
+
+def test_retrain_requested_by_drift_runs_through_the_gate(platform):
+    before = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
+    platform.materialize(list(RETRAIN_ASSETS))
+    after = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
+    assert int(after.version) == int(before.version) + 1
+    assert registry.alias_ref(platform.settings, USE_CASE, registry.PREVIOUS).version == before.version
+    promotion = registry.configure(platform.settings).get_model_version(USE_CASE, after.version).tags["promotion"]
+    assert json.loads(promotion)["from_version"] == before.version
+    assert predict(platform, {"sensor_id": "s-1"}).json()["model_version"] == after.version
