@@ -1,0 +1,127 @@
+"""Bad rows are quarantined exactly; a wrong schema stops the run before anything downstream."""
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from ml_platform.metadata import latest_metadata
+
+from .conftest import FIRST_DAY, USE_CASE, key, land_days, make_platform
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory):
+    platform = make_platform(tmp_path_factory.mktemp("validation-home"))
+    land_days(platform, FIRST_DAY, 2)
+    platform.ingest(FIRST_DAY, FIRST_DAY + dt.timedelta(days=1))
+    return platform
+
+
+def _rows(platform, sql: str) -> list[tuple]:
+    with platform.defs.resources["warehouse"].get_connection() as conn:
+        return conn.sql(sql).fetchall()
+
+
+def test_bad_rows_are_quarantined_exactly(platform):
+    day = FIRST_DAY + dt.timedelta(days=2)
+    clean = land_days(platform, day, 1)[0]
+    frame = pd.read_csv(clean, dtype=str)
+    clean.unlink()  # this day is landed once, as the file with bad rows below
+    # Data rows are numbered from 1, the way source_row counts them.
+    frame.loc[4, "value"] = "not-a-number"
+    frame.loc[9, "value"] = "5000"  # outside the declared range
+    frame.loc[14, "sensor_id"] = None
+    frame.loc[19, "timestamp"] = "yesterday-ish"
+    frame.loc[24, "value"] = "nan"
+    duplicate = frame.iloc[[30]]
+    frame = pd.concat([frame, duplicate], ignore_index=True)  # last row repeats row 31's key
+    path = platform.landing / f"readings_{day.isoformat()}_with_errors.csv"
+    frame.to_csv(path, index=False)
+
+    result = platform.ingest(day, day)
+    assert result.success
+    expected = {
+        5: "type:value",
+        10: "range:value",
+        15: "not_null:sensor_id",
+        20: "type:timestamp",
+        25: "type:value",
+        len(frame): "duplicate_key",
+    }
+    quarantined = _rows(
+        platform,
+        f"""SELECT source_row, reject_reason FROM {USE_CASE}.readings_quarantine
+            WHERE source_file = '{path}' ORDER BY source_row""",
+    )
+    assert dict(quarantined) == expected
+
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["value_range"].passed is False and checks["value_range"].severity.value == "WARN"
+    assert checks["value_range"].metadata["violations"].value == 1
+    assert checks["types"].metadata["violations"].value == 3
+    assert checks["unique_key"].metadata["violations"].value == 1
+    assert checks["bad_share"].passed is True
+    assert "5000" in checks["value_range"].metadata["sample"].value
+
+    # Every landed row is accounted for: kept in raw, and either staged or quarantined.
+    raw_rows = _rows(platform, f"SELECT count(*) FROM {USE_CASE}.raw_readings WHERE source_file = '{path}'")
+    assert raw_rows[0][0] == len(frame)
+    platform.materialize(["stg_readings"])
+    staged = _rows(platform, f"SELECT count(*) FROM {USE_CASE}.stg_readings WHERE source_file = '{path}'")
+    assert staged[0][0] == len(frame) - len(expected)
+
+
+def test_mostly_bad_file_blocks_downstream(platform):
+    day = FIRST_DAY + dt.timedelta(days=3)
+    path = land_days(platform, day, 1)[0]
+    frame = pd.read_csv(path, dtype=str)
+    frame.loc[: len(frame) // 5, "value"] = "-99999"
+    path.unlink()
+    frame.to_csv(path.with_name(f"readings_{day.isoformat()}_broken.csv"), index=False)
+    result = platform.materialize(
+        ["raw_readings", "readings_quarantine", "stg_readings"], partition_key=day.isoformat(),
+        raise_on_error=False,
+    )
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["bad_share"].passed is False
+    assert checks["bad_share"].metadata["bad_share"].value > 0.05
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert materialized == {key("raw_readings")}
+
+
+def test_wrong_schema_fails_at_validation_and_nothing_downstream_materializes(platform):
+    day = FIRST_DAY + dt.timedelta(days=4)
+    stg_before = platform.instance.get_latest_materialization_event(key("stg_readings"))
+    path = land_days(platform, day, 1)[0]
+    frame = pd.read_csv(path, dtype=str).rename(columns={"value": "reading"})
+    path.unlink()
+    bad = path.with_name(f"readings_{day.isoformat()}_renamed.csv")
+    frame.to_csv(bad, index=False)
+
+    result = platform.materialize(
+        ["raw_readings", "readings_quarantine", "stg_readings", "features"],
+        partition_key=day.isoformat(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    schema = next(e for e in result.get_asset_check_evaluations() if e.check_name == "schema")
+    assert schema.passed is False
+    assert "missing required column(s) value" in schema.metadata["reasons"].value
+    assert str(bad) in schema.metadata["reasons"].value
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert materialized == {key("raw_readings")}
+    assert platform.instance.get_latest_materialization_event(key("stg_readings")) == stg_before
+    # The landed file is untouched and none of its rows entered the warehouse.
+    assert bad.exists()
+    count = _rows(platform, f"SELECT count(*) FROM {USE_CASE}.raw_readings WHERE source_file = '{bad}'")
+    assert count[0][0] == 0
+
+
+def test_reloading_a_partition_never_duplicates_rows(platform):
+    day = FIRST_DAY.isoformat()
+    before = _rows(platform, f"SELECT count(*) FROM {USE_CASE}.raw_readings WHERE partition_date = '{day}'")
+    platform.ingest(FIRST_DAY, FIRST_DAY)
+    after = _rows(platform, f"SELECT count(*) FROM {USE_CASE}.raw_readings WHERE partition_date = '{day}'")
+    assert before == after and after[0][0] > 0
+    assert latest_metadata(platform.instance, key("raw_readings"))["dagster/row_count"] == after[0][0]
