@@ -69,7 +69,9 @@ def serve(detach: bool) -> None:
     cluster = None
     if cluster_address(settings) is None:
         if detach:
-            raise click.ClickException("--detach needs a running cluster (RAY_ADDRESS or `ml-platform serve`)")
+            raise click.ClickException(
+                "--detach needs a running cluster (RAY_ADDRESS or `ml-platform serve`)"
+            )
         click.echo("starting a local Ray head (127.0.0.1, dashboard off)...")
         cluster = start_local_cluster(settings)
     try:

@@ -6,6 +6,7 @@ processes this demo started (by their ids) and leaves no port bound.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,8 +25,14 @@ from ml_platform.settings import REPO_ROOT, Settings
 USE_CASE = "sensor_anomaly"
 INGEST = ["raw_readings", "readings_quarantine"]
 TRAIN_AND_SERVE = [
-    "stg_readings", "features", "online_features", "training_set",
-    "model", "model_evaluation", "champion", "deployment",
+    "stg_readings",
+    "features",
+    "online_features",
+    "training_set",
+    "model",
+    "model_evaluation",
+    "champion",
+    "deployment",
 ]
 MONITOR = ["predictions", "drift_report"]
 
@@ -48,7 +55,11 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            command,
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the demo only; it stops children in order
         )
         self.children[name] = process
@@ -73,10 +84,8 @@ class Supervisor:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
             # Children of the child (workers) that outlived it are in the same session.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _wait_http(url: str, timeout_s: float, stop: threading.Event) -> bool:
@@ -91,10 +100,18 @@ def _wait_http(url: str, timeout_s: float, stop: threading.Event) -> bool:
     return False
 
 
-def _materialize(env: dict[str, str], names: list[str], log_dir: Path, extra: list[str] | None = None) -> None:
+def _materialize(
+    env: dict[str, str], names: list[str], log_dir: Path, extra: list[str] | None = None
+) -> None:
     command = [
-        _bin("dagster"), "asset", "materialize", "-m", "ml_platform.definitions",
-        "--select", _keys(names), *(extra or []),
+        _bin("dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "ml_platform.definitions",
+        "--select",
+        _keys(names),
+        *(extra or []),
     ]
     print(f"  materializing {', '.join(names)} {' '.join(extra or [])}")
     log = log_dir / "materialize.log"
@@ -129,14 +146,15 @@ def _never_materialized(settings: Settings, names: list[str]) -> list[str]:
 
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         return [
-            n for n in names
-            if instance.get_latest_materialization_event(dg.AssetKey([USE_CASE, n])) is None
+            n for n in names if instance.get_latest_materialization_event(dg.AssetKey([USE_CASE, n])) is None
         ]
 
 
 def _predict(settings: Settings, sensor_id: str) -> httpx.Response:
     return httpx.post(
-        f"{settings.serve_url}/v1/models/{USE_CASE}/predict", json={"sensor_id": sensor_id}, timeout=30
+        f"{settings.serve_url}/v1/models/{USE_CASE}/predict",
+        json={"sensor_id": sensor_id},
+        timeout=30,
     )
 
 
@@ -161,14 +179,35 @@ def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 50
             print(f"  generated {len(written)} files of sensor readings in {landing}")
         ensure_manifest()  # parse dbt once, before several processes load the definitions
 
-        supervisor.start("dagster-webserver", [
-            _bin("dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(dagster_port),
-        ])
-        supervisor.start("mlflow-ui", [
-            _bin("mlflow"), "server", "--backend-store-uri", settings.mlflow_tracking_uri,
-            "--default-artifact-root", settings.mlflow_artifacts_dir.as_uri(),
-            "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
-        ])
+        supervisor.start(
+            "dagster-webserver",
+            [
+                _bin("dagster-webserver"),
+                "-w",
+                "workspace.yaml",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(dagster_port),
+            ],
+        )
+        supervisor.start(
+            "mlflow-ui",
+            [
+                _bin("mlflow"),
+                "server",
+                "--backend-store-uri",
+                settings.mlflow_tracking_uri,
+                "--default-artifact-root",
+                settings.mlflow_artifacts_dir.as_uri(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "1",
+            ],
+        )
 
         days = _missing_raw_days(settings)
         if days:

@@ -72,9 +72,7 @@ def load_settings() -> Settings:
     home = Path(os.environ.get("ML_PLATFORM_HOME", REPO_ROOT / ".ml_platform")).resolve()
     return Settings(
         home=home,
-        mlflow_tracking_uri=os.environ.get(
-            "MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"
-        ),
+        mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
         ray_address=os.environ.get("RAY_ADDRESS") or None,
         serve_host=os.environ.get("ML_PLATFORM_SERVE_HOST", "127.0.0.1"),
         serve_port=int(os.environ.get("ML_PLATFORM_SERVE_PORT", "8000")),

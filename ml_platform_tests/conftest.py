@@ -99,6 +99,4 @@ def make_platform(home: Path, monkeypatch: pytest.MonkeyPatch | None = None) -> 
 
 
 def land_days(platform: Platform, first: dt.date, days: int, **config) -> list[Path]:
-    return write_sensor_data(
-        platform.landing, SensorDataConfig(sensors=6, days=days, start=first, **config)
-    )
+    return write_sensor_data(platform.landing, SensorDataConfig(sensors=6, days=days, start=first, **config))

@@ -28,9 +28,19 @@ def webserver(tmp_path):
     port = free_port()
     log = (tmp_path / "webserver.log").open("wb")
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster-webserver")), "-w", "workspace.yaml",
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO_ROOT, env=child_env(settings), stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(Path(sys.executable).with_name("dagster-webserver")),
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=REPO_ROOT,
+        env=child_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -52,8 +62,15 @@ def webserver(tmp_path):
 def browser(tmp_path):
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-dev-shm-usage", "--window-size=3200,1400", f"--user-data-dir={tmp_path / 'chrome'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--window-size=3200,1400",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
     yield driver
@@ -66,8 +83,7 @@ def test_asset_graph_shows_every_contract_key(webserver, browser, tmp_path):
 
     def rendered(driver) -> set[str]:
         return {
-            name for name in names
-            if driver.find_elements(By.XPATH, f"//*[normalize-space(text())='{name}']")
+            name for name in names if driver.find_elements(By.XPATH, f"//*[normalize-space(text())='{name}']")
         }
 
     try:

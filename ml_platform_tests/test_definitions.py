@@ -32,6 +32,7 @@ def test_every_contract_key_exists_with_its_upstreams():
     for name, upstreams in CONTRACT_UPSTREAMS.items():
         node = graph.get(key(name))
         assert node.parent_keys == {key(u) for u in upstreams}, name
+        assert node.group_name == "sensor_anomaly", name
 
 
 def test_raw_assets_are_daily_partitioned_and_checked():

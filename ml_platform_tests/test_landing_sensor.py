@@ -19,7 +19,9 @@ def platform(tmp_path):
 def evaluate(platform, cursor=None):
     sensor = next(s for s in platform.defs.sensors if s.name == f"{USE_CASE}_landing_sensor")
     context = dg.build_sensor_context(
-        instance=platform.instance, cursor=cursor, definitions=platform.defs,
+        instance=platform.instance,
+        cursor=cursor,
+        definitions=platform.defs,
         resources={"platform": platform.defs.resources["platform"]},
     )
     return sensor.evaluate_tick(context), context.cursor
@@ -29,8 +31,15 @@ def test_new_files_request_their_days(platform):
     files = land_days(platform, FIRST_DAY, 2)
     result, cursor = evaluate(platform)
     requests = sorted(result.run_requests, key=lambda r: r.partition_key)
-    assert [r.partition_key for r in requests] == [FIRST_DAY.isoformat(), (FIRST_DAY + dt.timedelta(days=1)).isoformat()]
-    for request, path in zip(requests, sorted(p for p in files if p.suffix == ".csv" and "readings" in p.name), strict=True):
+    assert [r.partition_key for r in requests] == [
+        FIRST_DAY.isoformat(),
+        (FIRST_DAY + dt.timedelta(days=1)).isoformat(),
+    ]
+    for request, path in zip(
+        requests,
+        sorted(p for p in files if p.suffix == ".csv" and "readings" in p.name),
+        strict=True,
+    ):
         assert path.name in request.run_key and file_sha256(path)[:12] in request.run_key
         assert set(request.asset_selection) == set(keys(*INGEST_ASSETS))
 

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import dagster as dg
 import httpx
@@ -16,8 +17,14 @@ from .conftest import DAYS, FIRST_DAY, USE_CASE, key, keys, land_days, make_plat
 SENSORS = 6
 READINGS_PER_DAY = 24 * 60 // 5
 TRAIN_AND_SERVE = [
-    "stg_readings", "features", "online_features", "training_set",
-    "model", "model_evaluation", "champion", "deployment",
+    "stg_readings",
+    "features",
+    "online_features",
+    "training_set",
+    "model",
+    "model_evaluation",
+    "champion",
+    "deployment",
 ]
 LAST_DAY = FIRST_DAY + dt.timedelta(days=DAYS - 1)
 
@@ -128,7 +135,7 @@ def test_clean_data_shows_no_drift(platform):
     assert 0 <= report["drift_share"] < 0.5
     assert all(isinstance(report[f"drift_score/{c}"], float) for c in ("value", "vibration"))
     html = report["report"]
-    text = open(html).read()
+    text = Path(html).read_text()
     assert html.endswith(".html") and "<html" in text
     assert all(column in text for column in ("value_ma_12", "vibration"))
 
@@ -167,6 +174,8 @@ def test_retrain_requested_by_drift_runs_through_the_gate(platform):
     after = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
     assert int(after.version) == int(before.version) + 1
     assert registry.alias_ref(platform.settings, USE_CASE, registry.PREVIOUS).version == before.version
-    promotion = registry.configure(platform.settings).get_model_version(USE_CASE, after.version).tags["promotion"]
+    promotion = (
+        registry.configure(platform.settings).get_model_version(USE_CASE, after.version).tags["promotion"]
+    )
     assert json.loads(promotion)["from_version"] == before.version
     assert predict(platform, {"sensor_id": "s-1"}).json()["model_version"] == after.version

@@ -80,7 +80,8 @@ def test_mostly_bad_file_blocks_downstream(platform):
     path.unlink()
     frame.to_csv(path.with_name(f"readings_{day.isoformat()}_broken.csv"), index=False)
     result = platform.materialize(
-        ["raw_readings", "readings_quarantine", "stg_readings"], partition_key=day.isoformat(),
+        ["raw_readings", "readings_quarantine", "stg_readings"],
+        partition_key=day.isoformat(),
         raise_on_error=False,
     )
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}

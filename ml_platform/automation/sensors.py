@@ -1,6 +1,5 @@
 """Sensors: new landed files start ingestion; a drifted report starts one retrain."""
 
-
 import datetime as dt
 import json
 from pathlib import Path
@@ -19,7 +18,13 @@ from ml_platform.metadata import latest_metadata
 from ml_platform.resources.platform import PlatformResource
 from ml_platform.spec import UseCaseSpec
 
-INGEST_ASSETS = ("raw_readings", "readings_quarantine", "stg_readings", "features", "online_features")
+INGEST_ASSETS = (
+    "raw_readings",
+    "readings_quarantine",
+    "stg_readings",
+    "features",
+    "online_features",
+)
 RETRAIN_ASSETS = ("training_set", "model", "model_evaluation", "champion", "deployment")
 
 
@@ -66,7 +71,9 @@ def build_landing_sensor(spec: UseCaseSpec) -> dg.SensorDefinition:
         seen: dict[str, list[int]] = json.loads(context.cursor) if context.cursor else {}
         valid_days = set(partitions.get_partition_keys(current_time=dt.datetime.now(dt.UTC)))
         # Once a model exists, fresh data also refreshes the drift report (which may retrain).
-        selection = keys + ([drift_key] if context.instance.get_latest_materialization_event(training_key) else [])
+        selection = keys + (
+            [drift_key] if context.instance.get_latest_materialization_event(training_key) else []
+        )
         pending: dict[str, list[str]] = {}
         for path in list_landing_files(platform.settings.landing_dir_for(spec.name)):
             stat = path.stat()

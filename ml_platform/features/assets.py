@@ -1,6 +1,5 @@
 """Offline features in the warehouse and the latest vector per entity in the online store."""
 
-
 import datetime as dt
 
 import dagster as dg
@@ -25,7 +24,12 @@ def read_features(warehouse: DuckDBResource, spec: UseCaseSpec) -> pl.DataFrame:
 def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     staged_key = dg.AssetKey([spec.name, "stg_readings"])
     features_key = dg.AssetKey([spec.name, "features"])
-    source_columns = [spec.entity, spec.timestamp, *spec.features.columns, *spec.features.passthrough]
+    source_columns = [
+        spec.entity,
+        spec.timestamp,
+        *spec.features.columns,
+        *spec.features.passthrough,
+    ]
 
     @dg.asset(
         key=features_key,

@@ -1,6 +1,5 @@
 """Raw readings and their quarantine: daily partitions in the warehouse, guarded by blocking checks."""
 
-
 import datetime as dt
 
 import dagster as dg
@@ -66,9 +65,7 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 passed=not load.rejected,
                 metadata={
                     "rejected_files": len(load.rejected),
-                    "reasons": markdown_table(
-                        [{"file": r.path, "reason": r.reason} for r in load.rejected]
-                    ),
+                    "reasons": markdown_table([{"file": r.path, "reason": r.reason} for r in load.rejected]),
                 },
             )
         ]
@@ -128,9 +125,7 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         scope = partition_filter(first, last)
         validated = validated_rows_sql(spec, raw_table(spec), scope)
         with warehouse.get_connection() as conn:
-            conn.sql(
-                f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM ({validated}) WHERE FALSE"
-            )
+            conn.sql(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM ({validated}) WHERE FALSE")
             conn.begin()
             conn.sql(f"DELETE FROM {table} WHERE {scope}")
             conn.sql(f"INSERT INTO {table} SELECT * FROM ({validated}) WHERE reject_reason IS NOT NULL")

@@ -123,10 +123,7 @@ def write_sensor_data(landing_dir: Path, config: SensorDataConfig) -> list[Path]
     labels_path = labels_dir / f"anomalies_{first.isoformat()}_{last.isoformat()}.csv"
     if not labels_path.exists():
         label_frame = pd.DataFrame(
-            [
-                (s, a.strftime("%Y-%m-%dT%H:%M:%SZ"), b.strftime("%Y-%m-%dT%H:%M:%SZ"))
-                for s, a, b in labels
-            ],
+            [(s, a.strftime("%Y-%m-%dT%H:%M:%SZ"), b.strftime("%Y-%m-%dT%H:%M:%SZ")) for s, a, b in labels],
             columns=["sensor_id", "start", "end"],
         )
         _write_atomically(label_frame, labels_path)

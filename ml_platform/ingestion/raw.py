@@ -70,9 +70,7 @@ def _partition_dates(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, frame: 
     ts = parsed(spec.timestamp, "timestamp")
     conn.register("incoming_rows", frame.select(spec.timestamp).to_arrow())
     try:
-        days = conn.sql(
-            f"SELECT CAST(timezone('UTC', {ts}) AS DATE) AS d FROM incoming_rows"
-        ).pl()["d"]
+        days = conn.sql(f"SELECT CAST(timezone('UTC', {ts}) AS DATE) AS d FROM incoming_rows").pl()["d"]
     finally:
         conn.unregister("incoming_rows")
     first_valid = days.drop_nulls().min()
@@ -139,16 +137,13 @@ def load_raw_partitions(
     conn.begin()
     try:
         conn.sql(
-            f"DELETE FROM {raw_table(spec)} WHERE partition_date BETWEEN ? AND ?", params=list(wanted)
+            f"DELETE FROM {raw_table(spec)} WHERE partition_date BETWEEN ? AND ?",
+            params=list(wanted),
         )
         if batches:
-            incoming = pl.concat(batches).select(
-                "partition_date", *spec.column_names, *PROVENANCE_COLUMNS
-            )
+            incoming = pl.concat(batches).select("partition_date", *spec.column_names, *PROVENANCE_COLUMNS)
             conn.register("incoming_batch", incoming.to_arrow())
-            conn.sql(
-                f"INSERT INTO {raw_table(spec)} ({columns}) SELECT {columns} FROM incoming_batch"
-            )
+            conn.sql(f"INSERT INTO {raw_table(spec)} ({columns}) SELECT {columns} FROM incoming_batch")
             conn.unregister("incoming_batch")
         conn.commit()
     except Exception:

@@ -1,6 +1,5 @@
 """Drift reports: the champion's training features against the most recent features."""
 
-
 import datetime as dt
 
 import dagster as dg
@@ -21,8 +20,11 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=[spec.name, "drift_report"],
         group_name=spec.name,
-        deps=[dg.AssetKey([spec.name, "features"]), dg.AssetKey([spec.name, "training_set"]),
-              dg.AssetKey([spec.name, "predictions"])],
+        deps=[
+            dg.AssetKey([spec.name, "features"]),
+            dg.AssetKey([spec.name, "training_set"]),
+            dg.AssetKey([spec.name, "predictions"]),
+        ],
         pool=WAREHOUSE_POOL,
         kinds={"evidently"},
         description=f"Evidently data drift: training features vs the last {spec.drift.window_days} day(s).",

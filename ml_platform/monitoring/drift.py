@@ -63,7 +63,8 @@ def run_drift_report(
 
     report_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     snapshot = Report([DataDriftPreset(columns=columns, drift_share=drift_share)]).run(
-        current_data=_sample(current[columns], seed), reference_data=_sample(reference[columns], seed)
+        current_data=_sample(current[columns], seed),
+        reference_data=_sample(reference[columns], seed),
     )
     report_dir.mkdir(parents=True, exist_ok=True)
     html_path = report_dir / f"drift_{report_id}.html"

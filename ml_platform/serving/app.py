@@ -4,7 +4,6 @@ Models are given to replicas through ``user_config`` (version, artifact source a
 promotion is a reconfigure: Ray Serve applies it to live replicas without dropping requests.
 """
 
-
 import datetime as dt
 import json
 import math
@@ -108,7 +107,10 @@ class ModelServer:
             vector = self.online_store.get(use_case, entity_id)
             if vector is None:
                 raise RequestError(404, f"unknown {spec.entity} {entity_id!r}: no online features")
-            return vector.features, {spec.entity: entity_id, "feature_event_timestamp": vector.event_timestamp}
+            return vector.features, {
+                spec.entity: entity_id,
+                "feature_event_timestamp": vector.event_timestamp,
+            }
         missing = [n for n in names if n not in row]
         if missing:
             raise RequestError(422, f"feature row is missing field(s): {', '.join(missing)}")
@@ -116,9 +118,7 @@ class ModelServer:
         for name in names:
             value = row[name]
             if value is not None and (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
+                isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
             ):
                 raise RequestError(422, f"field {name!r} must be a finite number or null")
             features[name] = value
@@ -137,16 +137,15 @@ class ModelServer:
         frame = pd.DataFrame([f for f, _ in prepared], columns=spec.features.feature_names(), dtype=float)
         scores = anomaly_scores(pipeline, frame)
         now = dt.datetime.now(dt.UTC).isoformat()
-        predictions = []
-        for (features, echo), score in zip(prepared, scores, strict=True):
-            predictions.append(
-                {
-                    "prediction_id": uuid.uuid4().hex,
-                    **echo,
-                    "anomaly_score": float(score),
-                    "is_anomaly": bool(score > 0),
-                }
-            )
+        predictions = [
+            {
+                "prediction_id": uuid.uuid4().hex,
+                **echo,
+                "anomaly_score": float(score),
+                "is_anomaly": bool(score > 0),
+            }
+            for (_, echo), score in zip(prepared, scores, strict=True)
+        ]
         self.log.append(
             model,
             [

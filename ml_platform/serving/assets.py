@@ -1,6 +1,5 @@
 """The serving deployment of the champion, and the prediction log ingested from serving."""
 
-
 import json
 
 import dagster as dg

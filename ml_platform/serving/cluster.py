@@ -57,7 +57,10 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
     address = f"127.0.0.1:{port}"
     ray_bin = Path(sys.executable).with_name("ray")
     command = [
-        str(ray_bin), "start", "--head", "--block",
+        str(ray_bin),
+        "start",
+        "--head",
+        "--block",
         f"--port={port}",
         "--node-ip-address=127.0.0.1",
         f"--num-cpus={num_cpus}",
@@ -71,7 +74,9 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
     deadline = time.monotonic() + timeout_s
     while not _reachable(address):
         if process.poll() is not None:
-            raise RuntimeError(f"ray start exited with {process.returncode}; see {settings.run_dir / 'ray.log'}")
+            raise RuntimeError(
+                f"ray start exited with {process.returncode}; see {settings.run_dir / 'ray.log'}"
+            )
         if time.monotonic() > deadline:
             process.terminate()
             raise TimeoutError(f"Ray head did not come up on {address} within {timeout_s:.0f} s")

@@ -1,6 +1,5 @@
 """Training set -> candidate model -> held-out evaluation (the gate) -> champion alias."""
 
-
 import hashlib
 import subprocess
 
@@ -42,10 +41,8 @@ def git_commit() -> str:
 
 def read_split(warehouse: DuckDBResource, spec: UseCaseSpec, split: str) -> pl.DataFrame:
     with warehouse.get_connection() as conn:
-        return conn.sql(
-            f"SELECT * FROM {training_table(spec)} WHERE {SPLIT} = ? ORDER BY {spec.entity}, {EVENT_TIMESTAMP}",
-            params=[split],
-        ).pl()
+        query = f"SELECT * FROM {training_table(spec)} WHERE {SPLIT} = ?"
+        return conn.sql(f"{query} ORDER BY {spec.entity}, {EVENT_TIMESTAMP}", params=[split]).pl()
 
 
 def mlflow_run_url(settings: Settings, experiment_id: str, run_id: str) -> str:
@@ -53,9 +50,16 @@ def mlflow_run_url(settings: Settings, experiment_id: str, run_id: str) -> str:
 
 
 def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
-    key = {name: dg.AssetKey([spec.name, name]) for name in (
-        "features", "training_set", "model", "model_evaluation", "champion",
-    )}
+    key = {
+        name: dg.AssetKey([spec.name, name])
+        for name in (
+            "features",
+            "training_set",
+            "model",
+            "model_evaluation",
+            "champion",
+        )
+    }
     feature_names = spec.features.feature_names()
 
     @dg.asset(
@@ -123,7 +127,13 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             "training_last_event": str(identity.get("last_event", "")),
         }
         ref = registry.log_candidate(
-            settings, spec.name, pipeline, features.head(100), params, {"train_rows": len(train)}, tags
+            settings,
+            spec.name,
+            pipeline,
+            features.head(100),
+            params,
+            {"train_rows": len(train)},
+            tags,
         )
         experiment_id = registry.ensure_experiment(settings, spec.name)
         return dg.MaterializeResult(
@@ -174,7 +184,10 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 dg.AssetCheckResult(
                     check_name=f"gate_{metric}",
                     passed=value is not None and value >= threshold,
-                    metadata={"value": value if value is not None else float("nan"), "threshold": threshold},
+                    metadata={
+                        "value": value if value is not None else float("nan"),
+                        "threshold": threshold,
+                    },
                 )
             )
         passed = all(r.passed for r in results)
@@ -203,10 +216,17 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             raise dg.Failure(f"{spec.name} v{version} has not passed the gate; champion not moved")
         ref = registry.model_ref(settings, spec.name, version)
         previous = registry.move_champion(
-            settings, ref, reason="passed the evaluation gate", actor=f"dagster run {context.run_id}"
+            settings,
+            ref,
+            reason="passed the evaluation gate",
+            actor=f"dagster run {context.run_id}",
         )
         return dg.MaterializeResult(
-            metadata={"champion_version": version, "previous_version": previous or "", "mlflow_run_id": ref.run_id}
+            metadata={
+                "champion_version": version,
+                "previous_version": previous or "",
+                "mlflow_run_id": ref.run_id,
+            }
         )
 
     return [training_set, model, model_evaluation, champion]

@@ -16,7 +16,11 @@ SPLIT = "split"
 
 def read_label_windows(labels_dir: Path, spec: UseCaseSpec) -> pl.DataFrame:
     """All anomaly windows (entity, start, end) from the labels folder; empty when there is none."""
-    schema = {spec.entity: pl.String, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC")}
+    schema = {
+        spec.entity: pl.String,
+        "start": pl.Datetime("us", "UTC"),
+        "end": pl.Datetime("us", "UTC"),
+    }
     files = sorted(labels_dir.glob("*.csv")) if labels_dir.is_dir() else []
     if not files:
         return pl.DataFrame(schema=schema)
@@ -61,11 +65,12 @@ def time_split_boundary(timestamps: pl.Series, test_fraction: float) -> dt.datet
 def build_training_set(features: pl.DataFrame, windows: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
     """The last ``training_days`` of features, labelled and split into train/test by time."""
     newest = features[EVENT_TIMESTAMP].max()
-    recent = features.filter(
-        pl.col(EVENT_TIMESTAMP) > newest - dt.timedelta(days=spec.model.training_days)
-    )
+    recent = features.filter(pl.col(EVENT_TIMESTAMP) > newest - dt.timedelta(days=spec.model.training_days))
     boundary = time_split_boundary(recent[EVENT_TIMESTAMP], spec.model.test_fraction)
     return recent.with_columns(
         label_rows(recent, windows, spec),
-        pl.when(pl.col(EVENT_TIMESTAMP) < boundary).then(pl.lit("train")).otherwise(pl.lit("test")).alias(SPLIT),
+        pl.when(pl.col(EVENT_TIMESTAMP) < boundary)
+        .then(pl.lit("train"))
+        .otherwise(pl.lit("test"))
+        .alias(SPLIT),
     )

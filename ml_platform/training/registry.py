@@ -101,7 +101,10 @@ def log_candidate(
             registered_model_name=use_case,
             skops_trusted_types=TRUSTED_TYPES,
             # Pinning requirements skips MLflow's slow import-time inference.
-            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"mlflow=={mlflow.__version__}"],
+            pip_requirements=[
+                f"scikit-learn=={sklearn.__version__}",
+                f"mlflow=={mlflow.__version__}",
+            ],
         )
     version = str(info.registered_model_version)
     source = client.get_model_version(use_case, version).source

@@ -1,5 +1,5 @@
 -- Typed, deduplicated readings: every raw row that was not quarantined, exactly once per key.
-{{ config(schema='sensor_anomaly', meta={'dagster': {'asset_key': ['sensor_anomaly', 'stg_readings']}}) }}
+{{ config(schema='sensor_anomaly') }}
 
 with raw as (
     select * from {{ source('sensor_anomaly', 'raw_readings') }}
