@@ -6,7 +6,9 @@ serving means ending that one process (by its id), never a broad ``ray stop``.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -70,7 +72,10 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     log = (settings.run_dir / "ray.log").open("ab")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # Its own session, so that stopping it can also end the agents Ray leaves behind.
+    process = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + timeout_s
     while not _reachable(address):
         if process.poll() is not None:
@@ -86,12 +91,16 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
 
 
 def stop_local_cluster(settings: Settings, process: subprocess.Popen, timeout_s: float = 30) -> None:
+    """Stop the head we started: a clean shutdown first, then whatever is left of its session."""
     process.terminate()
     try:
         process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    # Ray's dashboard and runtime-env agents outlive `ray start --block` and ignore SIGTERM.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
     address_file(settings).unlink(missing_ok=True)
 
 
