@@ -6,7 +6,7 @@ import dagster as dg
 
 from ml_platform.automation.sensors import build_drift_sensor, build_landing_sensor
 from ml_platform.features.assets import build_feature_assets
-from ml_platform.ingestion.assets import build_ingestion_assets
+from ml_platform.ingestion.assets import build_ingestion_assets, build_ingestion_checks
 from ml_platform.monitoring.assets import build_monitoring_assets
 from ml_platform.resources.platform import build_resources
 from ml_platform.serving.assets import build_serving_assets
@@ -20,7 +20,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     assets: list = [build_dbt_assets()]
     sensors: list = []
+    checks: list = []
     for spec in USE_CASES.values():
+        checks += build_ingestion_checks(spec)
         assets += build_ingestion_assets(spec)
         assets += build_feature_assets(spec)
         assets += build_training_assets(spec)
@@ -29,6 +31,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         sensors += [build_landing_sensor(spec), build_drift_sensor(spec)]
     return dg.Definitions(
         assets=assets,
+        asset_checks=checks,
         sensors=sensors,
         resources=build_resources(settings),
         # One process per run: steps share imports and the warehouse is written serially anyway.

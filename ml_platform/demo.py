@@ -125,8 +125,9 @@ def _missing_raw_days(settings: Settings) -> list[str]:
     """Days whose landed files the raw partitions do not hold yet (at their current content)."""
     import dagster as dg
 
-    from ml_platform.automation.sensors import file_days, ingested_files
+    from ml_platform.automation.sensors import ingested_files
     from ml_platform.ingestion.landing import file_sha256, list_landing_files
+    from ml_platform.ingestion.raw import file_days
     from ml_platform.usecases import get_use_case
 
     spec = get_use_case(USE_CASE)

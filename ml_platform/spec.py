@@ -7,6 +7,7 @@ computed, how the model is trained and gated, and how drift is judged. The platf
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 
@@ -17,6 +18,7 @@ class Column:
     required: bool = True
     min_value: float | None = None
     max_value: float | None = None
+    allowed_values: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,60 @@ class Expectations:
     # The largest share of a partition's rows that may be quarantined before the blocking
     # check fails the run: a few bad rows are normal, a mostly-bad file is an incident.
     max_bad_share: float = 0.05
+    # Event times later than now + this are impossible (clock skew allowance).
+    max_future: dt.timedelta = dt.timedelta(hours=1)
+    # Event times before this day are rejected; None means the first partition's day.
+    timestamp_floor: str | None = None
+    # Rows per daily partition: more than the maximum fails the run, fewer than the minimum warns
+    # (a day still landing is short).
+    min_rows_per_partition: int = 0
+    max_rows_per_partition: int | None = None
+    # Raw and staged data older than this is stale in the UI (freshness policy).
+    fresh_within: dt.timedelta = dt.timedelta(hours=26)
+
+
+@dataclass(frozen=True)
+class LandingFiles:
+    """Files dropped into ``$ML_PLATFORM_HOME/landing/<use case>/`` (CSV, Parquet, JSON lines, .gz)."""
+
+    kind: str = "files"
+
+
+@dataclass(frozen=True)
+class PostgresTable:
+    """A PostgreSQL table or query, read day by day through its timestamp column.
+
+    ``dsn_env`` names the environment variable holding the connection string, so the spec
+    carries no credentials.
+    """
+
+    timestamp_column: str
+    table: str | None = None
+    query: str | None = None  # a SELECT; filtered by the timestamp column around it
+    dsn_env: str = "ML_PLATFORM_POSTGRES_DSN"
+    kind: str = "postgres"
+
+
+@dataclass(frozen=True)
+class HttpJsonApi:
+    """A JSON API pulled page by page for a time window.
+
+    Each page is ``GET url?{start_param}=..&{end_param}=..&{page_param}=N&{page_size_param}=M``
+    answering a JSON object whose ``items_field`` is a list of records; an empty list ends.
+    """
+
+    url: str
+    items_field: str = "items"
+    start_param: str = "start"
+    end_param: str = "end"
+    page_param: str = "page"
+    page_size_param: str = "page_size"
+    page_size: int = 1000
+    first_page: int = 1
+    kind: str = "http"
+
+
+Source = LandingFiles | PostgresTable | HttpJsonApi
 
 
 @dataclass(frozen=True)
@@ -88,6 +144,7 @@ class UseCaseSpec:
     gate: GateSpec
     drift: DriftSpec
     partitions_start: str  # first daily partition, YYYY-MM-DD
+    sources: tuple[Source, ...] = (LandingFiles(),)
 
     @property
     def required_columns(self) -> list[str]:

@@ -2,18 +2,11 @@
 
 import datetime as dt
 import json
-from pathlib import Path
 
 import dagster as dg
-import duckdb
 
-from ml_platform.ingestion.landing import (
-    LandingFileError,
-    file_sha256,
-    list_landing_files,
-    read_landing_file,
-)
-from ml_platform.ingestion.raw import _days_in_name, _partition_dates
+from ml_platform.ingestion.landing import file_sha256, list_landing_files
+from ml_platform.ingestion.raw import file_days
 from ml_platform.metadata import latest_metadata
 from ml_platform.resources.platform import PlatformResource
 from ml_platform.spec import UseCaseSpec
@@ -26,20 +19,6 @@ INGEST_ASSETS = (
     "online_features",
 )
 RETRAIN_ASSETS = ("training_set", "model", "model_evaluation", "champion", "deployment")
-
-
-def file_days(path: Path, spec: UseCaseSpec) -> list[str]:
-    """The daily partitions a landed file has rows for (from its timestamps, else its name)."""
-    try:
-        frame = read_landing_file(path)
-    except LandingFileError:
-        return list(_days_in_name(path))
-    if spec.timestamp not in frame.columns or frame.is_empty():
-        return list(_days_in_name(path))
-    with duckdb.connect() as conn:
-        conn.sql("SET TimeZone = 'UTC'")
-        days = _partition_dates(conn, spec, frame).drop_nulls().unique().sort()
-    return [d.isoformat() for d in days] or list(_days_in_name(path))
 
 
 def ingested_files(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) -> dict[str, str]:

@@ -13,11 +13,15 @@ from ml_platform.validation.rules import validated_rows_sql
 from ml_platform.validation.summary import partition_filter, summarize
 
 CHECK_DESCRIPTIONS = {
-    "schema": "Every landed file parses and has the required columns; fails the run otherwise.",
+    "schema": "Every source parses as a whole and has the required columns; fails the run otherwise.",
+    "parse": "Every line splits into fields (column count, encoding, JSON); others are quarantined.",
     "not_null": "Required fields are present; offending rows are quarantined.",
     "types": "Timestamps and numbers parse (no NaN/inf); offending rows are quarantined.",
     "value_range": "Numbers lie within the declared bounds; offending rows are quarantined.",
+    "allowed_values": "Fields with a declared set of values hold one of them; others are quarantined.",
+    "timestamps": "Event times are not in the future nor before the floor; others are quarantined.",
     "unique_key": "One row per key; later duplicates are quarantined.",
+    "row_count": "Rows per day within the declared bounds: above the maximum fails, below the minimum warns.",
     "bad_share": "The quarantined share of the partition stays under the declared maximum.",
 }
 
@@ -30,6 +34,37 @@ def daily_partitions(spec: UseCaseSpec) -> dg.DailyPartitionsDefinition:
 def partition_days(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
     window = context.partition_time_window
     return window.start.date(), (window.end - dt.timedelta(days=1)).date()
+
+
+def row_count_check(
+    spec: UseCaseSpec, rows_by_day: dict[str, int], first: dt.date, last: dt.date
+) -> dg.AssetCheckResult:
+    expectations = spec.expectations
+    counts = {
+        (first + dt.timedelta(days=i)).isoformat(): 0 for i in range((last - first).days + 1)
+    } | rows_by_day
+    too_many = {
+        d: n
+        for d, n in counts.items()
+        if expectations.max_rows_per_partition is not None and n > expectations.max_rows_per_partition
+    }
+    too_few = {d: n for d, n in counts.items() if n < expectations.min_rows_per_partition}
+    return dg.AssetCheckResult(
+        check_name="row_count",
+        passed=not too_many and not too_few,
+        severity=dg.AssetCheckSeverity.ERROR if too_many else dg.AssetCheckSeverity.WARN,
+        metadata={
+            "min_rows": min(counts.values()),
+            "max_rows": max(counts.values()),
+            "too_many": too_many,
+            "too_few": too_few,
+        },
+    )
+
+
+def freshness_policy(spec: UseCaseSpec) -> dg.FreshnessPolicy:
+    window = spec.expectations.fresh_within
+    return dg.FreshnessPolicy.time_window(fail_window=window, warn_window=window * 3 / 4)
 
 
 def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
@@ -45,6 +80,7 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         pool=WAREHOUSE_POOL,
         kinds={"duckdb"},
         description="Landed rows of the day, one row per input row, with provenance.",
+        freshness_policy=freshness_policy(spec),
         check_specs=[
             dg.AssetCheckSpec(name, asset=raw_key, blocking=True, description=text)
             for name, text in CHECK_DESCRIPTIONS.items()
@@ -85,6 +121,7 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                     },
                 )
             )
+        checks.append(row_count_check(spec, load.rows_by_day, first, last))
         checks.append(
             dg.AssetCheckResult(
                 check_name="bad_share",
@@ -96,6 +133,7 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 },
             )
         )
+        seen = sorted(set().union(*load.columns_seen.values())) if load.columns_seen else spec.column_names
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": load.row_count,
@@ -103,6 +141,10 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 "source_files": load.files,
                 "quarantined_rows": summary.rejected,
                 "table": raw_table(spec),
+                # The columns the sources delivered: a change shows in the schema-change check.
+                "dagster/column_schema": dg.TableSchema(
+                    columns=[dg.TableColumn(name, "string") for name in seen]
+                ),
             },
             check_results=checks,
         )
@@ -142,3 +184,12 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         )
 
     return [raw_readings, readings_quarantine]
+
+
+def build_ingestion_checks(spec: UseCaseSpec) -> list[dg.AssetChecksDefinition]:
+    """Column-schema changes between materializations of the raw and staged tables."""
+    return list(
+        dg.build_column_schema_change_checks(
+            assets=[dg.AssetKey([spec.name, "raw_readings"]), dg.AssetKey([spec.name, "stg_readings"])]
+        )
+    )

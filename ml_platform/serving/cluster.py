@@ -73,9 +73,7 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     log = (settings.run_dir / "ray.log").open("ab")
     # Its own session, so that stopping it can also end the agents Ray leaves behind.
-    process = subprocess.Popen(
-        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout_s
     while not _reachable(address):
         if process.poll() is not None:

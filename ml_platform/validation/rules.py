@@ -33,7 +33,8 @@ def parsed(column: str, dtype: str) -> str:
 
 def row_rules(spec: UseCaseSpec) -> list[Rule]:
     """Rules in the order they are reported: the first broken one is the row's reason."""
-    rules: list[Rule] = []
+    # A line the reader could not split into fields (its reason is the reader's error type).
+    rules: list[Rule] = [Rule("parse", "parse", "parse_error IS NOT NULL")]
     for column in spec.columns:
         if column.required:
             rules.append(
@@ -61,6 +62,17 @@ def row_rules(spec: UseCaseSpec) -> list[Rule]:
             bounds.append(f"{value} > {column.max_value!r}")
         if bounds:
             rules.append(Rule(f"range:{column.name}", "value_range", " OR ".join(bounds)))
+    for column in spec.columns:
+        if column.allowed_values:
+            allowed = ", ".join("'" + v.replace("'", "''") + "'" for v in column.allowed_values)
+            rules.append(
+                Rule(f"allowed:{column.name}", "allowed_values", f"{_q(column.name)} NOT IN ({allowed})")
+            )
+    ts = parsed(spec.timestamp, "timestamp")
+    floor = spec.expectations.timestamp_floor or spec.partitions_start
+    future = int(spec.expectations.max_future.total_seconds())
+    rules.append(Rule(f"future:{spec.timestamp}", "timestamps", f"{ts} > now() + INTERVAL {future} SECOND"))
+    rules.append(Rule(f"too_old:{spec.timestamp}", "timestamps", f"{ts} < TIMESTAMPTZ '{floor}'"))
     return rules
 
 
@@ -75,7 +87,13 @@ def validated_rows_sql(spec: UseCaseSpec, relation: str, where: str = "TRUE") ->
     Among rows that share a key, the first one landed (file, then row number) is kept and the
     others are rejected as duplicates.
     """
-    cases = "\n".join(f"        WHEN {rule.violated} THEN '{rule.name}'" for rule in row_rules(spec))
+    cases = "\n".join(
+        # A parse failure names the reader's error (e.g. parse:MISSING COLUMNS).
+        f"        WHEN {rule.violated} THEN 'parse:' || parse_error"
+        if rule.name == "parse"
+        else f"        WHEN {rule.violated} THEN '{rule.name}'"
+        for rule in row_rules(spec)
+    )
     keys = ", ".join(key_expressions(spec))
     return f"""
 WITH scoped AS (
@@ -97,11 +115,18 @@ FROM ranked
 """
 
 
-CHECK_NAMES = ("not_null", "types", "value_range", "unique_key")
+CHECK_NAMES = ("parse", "not_null", "types", "value_range", "allowed_values", "timestamps", "unique_key")
+_CHECK_OF_PREFIX = {
+    "parse": "parse",
+    "not_null": "not_null",
+    "type": "types",
+    "range": "value_range",
+    "allowed": "allowed_values",
+    "future": "timestamps",
+    "too_old": "timestamps",
+    "duplicate_key": "unique_key",
+}
 
 
 def check_of_reason(reason: str) -> str:
-    if reason == "duplicate_key":
-        return "unique_key"
-    prefix = reason.split(":", 1)[0]
-    return {"not_null": "not_null", "type": "types", "range": "value_range"}[prefix]
+    return _CHECK_OF_PREFIX[reason.split(":", 1)[0]]
