@@ -284,8 +284,10 @@ def load_raw_partitions(
 
 def file_days(path: Path, spec: UseCaseSpec) -> list[str]:
     """The daily partitions a landed file has rows for, read in a private in-memory DuckDB."""
+    from ml_platform.resources.platform import configure_connection
+
     with duckdb.connect() as conn:
-        conn.sql("SET TimeZone = 'UTC'")
+        configure_connection(conn, "512MB")
         try:
             schema = inspect_file(conn, path)
             if spec.timestamp not in schema.columns:
