@@ -15,14 +15,24 @@ from ml_platform.settings import Settings
 WAREHOUSE_POOL = "warehouse"  # DuckDB has one writing process: every asset touching it queues here
 
 
+def configure_connection(conn: duckdb.DuckDBPyConnection, memory_limit: str) -> None:
+    """UTC everywhere (naive timestamps are UTC) and a memory cap above which DuckDB spills to disk.
+
+    Set after connecting: as a connect-time option DuckDB cannot autoload ICU for the time zone.
+    """
+    conn.sql("SET TimeZone = 'UTC'")
+    conn.sql(f"SET memory_limit = '{memory_limit}'")
+
+
 class WarehouseResource(DuckDBResource):
-    """The DuckDB warehouse; every connection works in UTC (naive timestamps are UTC)."""
+    """The DuckDB warehouse, opened by Dagster runs only."""
+
+    memory_limit: str = "1GB"
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        # Set after connecting: as a connect-time option DuckDB cannot autoload ICU for it.
         with super().get_connection() as conn:
-            conn.sql("SET TimeZone = 'UTC'")
+            configure_connection(conn, self.memory_limit)
             yield conn
 
 
