@@ -6,7 +6,11 @@ import dagster as dg
 
 from ml_platform.automation.sensors import build_drift_sensor, build_landing_sensor
 from ml_platform.features.assets import build_feature_assets
-from ml_platform.ingestion.assets import build_ingestion_assets, build_ingestion_checks
+from ml_platform.ingestion.assets import (
+    build_ingestion_assets,
+    build_ingestion_checks,
+    shared_daily_partitions,
+)
 from ml_platform.monitoring.assets import build_monitoring_assets
 from ml_platform.resources.platform import build_resources
 from ml_platform.serving.assets import build_serving_assets
@@ -18,7 +22,8 @@ from ml_platform.validation.dbt_assets import build_dbt_assets
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
-    assets: list = [build_dbt_assets()]
+    # All use cases share daily partitions from the earliest start, so dbt runs one day at a time.
+    assets: list = [build_dbt_assets(shared_daily_partitions(USE_CASES.values()))]
     sensors: list = []
     checks: list = []
     for spec in USE_CASES.values():

@@ -23,9 +23,8 @@ from ml_platform.home import child_env, prepare_home
 from ml_platform.settings import REPO_ROOT, Settings
 
 USE_CASE = "sensor_anomaly"
-INGEST = ["raw_readings", "readings_quarantine"]
+INGEST = ["raw_readings", "readings_quarantine", "stg_readings"]
 TRAIN_AND_SERVE = [
-    "stg_readings",
     "features",
     "online_features",
     "training_set",

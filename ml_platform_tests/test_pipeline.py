@@ -17,7 +17,6 @@ from .conftest import DAYS, FIRST_DAY, USE_CASE, key, keys, land_days, make_plat
 SENSORS = 6
 READINGS_PER_DAY = 24 * 60 // 5
 TRAIN_AND_SERVE = [
-    "stg_readings",
     "features",
     "online_features",
     "training_set",
@@ -53,7 +52,7 @@ def test_whole_graph_materializes_with_every_check_passing(platform):
     assert failed == []
     checked = {e.asset_key for e in evaluations}
     assert {key("raw_readings"), key("stg_readings"), key("model_evaluation")} <= checked
-    for name in ["raw_readings", "readings_quarantine", *TRAIN_AND_SERVE]:
+    for name in ["raw_readings", "readings_quarantine", "stg_readings", *TRAIN_AND_SERVE]:
         assert platform.instance.get_latest_materialization_event(key(name)) is not None, name
 
 
@@ -153,7 +152,7 @@ def test_drifted_batch_requests_exactly_one_retrain(platform):
     drift_day = LAST_DAY + dt.timedelta(days=1)
     land_days(platform, drift_day, 2, drift_from=drift_day)
     platform.ingest(drift_day, drift_day + dt.timedelta(days=1))
-    platform.materialize(["stg_readings", "features", "online_features", "drift_report"])
+    platform.materialize(["features", "online_features", "drift_report"])
     report = latest_metadata(platform.instance, key("drift_report"))
     assert report["dataset_drift"] is True, report
 

@@ -1,6 +1,7 @@
 """Raw readings and their quarantine: daily partitions in the warehouse, guarded by blocking checks."""
 
 import datetime as dt
+from collections.abc import Iterable
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -29,6 +30,11 @@ CHECK_DESCRIPTIONS = {
 def daily_partitions(spec: UseCaseSpec) -> dg.DailyPartitionsDefinition:
     # end_offset=1: today's partition exists, so data landing today is ingested today.
     return dg.DailyPartitionsDefinition(start_date=spec.partitions_start, end_offset=1)
+
+
+def shared_daily_partitions(specs: Iterable[UseCaseSpec]) -> dg.DailyPartitionsDefinition:
+    """Daily partitions from the earliest use case's start, for assets shared by use cases (dbt)."""
+    return dg.DailyPartitionsDefinition(start_date=min(s.partitions_start for s in specs), end_offset=1)
 
 
 def partition_days(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:

@@ -1,5 +1,7 @@
 """The dbt project's models as Dagster assets; its tests become asset checks."""
 
+import datetime as dt
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -58,16 +60,48 @@ def ensure_manifest() -> Path:
     return manifest
 
 
-def build_dbt_assets() -> dg.AssetsDefinition:
+def partition_vars(context: dg.AssetExecutionContext) -> dict[str, str]:
+    """The days of this run for dbt's ``min_date``/``max_date`` vars."""
+    window = context.partition_time_window
+    last = window.end - dt.timedelta(days=1)
+    return {"min_date": window.start.date().isoformat(), "max_date": last.date().isoformat()}
+
+
+def table_metadata(warehouse: DuckDBResource, table: str) -> dict[str, object]:
+    """Row count and column schema of a table dbt built, read through our own short connection.
+
+    (dagster-dbt's fetch_column_metadata would open the file through the dbt adapter and keep it
+    open in this process, holding DuckDB's single-writer lock.)
+    """
+    with warehouse.get_connection() as conn:
+        columns = conn.sql(f"DESCRIBE {table}").fetchall()
+        rows = conn.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+    return {
+        "dagster/row_count": rows,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name, str(dtype).lower()) for name, dtype, *_ in columns]
+        ),
+    }
+
+
+def build_dbt_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=ensure_manifest(),
         project=DBT_PROJECT,
         dagster_dbt_translator=UseCaseTranslator(),
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
     )
     def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBResource):
         # dbt reads the warehouse path from the environment (see dbt_project/profiles.yml).
         os.environ["ML_PLATFORM_WAREHOUSE"] = warehouse.database
-        yield from dbt.cli(["build"], context=context).stream()
+        args = ["build", "--vars", json.dumps(partition_vars(context))]
+        for event in dbt.cli(args, context=context).stream():
+            if isinstance(event, dg.Output):
+                # A model's asset key is its schema and table (UseCaseTranslator).
+                table = ".".join(context.asset_key_for_output(event.output_name).path)
+                event = event.with_metadata({**event.metadata, **table_metadata(warehouse, table)})
+            yield event
 
     return dbt_models

@@ -1,13 +1,21 @@
 -- Typed, deduplicated readings: every raw row that was not quarantined, exactly once per key.
-{{ config(schema='sensor_anomaly') }}
+-- A Dagster partition run passes its days as vars (min_date, max_date) and rebuilds only those.
+{{ config(
+    schema='sensor_anomaly',
+    materialized='incremental',
+    incremental_strategy='append',
+    pre_hook="{% if is_incremental() %}delete from {{ this }} where partition_date between '{{ var('min_date') }}' and '{{ var('max_date') }}'{% endif %}"
+) }}
 
 with raw as (
     select * from {{ source('sensor_anomaly', 'raw_readings') }}
+    where partition_date between '{{ var("min_date") }}' and '{{ var("max_date") }}'
 ),
 
 quarantined as (
     select source_file, source_row, file_sha256
     from {{ source('sensor_anomaly', 'readings_quarantine') }}
+    where partition_date between '{{ var("min_date") }}' and '{{ var("max_date") }}'
 )
 
 select
