@@ -29,6 +29,11 @@ def prepare_home(settings: Settings) -> None:
     config = settings.dagster_home / "dagster.yaml"
     if not config.exists():
         config.write_text(DAGSTER_YAML)
+    # Create the instance's storage now, once: processes started together would race to migrate it.
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)):
+        pass
 
 
 def child_env(settings: Settings) -> dict[str, str]:

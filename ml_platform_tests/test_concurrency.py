@@ -1,0 +1,77 @@
+"""Ten partition runs launched at once all succeed: warehouse writers queue on one pool slot."""
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from ml_platform.home import child_env, prepare_home
+from ml_platform.settings import REPO_ROOT
+
+from .conftest import FIRST_DAY, land_days, make_platform
+
+RUNS = 10
+WAREHOUSE_STEPS = ("sensor_anomaly__raw_readings", "sensor_anomaly__readings_quarantine")
+
+
+def test_ten_partition_runs_at_once_all_succeed(tmp_path):
+    platform = make_platform(tmp_path / "home")
+    prepare_home(platform.settings)  # dagster.yaml: every pool holds one slot
+    land_days(platform, FIRST_DAY, RUNS)
+    days = [(FIRST_DAY + dt.timedelta(days=i)).isoformat() for i in range(RUNS)]
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    select = "sensor_anomaly/raw_readings,sensor_anomaly/readings_quarantine"
+    processes = [
+        subprocess.Popen(
+            [
+                dagster,
+                "asset",
+                "materialize",
+                "-m",
+                "ml_platform.definitions",
+                "--select",
+                select,
+                "--partition",
+                day,
+            ],
+            cwd=REPO_ROOT,
+            env=child_env(platform.settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for day in days
+    ]
+    outputs = [p.communicate(timeout=600)[0].decode(errors="replace") for p in processes]
+    failed = [
+        (day, out[-2000:]) for day, p, out in zip(days, processes, outputs, strict=True) if p.returncode
+    ]
+    assert failed == []
+
+    with dg.DagsterInstance.from_config(str(platform.settings.dagster_home)) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == RUNS and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        intervals = []
+        for run in runs:
+            started = {}
+            for record in instance.all_logs(run.run_id):
+                event = record.dagster_event
+                if event is None or event.step_key not in WAREHOUSE_STEPS:
+                    continue
+                if event.event_type == dg.DagsterEventType.STEP_START:
+                    started[event.step_key] = record.timestamp
+                elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+                    intervals.append((started[event.step_key], record.timestamp))
+        assert len(intervals) == RUNS * len(WAREHOUSE_STEPS)
+        intervals.sort()
+        # One slot: no warehouse step started before the previous one finished.
+        assert all(b[0] >= a[1] for a, b in zip(intervals, intervals[1:]))
+        for day in days:
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(
+                    asset_key=dg.AssetKey(["sensor_anomaly", "raw_readings"]), asset_partitions=[day]
+                ),
+                limit=1,
+            ).records
+            assert records and records[0].asset_materialization.metadata["dagster/row_count"].value > 0
