@@ -149,7 +149,8 @@ def test_bad_input_has_its_documented_outcome(platform, case):
         quarantined = dict(
             _rows(
                 platform,
-                f"SELECT reject_reason, count(*) FROM {USE_CASE}.readings_quarantine WHERE {source} GROUP BY 1",
+                f"SELECT reject_reason, count(*) FROM {USE_CASE}.readings_quarantine"
+                f" WHERE {source} GROUP BY 1",
             )
         )
         assert quarantined == case.reasons
