@@ -81,6 +81,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def own_peak_rss_mb() -> float:
     """This process image's own high-water mark (VmHWM), to cross-check ru_maxrss."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -355,12 +360,12 @@ def child(implementation: str, path: Path) -> None:
     run, count = (run_ours, ours_reasons) if implementation == "ours" else (run_pandas, pandas_reasons)
     with tempfile.TemporaryDirectory(dir=runs_dir) as tmp:
         warehouse = Path(tmp) / "warehouse.duckdb"
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         phases = run(spec, path, warehouse)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
         peak, own_peak = peak_rss_mb(), own_peak_rss_mb()
         reasons = count(spec, warehouse)
-    result = {"seconds": seconds, "peak_rss_mb": peak, "own_peak_rss_mb": own_peak}
+    result = {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak, "own_peak_rss_mb": own_peak}
     result |= {"baseline_rss_mb": baseline, "phases": phases, "reasons": reasons}
     print(json.dumps(result))
 
@@ -404,7 +409,8 @@ def run_case(fmt: str, label: str, rows: int, repeats: int, faults: dict[str, in
             result = measure(impl, path)
             runs[impl].append(result)
             log(
-                f"{fmt} {label} {impl:<6} run {attempt + 1}/{repeats}: {result['seconds']:.2f} s,"
+                f"{fmt} {label} {impl:<6} run {attempt + 1}/{repeats}: {result['seconds']:.2f} s"
+                f" (cpu {result['cpu_seconds']:.2f} s),"
                 f" {rows / result['seconds']:,.0f} rows/s, peak {result['peak_rss_mb']:.0f} MB"
                 f" (after imports {result['baseline_rss_mb']:.0f} MB), phases {result['phases']}"
             )

@@ -88,6 +88,31 @@ def serve(detach: bool) -> None:
             stop_local_cluster(settings, cluster)
 
 
+@main.command(help="Consume readings from MQTT into the landing zone and the online store until Ctrl-C.")
+@click.option("--use-case", default="sensor_anomaly", show_default=True)
+@click.option("--topic", default=None, help="Default: ml_platform/<use case>/readings")
+@click.option("--client-id", default=None, help="Persistent session id; default: ml_platform-<use case>")
+def consume(use_case: str, topic: str | None, client_id: str | None) -> None:
+    from ml_platform.serving.mqtt import MqttConsumer, default_topic
+    from ml_platform.usecases import get_use_case
+
+    settings = load_settings()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    consumer = MqttConsumer(
+        settings,
+        get_use_case(use_case),
+        topic or default_topic(use_case),
+        client_id or f"ml_platform-{use_case}",
+    )
+    consumer.start()
+    click.echo(f"consuming {consumer.topic} from {settings.mqtt_url}")
+    stop.wait()
+    consumer.stop()
+    click.echo(f"stopped after {consumer.processed} message(s)")
+
+
 @main.command(help="Set up the home, generate data, start Dagster, MLflow and serving; Ctrl-C stops all.")
 @click.option("--dagster-port", default=3000, show_default=True, type=int)
 @click.option("--mlflow-port", default=5000, show_default=True, type=int)

@@ -23,9 +23,8 @@ from ml_platform.home import child_env, prepare_home
 from ml_platform.settings import REPO_ROOT, Settings
 
 USE_CASE = "sensor_anomaly"
-INGEST = ["raw_readings", "readings_quarantine", "stg_readings"]
+INGEST = ["raw_readings", "readings_quarantine", "stg_readings", "features"]
 TRAIN_AND_SERVE = [
-    "features",
     "online_features",
     "training_set",
     "model",
@@ -160,7 +159,6 @@ def _predict(settings: Settings, sensor_id: str) -> httpx.Response:
 
 def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 5000) -> int:
     from ml_platform.ingestion.generate import SensorDataConfig, write_sensor_data
-    from ml_platform.ingestion.landing import list_landing_files
     from ml_platform.validation.dbt_assets import ensure_manifest
 
     stop = threading.Event()
@@ -174,8 +172,9 @@ def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 50
     print(f"ml_platform demo, home {settings.home}")
     try:
         landing = settings.landing_dir_for(USE_CASE)
-        if not list_landing_files(landing):
-            written = write_sensor_data(landing, SensorDataConfig())
+        # Days up to yesterday; days already landed are kept as they are.
+        written = write_sensor_data(landing, SensorDataConfig())
+        if written:
             print(f"  generated {len(written)} files of sensor readings in {landing}")
         ensure_manifest()  # parse dbt once, before several processes load the definitions
 

@@ -23,6 +23,10 @@ class Settings:
     serve_port: int
     api_token: str | None
     mlflow_ui_url: str = "http://127.0.0.1:5000"
+    # None: the embedded store under the home; else a redis:// URL.
+    online_store_url: str | None = None
+    online_store_namespace: str = "mlp"
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
 
     @property
     def warehouse_path(self) -> Path:
@@ -78,4 +82,7 @@ def load_settings() -> Settings:
         serve_port=int(os.environ.get("ML_PLATFORM_SERVE_PORT", "8000")),
         api_token=os.environ.get("ML_PLATFORM_API_TOKEN") or None,
         mlflow_ui_url=os.environ.get("ML_PLATFORM_MLFLOW_UI", "http://127.0.0.1:5000"),
+        online_store_url=os.environ.get("ML_PLATFORM_ONLINE_STORE") or None,
+        online_store_namespace=os.environ.get("ML_PLATFORM_ONLINE_NAMESPACE", "mlp"),
+        mqtt_url=os.environ.get("ML_PLATFORM_MQTT_URL", "mqtt://127.0.0.1:1883"),
     )

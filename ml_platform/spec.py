@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from ml_platform.features.definitions import Feature, source_columns
+
 
 @dataclass(frozen=True)
 class Column:
@@ -87,22 +89,19 @@ Source = LandingFiles | PostgresTable | HttpJsonApi
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """Rolling-window features per entity, in event-time order.
+    """Features per entity in event-time order (see ``ml_platform.features.definitions``)."""
 
-    For every column in ``columns`` and every window ``w`` (in rows): moving average,
-    difference from the moving average and rolling standard deviation.
-    """
-
-    columns: tuple[str, ...]
-    windows: tuple[int, ...]
-    passthrough: tuple[str, ...] = ()
+    features: tuple[Feature, ...]
+    # Serving refuses a feature vector older than this (409): stale features give silent wrong answers.
+    ttl: dt.timedelta = dt.timedelta(days=2)
+    # History read before a day to compute that day's windows offline; must cover the largest window.
+    offline_lookback: dt.timedelta = dt.timedelta(days=1)
 
     def feature_names(self) -> list[str]:
-        names = list(self.columns) + list(self.passthrough)
-        for column in self.columns:
-            for w in self.windows:
-                names += [f"{column}_ma_{w}", f"{column}_diff_ma_{w}", f"{column}_std_{w}"]
-        return names
+        return [f.name for f in self.features]
+
+    def source_columns(self) -> list[str]:
+        return source_columns(self.features)
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,11 @@ from ml_platform.serving.cluster import free_port, start_local_cluster, stop_loc
 from ml_platform.settings import Settings, load_settings  # noqa: E402
 
 USE_CASE = "sensor_anomaly"
-# A fixed window keeps the data, and so the tests, identical on every run.
-FIRST_DAY = dt.date(2026, 10, 1)
+# Data ends yesterday, so features are younger than the use case's TTL. Each day is seeded by its
+# date: the same day always holds the same readings.
 DAYS = 10
+FIRST_DAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=DAYS)
+SENSORS = 6
 
 
 def key(name: str) -> dg.AssetKey:
@@ -61,7 +63,7 @@ class Platform:
 
     def ingest(self, first: dt.date, last: dt.date, *, raise_on_error: bool = True):
         return self.materialize(
-            ["raw_readings", "readings_quarantine", "stg_readings"],
+            ["raw_readings", "readings_quarantine", "stg_readings", "features"],
             tags=day_range_tags(first, last),
             raise_on_error=raise_on_error,
         )

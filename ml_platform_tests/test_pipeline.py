@@ -9,15 +9,14 @@ import httpx
 import pytest
 
 from ml_platform.automation.sensors import RETRAIN_ASSETS
+from ml_platform.ingestion.generate import SensorDataConfig, generate_day
 from ml_platform.metadata import latest_metadata
 from ml_platform.training import registry
 
-from .conftest import DAYS, FIRST_DAY, USE_CASE, key, keys, land_days, make_platform
+from .conftest import DAYS, FIRST_DAY, SENSORS, USE_CASE, key, keys, land_days, make_platform
 
-SENSORS = 6
 READINGS_PER_DAY = 24 * 60 // 5
 TRAIN_AND_SERVE = [
-    "features",
     "online_features",
     "training_set",
     "model",
@@ -52,7 +51,7 @@ def test_whole_graph_materializes_with_every_check_passing(platform):
     assert failed == []
     checked = {e.asset_key for e in evaluations}
     assert {key("raw_readings"), key("stg_readings"), key("model_evaluation")} <= checked
-    for name in ["raw_readings", "readings_quarantine", "stg_readings", *TRAIN_AND_SERVE]:
+    for name in ["raw_readings", "readings_quarantine", "stg_readings", "features", *TRAIN_AND_SERVE]:
         assert platform.instance.get_latest_materialization_event(key(name)) is not None, name
 
 
@@ -136,7 +135,7 @@ def test_clean_data_shows_no_drift(platform):
     html = report["report"]
     text = Path(html).read_text()
     assert html.endswith(".html") and "<html" in text
-    assert all(column in text for column in ("value_ma_12", "vibration"))
+    assert all(column in text for column in ("value_mean_12", "vibration"))
 
 
 def _evaluate_drift_sensor(platform, cursor):
@@ -149,10 +148,14 @@ def _evaluate_drift_sensor(platform, cursor):
 def test_drifted_batch_requests_exactly_one_retrain(platform):
     # Handle the clean report first, as the running sensor would have.
     _, cursor = _evaluate_drift_sensor(platform, None)
-    drift_day = LAST_DAY + dt.timedelta(days=1)
-    land_days(platform, drift_day, 2, drift_from=drift_day)
-    platform.ingest(drift_day, drift_day + dt.timedelta(days=1))
-    platform.materialize(["features", "online_features", "drift_report"])
+    drift_from = LAST_DAY - dt.timedelta(days=1)
+    config = SensorDataConfig(sensors=SENSORS, drift_from=drift_from)
+    for day in (drift_from, LAST_DAY):
+        # The outside system re-delivers the last two days, shifted: a new version of each file.
+        frame, _ = generate_day(day, config)
+        frame.to_csv(platform.landing / f"readings_{day.isoformat()}.csv", index=False)
+    platform.ingest(drift_from, LAST_DAY)
+    platform.materialize(["online_features", "drift_report"])
     report = latest_metadata(platform.instance, key("drift_report"))
     assert report["dataset_drift"] is True, report
 

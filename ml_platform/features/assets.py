@@ -1,4 +1,4 @@
-"""Offline features in the warehouse and the latest vector per entity in the online store."""
+"""The offline feature table (incremental by day) and the online store snapshot."""
 
 import datetime as dt
 
@@ -7,13 +7,22 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from ml_platform.features.compute import EVENT_TIMESTAMP, compute_features, latest_vectors
-from ml_platform.features.online_store import FileOnlineStore
+from ml_platform.features.online import OnlineFeatures
+from ml_platform.features.online_store import make_online_store
+from ml_platform.ingestion.assets import daily_partitions, partition_days
+from ml_platform.metadata import markdown_table
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.spec import UseCaseSpec
+
+PARITY_TOLERANCE = 1e-9
 
 
 def features_table(spec: UseCaseSpec) -> str:
     return f"{spec.name}.features"
+
+
+def staged_table(spec: UseCaseSpec) -> str:
+    return f"{spec.name}.stg_readings"
 
 
 def read_features(warehouse: DuckDBResource, spec: UseCaseSpec) -> pl.DataFrame:
@@ -21,63 +30,139 @@ def read_features(warehouse: DuckDBResource, spec: UseCaseSpec) -> pl.DataFrame:
         return conn.sql(f"SELECT * FROM {features_table(spec)}").pl()
 
 
+def _quoted(columns: list[str]) -> str:
+    return ", ".join(f'"{c}"' for c in columns)
+
+
+def compute_days(conn, spec: UseCaseSpec, first: dt.date, last: dt.date) -> pl.DataFrame:
+    """Features of the events of days ``first..last``, their windows fed by the lookback before."""
+    start = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
+    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    columns = [spec.entity, spec.timestamp, *spec.features.source_columns()]
+    readings = conn.sql(
+        f"""SELECT {_quoted(columns)} FROM {staged_table(spec)}
+            WHERE "{spec.timestamp}" >= ? AND "{spec.timestamp}" < ?""",
+        params=[start - spec.features.offline_lookback, end],
+    ).pl()
+    features = compute_features(readings, spec)
+    return features.filter(pl.col(EVENT_TIMESTAMP) >= start)
+
+
+def _parity_check(spec: UseCaseSpec, online: dict[str, dict], offline: pl.DataFrame) -> dg.AssetCheckResult:
+    """The online path's vector of each entity equals the offline table's newest row."""
+    worst, mismatches = 0.0, []
+    for row in offline.iter_rows(named=True):
+        vector = online.get(row[spec.entity], {})
+        for name in spec.features.feature_names():
+            a, b = vector.get(name), row[name]
+            if (a is None) != (b is None):
+                mismatches.append({"entity": row[spec.entity], "feature": name, "online": a, "offline": b})
+            elif a is not None:
+                worst = max(worst, abs(a - b))
+                if abs(a - b) > PARITY_TOLERANCE:
+                    mismatches.append(
+                        {"entity": row[spec.entity], "feature": name, "online": a, "offline": b}
+                    )
+    return dg.AssetCheckResult(
+        check_name="online_offline_parity",
+        passed=not mismatches,
+        metadata={"max_abs_difference": worst, "mismatches": markdown_table(mismatches[:20])},
+    )
+
+
 def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     staged_key = dg.AssetKey([spec.name, "stg_readings"])
     features_key = dg.AssetKey([spec.name, "features"])
-    source_columns = [
-        spec.entity,
-        spec.timestamp,
-        *spec.features.columns,
-        *spec.features.passthrough,
-    ]
+    online_key = dg.AssetKey([spec.name, "online_features"])
 
     @dg.asset(
         key=features_key,
         group_name=spec.name,
         deps=[staged_key],
+        partitions_def=daily_partitions(spec),
+        backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
         kinds={"polars", "duckdb"},
-        description="Offline feature table: one event-timestamped feature row per reading.",
+        description="Offline feature table: one event-timestamped feature row per reading, by day.",
     )
-    def features(warehouse: DuckDBResource) -> dg.MaterializeResult:
-        columns = ", ".join(f'"{c}"' for c in source_columns)
+    def features(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        first, last = partition_days(context)
+        table = features_table(spec)
         with warehouse.get_connection() as conn:
-            readings = conn.sql(f"SELECT {columns} FROM {spec.name}.stg_readings").pl()
-            table = compute_features(readings, spec)
-            conn.register("computed_features", table.to_arrow())
-            conn.sql(f"CREATE OR REPLACE TABLE {features_table(spec)} AS SELECT * FROM computed_features")
+            computed = compute_days(conn, spec, first, last)
+            conn.register("computed_features", computed.to_arrow())
+            conn.sql(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM computed_features WHERE FALSE")
+            conn.begin()
+            conn.sql(
+                f"DELETE FROM {table} WHERE CAST(timezone('UTC', {EVENT_TIMESTAMP}) AS DATE) BETWEEN ? AND ?",
+                params=[first, last],
+            )
+            conn.sql(f"INSERT INTO {table} SELECT * FROM computed_features")
+            conn.commit()
             conn.unregister("computed_features")
+            total = conn.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": len(table),
-                "entities": table[spec.entity].n_unique(),
+                "dagster/row_count": len(computed),
+                "table_rows": total,
+                "entities": computed[spec.entity].n_unique(),
                 "features": spec.features.feature_names(),
-                "first_event": str(table[EVENT_TIMESTAMP].min()),
-                "last_event": str(table[EVENT_TIMESTAMP].max()),
+                "lookback": str(spec.features.offline_lookback),
             }
         )
 
     @dg.asset(
-        key=[spec.name, "online_features"],
+        key=online_key,
         group_name=spec.name,
         deps=[features_key],
         pool=WAREHOUSE_POOL,
-        kinds={"json"},
-        description="Latest feature vector per entity, in the online store serving reads.",
+        kinds={"sqlite", "redis"},
+        description="Latest feature vector per entity (and its recent events) in the online store.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "online_offline_parity",
+                asset=online_key,
+                blocking=True,
+                description=f"Online vectors equal the offline newest rows (within {PARITY_TOLERANCE}).",
+            )
+        ],
     )
     def online_features(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
-        vectors = latest_vectors(read_features(warehouse, spec), spec)
-        store = FileOnlineStore(platform.settings.online_store_dir)
-        count = store.write(spec.name, vectors, spec.entity)
+        online = OnlineFeatures(spec)
+        columns = [spec.entity, spec.timestamp, *online.columns]
+        with warehouse.get_connection() as conn:
+            # Each entity's events that a window of its newest event can still reach.
+            tail = conn.sql(
+                f"""SELECT {_quoted(columns)} FROM (
+                        SELECT *, row_number() OVER w AS back, max("{spec.timestamp}") OVER w2 AS newest
+                        FROM {staged_table(spec)}
+                        WINDOW w AS (PARTITION BY {spec.entity} ORDER BY "{spec.timestamp}" DESC),
+                               w2 AS (PARTITION BY {spec.entity}))
+                    WHERE back <= {online.keep_rows}
+                       OR "{spec.timestamp}" > newest - INTERVAL {online.keep_micros} MICROSECOND
+                    ORDER BY {spec.entity}, "{spec.timestamp}" """
+            ).pl()
+            newest = latest_vectors(conn.sql(f"SELECT * FROM {features_table(spec)}").pl(), spec)
+        states = {
+            str(entity): online.state_from_events(group[spec.timestamp].to_list(), group.to_dicts())
+            for (entity,), group in tail.group_by(spec.entity, maintain_order=True)
+        }
+        store = make_online_store(platform.settings)
+        count = store.write_snapshot(spec.name, states)
         now = dt.datetime.now(dt.UTC)
-        ages = [(now - t).total_seconds() for t in vectors[EVENT_TIMESTAMP]]
+        ages = {e: (now - s.event_timestamp).total_seconds() for e, s in states.items()}
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": count,
-                "max_feature_age_s": max(ages) if ages else 0.0,
-                "min_feature_age_s": min(ages) if ages else 0.0,
-                "store": dg.MetadataValue.path(str(store.path(spec.name))),
-            }
+                "store": store.describe(),
+                "max_feature_age_s": max(ages.values(), default=0.0),
+                "min_feature_age_s": min(ages.values(), default=0.0),
+                "feature_age_s": markdown_table(
+                    [{"entity": e, "age_s": round(a, 1)} for e, a in sorted(ages.items())]
+                ),
+                "ttl_s": spec.features.ttl.total_seconds(),
+            },
+            check_results=[_parity_check(spec, {e: s.vector for e, s in states.items()}, newest)],
         )
 
     return [features, online_features]

@@ -44,6 +44,8 @@ class PlatformResource(dg.ConfigurableResource):
     ray_address: str = ""
     serve_host: str = "127.0.0.1"
     serve_port: int = 8000
+    online_store_url: str = ""
+    online_store_namespace: str = "mlp"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlatformResource:
@@ -53,6 +55,8 @@ class PlatformResource(dg.ConfigurableResource):
             ray_address=settings.ray_address or "",
             serve_host=settings.serve_host,
             serve_port=settings.serve_port,
+            online_store_url=settings.online_store_url or "",
+            online_store_namespace=settings.online_store_namespace,
         )
 
     @property
@@ -64,6 +68,8 @@ class PlatformResource(dg.ConfigurableResource):
             serve_host=self.serve_host,
             serve_port=self.serve_port,
             api_token=None,
+            online_store_url=self.online_store_url or None,
+            online_store_namespace=self.online_store_namespace,
         )
 
 

@@ -16,7 +16,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from ml_platform.features.online_store import FileOnlineStore
+from ml_platform.features.online_store import make_online_store
+from ml_platform.serving.events import EventError, EventIngestor
 from ml_platform.serving.log import PredictionLogWriter
 from ml_platform.settings import load_settings
 from ml_platform.training.model import anomaly_scores
@@ -72,9 +73,12 @@ def _instances(payload: Any, entity: str) -> tuple[list[dict[str, Any]], bool]:
 class ModelServer:
     def __init__(self) -> None:
         self.settings = load_settings()
-        self.online_store = FileOnlineStore(self.settings.online_store_dir)
+        self.online_store = make_online_store(self.settings)
         self.log = PredictionLogWriter(self.settings.serving_log_dir)
         self.models: dict[str, tuple[ModelRef, Any]] = {}
+        self.ingestors = {
+            name: EventIngestor(self.settings, spec, self.online_store) for name, spec in USE_CASES.items()
+        }
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         models = {}
@@ -107,9 +111,17 @@ class ModelServer:
             vector = self.online_store.get(use_case, entity_id)
             if vector is None:
                 raise RequestError(404, f"unknown {spec.entity} {entity_id!r}: no online features")
+            age = vector.age()
+            if age > spec.features.ttl:
+                raise RequestError(
+                    409,
+                    f"features of {spec.entity} {entity_id!r} are {age.total_seconds():.0f} s old, "
+                    f"older than the use case's TTL of {spec.features.ttl.total_seconds():.0f} s",
+                )
             return vector.features, {
                 spec.entity: entity_id,
-                "feature_event_timestamp": vector.event_timestamp,
+                "feature_event_timestamp": vector.event_timestamp.isoformat(),
+                "feature_age_s": round(age.total_seconds(), 3),
             }
         missing = [n for n in names if n not in row]
         if missing:
@@ -156,6 +168,18 @@ class ModelServer:
         if single:
             return JSONResponse({"model": model, "model_version": ref.version, **predictions[0]})
         return JSONResponse({"model": model, "model_version": ref.version, "predictions": predictions})
+
+    @api.post("/v1/events/{use_case}", status_code=202)
+    async def events(self, use_case: str, request: Request) -> JSONResponse:
+        if use_case not in self.ingestors:
+            return _error(404, f"unknown use case {use_case!r}; known: {sorted(self.ingestors)}")
+        try:
+            accepted = self.ingestors[use_case].ingest(await _json_body(request))
+        except RequestError as exc:
+            return _error(exc.status, exc.message)
+        except EventError as exc:
+            return _error(422, str(exc))
+        return JSONResponse({"accepted": accepted}, status_code=202)
 
     @api.get("/v2/health/live")
     async def live(self) -> dict[str, bool]:

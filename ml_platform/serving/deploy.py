@@ -31,6 +31,8 @@ def replica_env(settings: Settings) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         # One OpenMP thread per replica: on 2 cores, thread pools fight and latency explodes.
         "OMP_NUM_THREADS": "1",
+        "ML_PLATFORM_ONLINE_STORE": settings.online_store_url or "",
+        "ML_PLATFORM_ONLINE_NAMESPACE": settings.online_store_namespace,
     }
 
 

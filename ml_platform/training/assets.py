@@ -65,14 +65,16 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=key["training_set"],
         group_name=spec.name,
-        deps=[key["features"]],
+        deps=[key["features"], dg.AssetKey([spec.name, "stg_readings"])],
         pool=WAREHOUSE_POOL,
         kinds={"polars", "duckdb"},
-        description=f"Last {spec.model.training_days} days of features, labelled, split by time.",
+        description=f"Last {spec.model.training_days} days, point-in-time features, labelled, split by time.",
     )
     def training_set(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
         windows = read_label_windows(platform.settings.labels_dir_for(spec.name), spec)
-        frame = build_training_set(read_features(warehouse, spec), windows, spec)
+        with warehouse.get_connection() as conn:
+            spine = conn.sql(f'SELECT {spec.entity}, "{spec.timestamp}" FROM {spec.name}.stg_readings').pl()
+        frame = build_training_set(spine, read_features(warehouse, spec), windows, spec)
         with warehouse.get_connection() as conn:
             conn.register("training_rows", frame.to_arrow())
             conn.sql(f"CREATE OR REPLACE TABLE {training_table(spec)} AS SELECT * FROM training_rows")

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from ml_platform.features.compute import EVENT_TIMESTAMP
+from ml_platform.features.point_in_time import point_in_time_join
 from ml_platform.spec import UseCaseSpec
 
 LABEL = "label"
@@ -62,13 +63,23 @@ def time_split_boundary(timestamps: pl.Series, test_fraction: float) -> dt.datet
     return first + (last - first) * (1 - test_fraction)
 
 
-def build_training_set(features: pl.DataFrame, windows: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
-    """The last ``training_days`` of features, labelled and split into train/test by time."""
-    newest = features[EVENT_TIMESTAMP].max()
-    recent = features.filter(pl.col(EVENT_TIMESTAMP) > newest - dt.timedelta(days=spec.model.training_days))
-    boundary = time_split_boundary(recent[EVENT_TIMESTAMP], spec.model.test_fraction)
-    return recent.with_columns(
-        label_rows(recent, windows, spec),
+def build_training_set(
+    spine: pl.DataFrame, features: pl.DataFrame, windows: pl.DataFrame, spec: UseCaseSpec
+) -> pl.DataFrame:
+    """Training rows for the spine's (entity, timestamp) pairs of the last ``training_days``:
+    features as known at each timestamp (point-in-time), a label, and a train/test split by time.
+    """
+    newest = spine[spec.timestamp].max()
+    recent = spine.filter(pl.col(spec.timestamp) > newest - dt.timedelta(days=spec.model.training_days))
+    joined = point_in_time_join(recent, features, spec.entity, spec.timestamp, ttl=spec.features.ttl)
+    rows = (
+        joined.rename({spec.timestamp: EVENT_TIMESTAMP})
+        .select(spec.entity, EVENT_TIMESTAMP, *spec.features.feature_names())
+        .sort(spec.entity, EVENT_TIMESTAMP)
+    )
+    boundary = time_split_boundary(rows[EVENT_TIMESTAMP], spec.model.test_fraction)
+    return rows.with_columns(
+        label_rows(rows, windows, spec),
         pl.when(pl.col(EVENT_TIMESTAMP) < boundary)
         .then(pl.lit("train"))
         .otherwise(pl.lit("test"))

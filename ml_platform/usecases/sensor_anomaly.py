@@ -1,5 +1,8 @@
 """Sensor anomaly detection: readings per sensor, an IsolationForest scores each new reading."""
 
+import datetime as dt
+
+from ml_platform.features.definitions import DiffFromMean, HourOfDay, Lag, Rolling, Value
 from ml_platform.spec import (
     Column,
     DriftSpec,
@@ -23,7 +26,24 @@ SPEC = UseCaseSpec(
         Column("vibration", "float", required=False, min_value=0.0, max_value=100.0),
     ),
     expectations=Expectations(key=("sensor_id", "timestamp"), max_bad_share=0.05),
-    features=FeatureSpec(columns=("value",), windows=(12, 72), passthrough=("temperature", "vibration")),
+    features=FeatureSpec(
+        features=(
+            Value("value"),
+            Value("temperature"),
+            Value("vibration"),
+            Rolling("value", "mean", rows=12),
+            DiffFromMean("value", rows=12),
+            Rolling("value", "std", rows=12),
+            Rolling("value", "mean", rows=72),
+            DiffFromMean("value", rows=72),
+            Rolling("value", "std", rows=72),
+            Rolling("vibration", "max", period="1h"),
+            Lag("value", 1),
+            HourOfDay(),
+        ),
+        ttl=dt.timedelta(days=3),
+        offline_lookback=dt.timedelta(days=1),
+    ),
     model=ModelSpec(
         algorithm="isolation_forest",
         params={"n_estimators": 200, "contamination": 0.02, "max_samples": 512},
@@ -34,7 +54,7 @@ SPEC = UseCaseSpec(
     gate=GateSpec(min_metrics={"roc_auc": 0.7, "average_precision": 0.1}),
     drift=DriftSpec(
         window_days=1,
-        columns=("value", "temperature", "vibration", "value_ma_12", "value_ma_72"),
+        columns=("value", "temperature", "vibration", "value_mean_12", "value_mean_72"),
         drift_share=0.5,
     ),
     partitions_start="2025-01-01",

@@ -1,0 +1,117 @@
+"""Real-time readings: validated, appended durably to the landing zone, then folded into the
+online features of their entity.
+
+The append comes first and is fsynced before anything is acknowledged: an acknowledged event is
+on disk, and the batch path ingests it later from there (at-least-once delivery; the key's
+uniqueness makes the staged rows exactly-once).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ml_platform.features.online import OnlineFeatures
+from ml_platform.features.online_store import OnlineStore
+from ml_platform.settings import Settings
+from ml_platform.spec import UseCaseSpec
+
+
+class EventError(ValueError):
+    """An event that breaks the use case's input schema; the message names the item and field."""
+
+
+def parse_timestamp(value: Any) -> dt.datetime:
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO-8601 string")
+    moment = dt.datetime.fromisoformat(value)
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def validate_reading(spec: UseCaseSpec, item: Any, index: int) -> tuple[dt.datetime, dict[str, Any]]:
+    """The reading's time and values, or an EventError naming what is wrong."""
+    where = f"reading {index}"
+    if not isinstance(item, dict):
+        raise EventError(f"{where}: must be a JSON object")
+    unknown = sorted(set(item) - set(spec.column_names))
+    if unknown:
+        raise EventError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    for column in spec.columns:
+        value = item.get(column.name)
+        if value is None:
+            if column.required:
+                raise EventError(f"{where}: field '{column.name}' is required")
+            continue
+        if column.dtype == "string" and (not isinstance(value, str) or not value):
+            raise EventError(f"{where}: field '{column.name}' must be a non-empty string")
+        if column.dtype == "float":
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise EventError(f"{where}: field '{column.name}' must be a finite number")
+            if column.min_value is not None and value < column.min_value:
+                raise EventError(f"{where}: field '{column.name}' is below {column.min_value}")
+            if column.max_value is not None and value > column.max_value:
+                raise EventError(f"{where}: field '{column.name}' is above {column.max_value}")
+    try:
+        moment = parse_timestamp(item[spec.timestamp])
+    except ValueError as exc:
+        raise EventError(f"{where}: field '{spec.timestamp}' {exc}") from None
+    return moment, item
+
+
+def readings_of(payload: Any) -> list[Any]:
+    """One reading, a list of them, or ``{"readings": [...]}``."""
+    if isinstance(payload, list):
+        items = payload
+    elif isinstance(payload, dict) and "readings" in payload:
+        items = payload["readings"]
+    else:
+        items = [payload]
+    if not isinstance(items, list) or not items:
+        raise EventError("send one reading (a JSON object) or a non-empty list of readings")
+    return items
+
+
+class EventLog:
+    """Append-only JSON lines in the landing zone, one file per writer process and day."""
+
+    def __init__(self, landing_dir: Path) -> None:
+        self.landing_dir = landing_dir
+        self.writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+    def append(self, items: list[dict[str, Any]]) -> Path:
+        day = dt.datetime.now(dt.UTC).date().isoformat()
+        self.landing_dir.mkdir(parents=True, exist_ok=True)
+        path = self.landing_dir / f"events_{day}_{self.writer}.jsonl"
+        data = "".join(json.dumps(item, separators=(",", ":")) + "\n" for item in items).encode()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)  # one write: lines from one batch are never interleaved
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return path
+
+
+class EventIngestor:
+    def __init__(self, settings: Settings, spec: UseCaseSpec, store: OnlineStore) -> None:
+        self.spec = spec
+        self.store = store
+        self.online = OnlineFeatures(spec)
+        self.log = EventLog(settings.landing_dir_for(spec.name))
+
+    def ingest(self, payload: Any) -> int:
+        """Validate every reading (all or none), append them durably, update online features."""
+        validated = [validate_reading(self.spec, item, i) for i, item in enumerate(readings_of(payload))]
+        self.log.append([item for _, item in validated])
+        for moment, item in validated:
+            entity = item[self.spec.entity]
+            self.store.update(
+                self.spec.name, entity, lambda state, m=moment, v=item: self.online.apply(state, m, v)
+            )
+        return len(validated)

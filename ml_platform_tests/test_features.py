@@ -1,0 +1,145 @@
+"""One feature definition, two paths: online replay equals batch; point-in-time joins never leak."""
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ml_platform.features.compute import EVENT_TIMESTAMP, compute_features
+from ml_platform.features.definitions import lookback
+from ml_platform.features.online import OnlineFeatures
+from ml_platform.features.point_in_time import point_in_time_join
+from ml_platform.usecases import get_use_case
+
+SPEC = get_use_case("sensor_anomaly")
+TOLERANCE = 1e-9
+START = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+
+
+def stream(entities: int = 3, events: int = 120, seed: int = 7) -> list[dict]:
+    """Irregular readings (2-9 minutes apart) with missing values, in event-time order."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for e in range(entities):
+        moment = START
+        for _ in range(events):
+            moment += dt.timedelta(minutes=int(rng.integers(2, 10)))
+            rows.append(
+                {
+                    "sensor_id": f"s-{e}",
+                    "timestamp": moment,
+                    "value": None if rng.random() < 0.05 else float(rng.normal(50, 5)),
+                    "temperature": float(rng.normal(40, 1)),
+                    "vibration": None if rng.random() < 0.05 else float(abs(rng.normal(1, 0.3))),
+                }
+            )
+    return sorted(rows, key=lambda r: r["timestamp"])
+
+
+def batch(events: list[dict]) -> pl.DataFrame:
+    """The batch path over ``events`` as the staging model sees them: first arrival per key wins."""
+    frame = pl.DataFrame(events, schema_overrides={"timestamp": pl.Datetime("us", "UTC")})
+    frame = frame.unique(subset=["sensor_id", "timestamp"], keep="first", maintain_order=True)
+    return compute_features(frame, SPEC)
+
+
+def assert_equal(vector: dict, row: dict, where: str) -> None:
+    for name in SPEC.features.feature_names():
+        a, b = vector[name], row[name]
+        assert (a is None) == (b is None), f"{where}: {name} online={a} batch={b}"
+        if a is not None:
+            assert abs(a - b) <= TOLERANCE, f"{where}: {name} online={a} batch={b}"
+
+
+def replay(events: list[dict]) -> list[tuple[dict, dict, bool]]:
+    """Apply events one by one; after each, the entity's newest vector and the batch row for it."""
+    online = OnlineFeatures(SPEC)
+    states: dict[str, object] = {}
+    seen: list[dict] = []
+    compared = []
+    for event in events:
+        entity = event["sensor_id"]
+        states[entity], changed = online.apply(states.get(entity), event["timestamp"], event)
+        seen.append(event)
+        state = states[entity]
+        expected = batch(seen).filter(
+            (pl.col("sensor_id") == entity) & (pl.col(EVENT_TIMESTAMP) == state.event_timestamp)
+        )
+        compared.append((state.vector, expected.row(0, named=True), changed))
+    return compared
+
+
+def test_in_order_stream_matches_batch_after_every_event():
+    events = stream()
+    for i, (vector, row, changed) in enumerate(replay(events)):
+        assert changed
+        assert_equal(vector, row, f"event {i}")  # includes windows that are not yet full
+
+
+def test_out_of_order_and_duplicate_events_match_batch():
+    events = stream(entities=2, events=80, seed=11)
+    rng = np.random.default_rng(3)
+    # Late events: swap neighbours of the same entity (a late arrival within the kept history).
+    for i in rng.choice(len(events) - 3, 15, replace=False):
+        if events[i]["sensor_id"] == events[i + 2]["sensor_id"]:
+            events[i], events[i + 2] = events[i + 2], events[i]
+    # Duplicates: the same key again later, with another value (the first arrival wins).
+    for i in rng.choice(len(events) - 1, 10, replace=False):
+        events.insert(i + 5, {**events[i], "value": 999.0})
+    results = replay(events)
+    for i, (vector, row, _) in enumerate(results):
+        assert_equal(vector, row, f"event {i}")
+    ignored = sum(1 for *_, changed in results if not changed)
+    assert ignored >= 10  # every duplicate was ignored by the online path
+
+
+def test_event_older_than_the_kept_history_is_left_to_the_batch_path():
+    online = OnlineFeatures(SPEC)
+    keep_rows, keep_period = lookback(SPEC.features.features)
+    state = None
+    for i in range(keep_rows + 20):
+        moment = START + dt.timedelta(minutes=5 * i)
+        state, _ = online.apply(state, moment, {"value": float(i), "temperature": 1.0, "vibration": 1.0})
+    before = dict(state.vector)
+    state, changed = online.apply(state, START - dt.timedelta(hours=1), {"value": 1e6})
+    assert not changed and state.vector == before
+    assert len(state.times) <= keep_rows + 12 + 1  # history stays bounded
+
+
+def test_point_in_time_join_never_uses_a_later_value():
+    # Deliberately leaky data: each feature row's value is its own timestamp in minutes, so a
+    # value later than the spine's timestamp is visible in the result.
+    times = [START + dt.timedelta(minutes=m) for m in range(0, 600, 10)]
+    features = pl.DataFrame(
+        {
+            "sensor_id": ["s-1"] * len(times) + ["s-2"] * len(times),
+            EVENT_TIMESTAMP: times * 2,
+            "minute": [float(m) for m in range(0, 600, 10)] * 2,
+        }
+    )
+    rng = np.random.default_rng(1)
+    offsets = sorted(rng.integers(0, 600, 200))
+    spine = pl.DataFrame(
+        {
+            "sensor_id": [f"s-{1 + i % 2}" for i in range(200)],
+            "timestamp": [START + dt.timedelta(minutes=int(m), seconds=30) for m in offsets],
+            "label": [i % 2 for i in range(200)],
+        }
+    )
+    joined = point_in_time_join(spine, features, "sensor_id", "timestamp")
+    spine_minutes = (joined["timestamp"] - START).dt.total_seconds() / 60
+    assert len(joined) == len(spine)
+    assert (joined["minute"] <= spine_minutes).all()  # never from the future
+    assert (spine_minutes - joined["minute"] < 10.5).all()  # and the latest one at or before
+
+    fresh = point_in_time_join(spine, features, "sensor_id", "timestamp", ttl=dt.timedelta(minutes=5))
+    stale = fresh.filter(pl.col("minute").is_null())
+    assert len(stale) > 0  # rows whose newest feature is older than the TTL get none
+    assert ((stale["timestamp"] - START).dt.total_seconds() / 60 % 10 > 5).all()
+
+
+@pytest.mark.parametrize("feature", SPEC.features.features, ids=lambda f: f.name)
+def test_each_declared_feature_has_both_paths(feature):
+    assert callable(feature.polars) and callable(feature.online)
+    assert feature.name in SPEC.features.feature_names()
