@@ -111,6 +111,47 @@ def test_bad_requests_get_clear_4xx(platform):
     assert health.json() == {"ready": True}
 
 
+def post_events(platform, body) -> httpx.Response:
+    return httpx.post(f"{platform.settings.serve_url}/v1/events/{USE_CASE}", json=body, timeout=30)
+
+
+def test_posted_reading_updates_online_features_and_lands(platform):
+    before = predict(platform, {"sensor_id": "s-2"}).json()
+    newer = dt.datetime.fromisoformat(before["feature_event_timestamp"]) + dt.timedelta(minutes=5)
+    reading = {"sensor_id": "s-2", "timestamp": newer.isoformat(), "value": 61.5, "vibration": 1.1}
+    response = post_events(platform, reading)
+    assert response.status_code == 202 and response.json() == {"accepted": 1}
+    # Acknowledged means applied: the very next prediction uses the new reading's features.
+    after = predict(platform, {"sensor_id": "s-2"}).json()
+    assert after["feature_event_timestamp"] == newer.isoformat()
+    assert after["feature_age_s"] >= 0
+    landed = [
+        json.loads(line)
+        for path in platform.landing.glob("events_*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert reading in landed
+
+
+def test_bad_events_are_refused_whole_with_the_field_named(platform):
+    good = {"sensor_id": "s-3", "timestamp": dt.datetime.now(dt.UTC).isoformat(), "value": 1.0}
+    response = post_events(platform, [good, {**good, "value": "high"}])
+    assert response.status_code == 422
+    assert "reading 1" in response.json()["error"] and "'value'" in response.json()["error"]
+    assert post_events(platform, {"sensor_id": "s-3"}).status_code == 422
+    unknown = httpx.post(f"{platform.settings.serve_url}/v1/events/nope", json=good, timeout=30)
+    assert unknown.status_code == 404
+
+
+def test_features_older_than_the_ttl_are_refused(platform):
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
+    reading = {"sensor_id": "s-stale", "timestamp": old.isoformat(), "value": 50.0}
+    assert post_events(platform, reading).status_code == 202
+    response = predict(platform, {"sensor_id": "s-stale"})
+    assert response.status_code == 409
+    assert "TTL" in response.json()["error"] and "s-stale" in response.json()["error"]
+
+
 def test_prediction_log_is_ingested_once(platform):
     ids = [predict(platform, {"sensor_id": f"s-{i}"}).json()["prediction_id"] for i in (1, 2, 4)]
     platform.materialize(["predictions"])
