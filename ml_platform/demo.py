@@ -215,6 +215,7 @@ def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 50
         if not _wait_http(f"{settings.serve_url}/v2/health/live", 180, stop):
             raise RuntimeError(f"serving did not come up; see {log_dir / 'serving.log'}")
         supervisor.start("dagster-daemon", [_bin("dagster-daemon"), "run", "-w", "workspace.yaml"])
+        supervisor.start("mqtt-consumer", [_bin("ml-platform"), "consume", "--use-case", USE_CASE])
 
         if days or _never_materialized(settings, TRAIN_AND_SERVE):
             _materialize(env, TRAIN_AND_SERVE, log_dir)
@@ -235,6 +236,9 @@ Try:
   curl -s -X POST {settings.serve_url}/v1/models/{USE_CASE}/predict \\
        -H 'content-type: application/json' -d '{{"sensor_id": "s-1"}}'
   -> {answer.status_code} {json.dumps(answer.json())}
+
+Real-time readings: POST {settings.serve_url}/v1/events/{USE_CASE}, or MQTT topic
+  ml_platform/{USE_CASE}/readings on {settings.mqtt_url} (the consumer is running)
 
 Ctrl-C stops everything this demo started.""",
             flush=True,
