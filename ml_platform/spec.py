@@ -108,16 +108,38 @@ class FeatureSpec:
 class ModelSpec:
     algorithm: str  # "isolation_forest"
     params: dict[str, object] = field(default_factory=dict)
+    # Candidate values per parameter; the search tries at most `trials` combinations (seeded),
+    # always including `params` itself, each fit on the train window and scored on validation.
+    search_space: dict[str, tuple] = field(default_factory=dict)
+    trials: int = 6
+    selection_metric: str = "average_precision"
     training_days: int = 7
+    # Consecutive windows in time: train, then validation, then test (no shuffling across time).
+    validation_fraction: float = 0.15
     test_fraction: float = 0.25
     seed: int = 42
 
 
 @dataclass(frozen=True)
+class Slice:
+    """Rows grouped by a column's value, or by bins of a numeric column (`bins` edges)."""
+
+    name: str
+    column: str
+    bins: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
 class GateSpec:
-    """Absolute thresholds a candidate must meet on held-out data to become champion."""
+    """What a candidate must show on held-out data before it becomes champion."""
 
     min_metrics: dict[str, float] = field(default_factory=dict)
+    # Largest allowed drop below the champion (same test rows), overall and on every slice.
+    max_regression: dict[str, float] = field(default_factory=dict)
+    slices: tuple[Slice, ...] = ()
+    # Behaviour: small noise (noise_scale x each feature's std) flips at most this share of decisions.
+    noise_scale: float = 0.01
+    max_flip_rate: float = 0.02
 
 
 @dataclass(frozen=True)

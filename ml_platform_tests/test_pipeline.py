@@ -217,8 +217,8 @@ def test_retrain_requested_by_drift_runs_through_the_gate(platform):
     after = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
     assert int(after.version) == int(before.version) + 1
     assert registry.alias_ref(platform.settings, USE_CASE, registry.PREVIOUS).version == before.version
-    promotion = (
-        registry.configure(platform.settings).get_model_version(USE_CASE, after.version).tags["promotion"]
-    )
-    assert json.loads(promotion)["from_version"] == before.version
+    client = registry.configure(platform.settings)
+    moved = json.loads(client.get_model_version(USE_CASE, after.version).tags["champion.moved"])
+    assert moved["from_version"] == before.version and moved["reason"] == "passed the evaluation gate"
+    assert registry.history(platform.settings, USE_CASE)[-1]["to_version"] == after.version
     assert predict(platform, {"sensor_id": "s-1"}).json()["model_version"] == after.version

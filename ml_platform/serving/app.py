@@ -6,12 +6,12 @@ promotion is a reconfigure: Ray Serve applies it to live replicas without droppi
 
 import datetime as dt
 import json
+import logging
 import math
 import uuid
 from dataclasses import asdict
 from typing import Any
 
-import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
@@ -20,10 +20,12 @@ from ml_platform.features.online_store import make_online_store
 from ml_platform.serving.events import EventError, EventIngestor
 from ml_platform.serving.log import PredictionLogWriter
 from ml_platform.settings import load_settings
+from ml_platform.training.evaluate import model_input
 from ml_platform.training.model import anomaly_scores
 from ml_platform.training.registry import ModelRef, load_verified_model
 from ml_platform.usecases import USE_CASES
 
+logger = logging.getLogger("ml_platform.serving")
 api = FastAPI(title="ml_platform serving", version="0.1.0")
 
 
@@ -76,11 +78,14 @@ class ModelServer:
         self.online_store = make_online_store(self.settings)
         self.log = PredictionLogWriter(self.settings.serving_log_dir)
         self.models: dict[str, tuple[ModelRef, Any]] = {}
+        self.load_errors: dict[str, str] = {}
         self.ingestors = {
             name: EventIngestor(self.settings, spec, self.online_store) for name, spec in USE_CASES.items()
         }
 
     def reconfigure(self, config: dict[str, Any]) -> None:
+        """Load the models of ``config``; a model that fails its checks is refused and the model
+        already served for that use case keeps serving (the refusal shows in its metadata)."""
         models = {}
         for use_case, ref in config.get("models", {}).items():
             model_ref = ModelRef(**ref)
@@ -88,15 +93,25 @@ class ModelServer:
             if current and current[0] == model_ref:
                 models[use_case] = current
                 continue
-            pipeline = load_verified_model(model_ref, self.settings.run_dir / "model_cache")
-            models[use_case] = (model_ref, pipeline)
+            try:
+                models[use_case] = (
+                    model_ref,
+                    load_verified_model(model_ref, self.settings.run_dir / "model_cache"),
+                )
+                self.load_errors.pop(use_case, None)
+            except Exception as exc:  # refuse this model, keep serving the previous one
+                self.load_errors[use_case] = f"v{model_ref.version} refused: {exc}"
+                logger.error("%s: %s", use_case, self.load_errors[use_case])
+                if current:
+                    models[use_case] = current
         self.models = models
 
     def _model(self, name: str) -> tuple[ModelRef, Any]:
         if name not in USE_CASES:
             raise RequestError(404, f"unknown model {name!r}; served: {sorted(self.models)}")
         if name not in self.models:
-            raise RequestError(503, f"model {name!r} has no champion deployed yet")
+            reason = self.load_errors.get(name, "no champion deployed yet")
+            raise RequestError(503, f"model {name!r} is not being served: {reason}")
         return self.models[name]
 
     def _feature_row(self, use_case: str, row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -146,8 +161,9 @@ class ModelServer:
             prepared = [self._feature_row(model, row) for row in rows]
         except RequestError as exc:
             return _error(exc.status, exc.message)
-        frame = pd.DataFrame([f for f, _ in prepared], columns=spec.features.feature_names(), dtype=float)
-        scores = anomaly_scores(pipeline, frame)
+        scores = anomaly_scores(
+            pipeline, model_input((f for f, _ in prepared), spec.features.feature_names())
+        )
         now = dt.datetime.now(dt.UTC).isoformat()
         predictions = [
             {
@@ -209,6 +225,7 @@ class ModelServer:
                     {"name": "anomaly_score", "datatype": "FP64", "shape": [-1]},
                     {"name": "is_anomaly", "datatype": "BOOL", "shape": [-1]},
                 ],
+                **({"load_error": self.load_errors[model]} if model in self.load_errors else {}),
             }
         )
 

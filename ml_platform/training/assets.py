@@ -1,7 +1,8 @@
-"""Training set -> candidate model -> held-out evaluation (the gate) -> champion alias."""
+"""Training set -> candidate model (tuned) -> held-out evaluation (the gate) -> champion alias."""
 
 import hashlib
 import subprocess
+from importlib.metadata import version as package_version
 
 import dagster as dg
 import pandas as pd
@@ -10,14 +11,14 @@ from dagster_duckdb import DuckDBResource
 
 from ml_platform.features.assets import read_features
 from ml_platform.features.compute import EVENT_TIMESTAMP
-from ml_platform.metadata import latest_metadata
+from ml_platform.metadata import latest_metadata, markdown_table
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.settings import REPO_ROOT, Settings
 from ml_platform.spec import UseCaseSpec
 from ml_platform.training.dataset import LABEL, SPLIT, build_training_set, read_label_windows
-from ml_platform.training.model import build_pipeline, evaluate
 
 GATE_PASSED_TAG = "gate.passed"
+LIBRARIES = ("scikit-learn", "skops", "numpy", "pandas", "polars", "duckdb", "mlflow", "dagster")
 
 
 def training_table(spec: UseCaseSpec) -> str:
@@ -49,26 +50,34 @@ def mlflow_run_url(settings: Settings, experiment_id: str, run_id: str) -> str:
     return f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
+def _features(frame: pl.DataFrame, spec: UseCaseSpec) -> pd.DataFrame:
+    from ml_platform.training.evaluate import model_input
+
+    names = spec.features.feature_names()
+    return model_input(frame.select(names).to_pandas(), names)
+
+
+def _flat(prefix: str, values: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}{k}": v for k, v in values.items()}
+
+
 def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     key = {
         name: dg.AssetKey([spec.name, name])
-        for name in (
-            "features",
-            "training_set",
-            "model",
-            "model_evaluation",
-            "champion",
-        )
+        for name in ("features", "stg_readings", "training_set", "model", "model_evaluation", "champion")
     }
-    feature_names = spec.features.feature_names()
+    gate = spec.gate
 
     @dg.asset(
         key=key["training_set"],
         group_name=spec.name,
-        deps=[key["features"], dg.AssetKey([spec.name, "stg_readings"])],
+        deps=[key["features"], key["stg_readings"]],
         pool=WAREHOUSE_POOL,
         kinds={"polars", "duckdb"},
-        description=f"Last {spec.model.training_days} days, point-in-time features, labelled, split by time.",
+        description=(
+            f"Last {spec.model.training_days} days of readings with point-in-time features, labelled, "
+            "split by time into train / validation / test."
+        ),
     )
     def training_set(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
         windows = read_label_windows(platform.settings.labels_dir_for(spec.name), spec)
@@ -79,16 +88,20 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             conn.register("training_rows", frame.to_arrow())
             conn.sql(f"CREATE OR REPLACE TABLE {training_table(spec)} AS SELECT * FROM training_rows")
             conn.unregister("training_rows")
-        counts = dict(frame.group_by(SPLIT).len().iter_rows())
-        test = frame.filter(pl.col(SPLIT) == "test")
+        bounds = frame.group_by(SPLIT).agg(
+            pl.len().alias("rows"),
+            pl.col(EVENT_TIMESTAMP).min().alias("from"),
+            pl.col(EVENT_TIMESTAMP).max().alias("to"),
+            pl.col(LABEL).mean().alias("label_share"),
+        )
+        counts = {row[SPLIT]: row["rows"] for row in bounds.iter_rows(named=True)}
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(frame),
-                "train_rows": counts.get("train", 0),
-                "test_rows": counts.get("test", 0),
+                **{f"{split}_rows": counts.get(split, 0) for split in ("train", "validation", "test")},
+                "splits": markdown_table(bounds.sort("from").to_dicts()),
                 "label_share": float(frame[LABEL].mean()),
                 "first_event": str(frame[EVENT_TIMESTAMP].min()),
-                "test_from": str(test[EVENT_TIMESTAMP].min()) if len(test) else "",
                 "last_event": str(frame[EVENT_TIMESTAMP].max()),
                 "content_sha256": content_sha256(frame.sort(spec.entity, EVENT_TIMESTAMP)),
             }
@@ -100,42 +113,51 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         deps=[key["training_set"]],
         pool=WAREHOUSE_POOL,
         kinds={"scikitlearn", "mlflow"},
-        description="A candidate model trained on the train split, registered in MLflow.",
+        code_version=git_commit()[:12],
+        description="A candidate: searched, fit on train, chosen on validation, registered in MLflow.",
     )
     def model(
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource
     ) -> dg.MaterializeResult:
         from ml_platform.training import registry  # MLflow is slow to import: load it in runs only
+        from ml_platform.training.model import build_pipeline
+        from ml_platform.training.tune import tune
 
         settings = platform.settings
-        train = read_split(warehouse, spec, "train")
+        train, valid = read_split(warehouse, spec, "train"), read_split(warehouse, spec, "validation")
         identity = latest_metadata(context.instance, key["training_set"])
-        features = train.select(feature_names).to_pandas()
-        pipeline = build_pipeline(spec.model).fit(features)
+        best, trials, scored_on = tune(
+            spec.model,
+            _features(train, spec),
+            _features(valid, spec),
+            valid[LABEL].to_numpy(),
+            settings.ray_address,
+        )
+        pipeline = build_pipeline(spec.model, best.params).fit(_features(train, spec))
         params = {
             "algorithm": spec.model.algorithm,
             **spec.model.params,
+            **best.params,
             "seed": spec.model.seed,
-            "features": ",".join(feature_names),
+            "features": ",".join(spec.features.feature_names()),
             "training_days": spec.model.training_days,
+            "trials": len(trials),
+            "selected_on": scored_on,
         }
         tags = {
             "use_case": spec.name,
             "git_commit": git_commit(),
+            "dagster_code_version": context.assets_def.code_versions_by_key[key["model"]] or "",
             "dagster_run_id": context.run_id,
             "training_rows": str(len(train)),
             "training_content_sha256": str(identity.get("content_sha256", "")),
             "training_first_event": str(identity.get("first_event", "")),
             "training_last_event": str(identity.get("last_event", "")),
+            **{f"library.{name}": package_version(name) for name in LIBRARIES},
         }
+        metrics = {"train_rows": float(len(train)), f"validation_{spec.model.selection_metric}": best.score}
         ref = registry.log_candidate(
-            settings,
-            spec.name,
-            pipeline,
-            features.head(100),
-            params,
-            {"train_rows": len(train)},
-            tags,
+            settings, spec.name, pipeline, _features(train, spec).head(100), params, metrics, tags
         )
         experiment_id = registry.ensure_experiment(settings, spec.name)
         return dg.MaterializeResult(
@@ -145,10 +167,18 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 "mlflow_run": dg.MetadataValue.url(mlflow_run_url(settings, experiment_id, ref.run_id)),
                 "artifact_sha256": ref.sha256,
                 "train_rows": len(train),
+                "selected_params": best.params,
+                f"validation_{spec.model.selection_metric}": best.score,
+                "selected_on": scored_on,
+                "trials": markdown_table([{**t.params, "score": round(t.score, 5)} for t in trials]),
             }
         )
 
-    gate = spec.gate.min_metrics
+    check_names = [f"gate_{metric}" for metric in gate.min_metrics] + [
+        "not_worse_than_champion",
+        "behaviour_noise",
+        "behaviour_invariance",
+    ]
 
     @dg.asset(
         key=key["model_evaluation"],
@@ -156,48 +186,82 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         deps=[key["model"]],
         pool=WAREHOUSE_POOL,
         kinds={"mlflow"},
-        description="Held-out metrics of the candidate against the labelled anomaly windows.",
+        description="Held-out metrics (overall, per slice), behavioural tests, latency and size; the gate.",
         check_specs=[
-            dg.AssetCheckSpec(
-                f"gate_{metric}",
-                asset=key["model_evaluation"],
-                blocking=True,
-                description=f"{metric} on the held-out split is at least {threshold}.",
-            )
-            for metric, threshold in gate.items()
+            dg.AssetCheckSpec(name, asset=key["model_evaluation"], blocking=True) for name in check_names
         ],
     )
     def model_evaluation(
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource
     ) -> dg.MaterializeResult:
         from ml_platform.training import registry
+        from ml_platform.training.evaluate import behaviour, evaluate, latency_ms, regressions
 
         settings = platform.settings
+        cache = settings.run_dir / "model_cache"
         version = str(latest_metadata(context.instance, key["model"])["model_version"])
         ref = registry.model_ref(settings, spec.name, version)
-        pipeline = registry.load_verified_model(ref, settings.run_dir / "model_cache")
+        pipeline = registry.load_verified_model(ref, cache)
         test = read_split(warehouse, spec, "test")
-        metrics = evaluate(pipeline, test.select(feature_names).to_pandas(), test[LABEL].to_numpy())
-        registry.log_evaluation(settings, ref, metrics)
-        results = []
-        for metric, threshold in gate.items():
-            value = metrics.get(metric)
-            results.append(
-                dg.AssetCheckResult(
-                    check_name=f"gate_{metric}",
-                    passed=value is not None and value >= threshold,
-                    metadata={
-                        "value": value if value is not None else float("nan"),
-                        "threshold": threshold,
-                    },
-                )
+        overall, slices = evaluate(pipeline, test, spec)
+        features = _features(test, spec)
+        behaved = behaviour(pipeline, features, gate, spec.entity, spec.model.seed)
+        speed = latency_ms(pipeline, features)
+        size = sum(p.stat().st_size for p in (cache / spec.name / version).rglob("*") if p.is_file())
+
+        champion_ref = registry.alias_ref(settings, spec.name, registry.CHAMPION)
+        worse, champion_overall = [], {}
+        if champion_ref is not None and champion_ref.version != version:
+            champion_eval = evaluate(registry.load_verified_model(champion_ref, cache), test, spec)
+            champion_overall = champion_eval[0]
+            worse = regressions((overall, slices), champion_eval, gate)
+
+        results = [
+            dg.AssetCheckResult(
+                check_name=f"gate_{metric}",
+                passed=overall.get(metric, float("-inf")) >= threshold,
+                metadata={"value": overall.get(metric, float("nan")), "threshold": threshold},
             )
+            for metric, threshold in gate.min_metrics.items()
+        ]
+        results += [
+            dg.AssetCheckResult(
+                check_name="not_worse_than_champion",
+                passed=not worse,
+                metadata={
+                    "champion_version": champion_ref.version if champion_ref else "none",
+                    "regressions": markdown_table(worse),
+                    **_flat(
+                        "champion/", {k: v for k, v in champion_overall.items() if k in gate.max_regression}
+                    ),
+                },
+            ),
+            dg.AssetCheckResult(
+                check_name="behaviour_noise",
+                passed=behaved["noise_flip_rate"] <= gate.max_flip_rate,
+                metadata={"noise_flip_rate": behaved["noise_flip_rate"], "max_flip_rate": gate.max_flip_rate},
+            ),
+            dg.AssetCheckResult(
+                check_name="behaviour_invariance",
+                passed=behaved["irrelevant_fields_max_change"] == 0
+                and behaved["single_vs_batch_max_change"] == 0,
+                metadata={k: v for k, v in behaved.items() if k != "noise_flip_rate"},
+            ),
+        ]
         passed = all(r.passed for r in results)
-        registry.configure(settings).set_model_version_tag(
-            spec.name, version, GATE_PASSED_TAG, str(passed).lower()
-        )
+        registry.log_evaluation(settings, ref, {**overall, **behaved, **speed, "artifact_bytes": float(size)})
+        client = registry.configure(settings)
+        client.set_model_version_tag(spec.name, version, GATE_PASSED_TAG, str(passed).lower())
         return dg.MaterializeResult(
-            metadata={"model_version": version, "gate_passed": passed, **metrics},
+            metadata={
+                "model_version": version,
+                "gate_passed": passed,
+                **overall,
+                **behaved,
+                **speed,
+                "artifact_bytes": size,
+                "slices": markdown_table([{"slice": name, **m} for name, m in slices.items()]),
+            },
             check_results=results,
         )
 
@@ -212,22 +276,29 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         from ml_platform.training import registry
 
         settings = platform.settings
-        version = str(latest_metadata(context.instance, key["model_evaluation"])["model_version"])
+        evaluation = latest_metadata(context.instance, key["model_evaluation"])
+        version = str(evaluation["model_version"])
         client = registry.configure(settings)
         if client.get_model_version(spec.name, version).tags.get(GATE_PASSED_TAG) != "true":
             raise dg.Failure(f"{spec.name} v{version} has not passed the gate; champion not moved")
-        ref = registry.model_ref(settings, spec.name, version)
-        previous = registry.move_champion(
+        metrics = {m: evaluation[m] for m in (*gate.min_metrics, *gate.max_regression) if m in evaluation}
+        move = registry.move_alias(
             settings,
-            ref,
+            spec.name,
+            version,
+            registry.CHAMPION,
             reason="passed the evaluation gate",
             actor=f"dagster run {context.run_id}",
+            metrics=metrics,
         )
         return dg.MaterializeResult(
             metadata={
                 "champion_version": version,
-                "previous_version": previous or "",
-                "mlflow_run_id": ref.run_id,
+                "previous_version": move["from_version"] or "",
+                "moved": move["changed"],
+                "by": move["by"],
+                "reason": move["reason"],
+                **metrics,
             }
         )
 

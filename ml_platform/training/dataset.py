@@ -38,36 +38,43 @@ def read_label_windows(labels_dir: Path, spec: UseCaseSpec) -> pl.DataFrame:
     )
 
 
-def label_rows(features: pl.DataFrame, windows: pl.DataFrame, spec: UseCaseSpec) -> pl.Series:
-    """1 where the row's event time falls inside an anomaly window of its entity, else 0."""
-    if windows.is_empty():
-        return pl.Series(LABEL, [0] * len(features), dtype=pl.Int8)
+WINDOW = "anomaly_window"
+
+
+def label_rows(features: pl.DataFrame, windows: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
+    """``label`` (1 inside an anomaly window of the row's entity, else 0) and ``anomaly_window``
+    (an id of that window, for window-level recall; null outside windows)."""
     keyed = features.select(spec.entity, EVENT_TIMESTAMP).with_row_index("_row")
+    if windows.is_empty():
+        return keyed.select(pl.lit(0, pl.Int8).alias(LABEL), pl.lit(None, pl.String).alias(WINDOW))
     hits = (
         keyed.join(windows, on=spec.entity)
         .filter(pl.col(EVENT_TIMESTAMP).is_between(pl.col("start"), pl.col("end")))
-        .select("_row")
-        .unique()
+        .group_by("_row")
+        .agg(pl.format("{}@{}", pl.col(spec.entity), pl.col("start")).min().alias(WINDOW))
     )
     return (
-        keyed.join(hits.with_columns(hit=pl.lit(1, pl.Int8)), on="_row", how="left")
-        .sort("_row")["hit"]
-        .fill_null(0)
-        .alias(LABEL)
+        keyed.join(hits, on="_row", how="left")
+        .sort("_row")
+        .select(pl.col(WINDOW).is_not_null().cast(pl.Int8).alias(LABEL), pl.col(WINDOW))
     )
 
 
-def time_split_boundary(timestamps: pl.Series, test_fraction: float) -> dt.datetime:
-    """The event time from which rows are held out: the last ``test_fraction`` of the period."""
+def split_boundaries(timestamps: pl.Series, validation_fraction: float, test_fraction: float):
+    """Event times where validation and test begin: consecutive windows, test last."""
     first, last = timestamps.min(), timestamps.max()
-    return first + (last - first) * (1 - test_fraction)
+    span = last - first
+    test_from = first + span * (1 - test_fraction)
+    validation_from = first + span * (1 - test_fraction - validation_fraction)
+    return validation_from, test_from
 
 
 def build_training_set(
     spine: pl.DataFrame, features: pl.DataFrame, windows: pl.DataFrame, spec: UseCaseSpec
 ) -> pl.DataFrame:
     """Training rows for the spine's (entity, timestamp) pairs of the last ``training_days``:
-    features as known at each timestamp (point-in-time), a label, and a train/test split by time.
+    features as known at each timestamp (point-in-time), labels, and a split by time into
+    train, validation and test windows.
     """
     newest = spine[spec.timestamp].max()
     recent = spine.filter(pl.col(spec.timestamp) > newest - dt.timedelta(days=spec.model.training_days))
@@ -77,11 +84,16 @@ def build_training_set(
         .select(spec.entity, EVENT_TIMESTAMP, *spec.features.feature_names())
         .sort(spec.entity, EVENT_TIMESTAMP)
     )
-    boundary = time_split_boundary(rows[EVENT_TIMESTAMP], spec.model.test_fraction)
-    return rows.with_columns(
-        label_rows(rows, windows, spec),
-        pl.when(pl.col(EVENT_TIMESTAMP) < boundary)
-        .then(pl.lit("train"))
-        .otherwise(pl.lit("test"))
-        .alias(SPLIT),
+    validation_from, test_from = split_boundaries(
+        rows[EVENT_TIMESTAMP], spec.model.validation_fraction, spec.model.test_fraction
+    )
+    split = (
+        pl.when(pl.col(EVENT_TIMESTAMP) >= test_from)
+        .then(pl.lit("test"))
+        .when(pl.col(EVENT_TIMESTAMP) >= validation_from)
+        .then(pl.lit("validation"))
+        .otherwise(pl.lit("train"))
+    )
+    return pl.concat([rows, label_rows(rows, windows, spec)], how="horizontal").with_columns(
+        split.alias(SPLIT)
     )

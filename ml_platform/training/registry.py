@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 import mlflow
 import pandas as pd
 import sklearn
+import skops.io as sio
+import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
@@ -132,21 +135,46 @@ def alias_ref(settings: Settings, use_case: str, alias: str = CHAMPION) -> Model
     return ModelRef(use_case, str(mv.version), mv.source, mv.tags.get(SHA_TAG, ""), mv.run_id)
 
 
+def _download(ref: ModelRef, target: Path) -> str:
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    mlflow.artifacts.download_artifacts(artifact_uri=ref.source, dst_path=str(target))
+    return artifact_digest(target)
+
+
 def load_verified_model(ref: ModelRef, cache_dir: Path) -> Pipeline:
-    """Download the artifact, check its sha256 against the registry's record, then load it."""
+    """Download the artifact, check its sha256 against the registry's record, then load it with
+    skops, trusting only the types listed in this project (never a list read from the artifact).
+
+    Nothing in the artifact is deserialized before both checks pass.
+    """
+    name = f"{ref.use_case} v{ref.version}"
     if not ref.sha256:
-        raise ArtifactIntegrityError(f"{ref.use_case} v{ref.version}: no {SHA_TAG} recorded")
+        raise ArtifactIntegrityError(f"{name}: no {SHA_TAG} recorded at registration; refusing to load it")
     target = cache_dir / ref.use_case / ref.version
-    if not target.exists():
-        target.mkdir(parents=True)
-        mlflow.artifacts.download_artifacts(artifact_uri=ref.source, dst_path=str(target))
-    found = artifact_digest(target)
+    found = artifact_digest(target) if target.exists() else ""
+    if found != ref.sha256:  # absent, or a cached copy that changed: fetch it again
+        found = _download(ref, target)
     if found != ref.sha256:
         raise ArtifactIntegrityError(
-            f"{ref.use_case} v{ref.version}: artifact sha256 {found} does not match the "
-            f"recorded {ref.sha256}; refusing to load it"
+            f"{name}: artifact sha256 {found} does not match the recorded {ref.sha256}; refusing to load it"
         )
-    return mlflow.sklearn.load_model(str(target))
+    flavor = yaml.safe_load((target / "MLmodel").read_text())["flavors"].get("sklearn", {})
+    if flavor.get("serialization_format") != "skops":
+        raise ArtifactIntegrityError(
+            f"{name}: serialization format {flavor.get('serialization_format')!r} can run code on load;"
+            " only skops artifacts are loaded"
+        )
+    model_file = (target / str(flavor.get("pickled_model", ""))).resolve()
+    if model_file.parent != target.resolve() or model_file.suffix != ".skops":
+        raise ArtifactIntegrityError(f"{name}: unexpected model file {flavor.get('pickled_model')!r}")
+    untrusted = set(sio.get_untrusted_types(file=model_file)) - set(TRUSTED_TYPES)
+    if untrusted:
+        raise ArtifactIntegrityError(
+            f"{name}: artifact holds types not trusted by the project: {sorted(untrusted)}"
+        )
+    return sio.load(model_file, trusted=TRUSTED_TYPES)
 
 
 def log_evaluation(settings: Settings, ref: ModelRef, metrics: dict[str, float]) -> None:
@@ -156,21 +184,57 @@ def log_evaluation(settings: Settings, ref: ModelRef, metrics: dict[str, float])
         client.set_model_version_tag(ref.use_case, ref.version, f"eval.{name}", f"{value:.6g}")
 
 
-def move_champion(settings: Settings, ref: ModelRef, reason: str, actor: str) -> str | None:
-    """Point ``champion`` at ``ref`` and ``previous`` at the old champion; record why and by whom."""
+def _record(client: MlflowClient, use_case: str, record: dict[str, Any]) -> None:
+    """Append a move to the registered model's history (one tag per move) and to the version."""
+    stamp = dt.datetime.now(dt.UTC)
+    record = {"at": stamp.isoformat(), **record}
+    client.set_registered_model_tag(use_case, f"move.{stamp:%Y%m%dT%H%M%S%f}", json.dumps(record))
+    client.set_model_version_tag(
+        use_case, record["to_version"], f"{record['alias']}.moved", json.dumps(record)
+    )
+
+
+def move_alias(
+    settings: Settings,
+    use_case: str,
+    version: str,
+    alias: str,
+    reason: str,
+    actor: str,
+    metrics: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Point ``alias`` at ``version``; moving ``champion`` also points ``previous`` at the old one.
+
+    Returns the record of the move (also kept in the registry): who, why, from, to, metrics.
+    """
     client = configure(settings)
-    old = alias_ref(settings, ref.use_case, CHAMPION)
-    if old is not None and old.version == ref.version:
-        return old.version
-    if old is not None:
-        client.set_registered_model_alias(ref.use_case, PREVIOUS, old.version)
-    client.set_registered_model_alias(ref.use_case, CHAMPION, ref.version)
+    old = alias_ref(settings, use_case, alias)
     record = {
-        "at": dt.datetime.now(dt.UTC).isoformat(),
+        "alias": alias,
         "by": actor,
         "reason": reason,
+        "to_version": str(version),
         "from_version": old.version if old else None,
-        "to_version": ref.version,
+        "metrics": metrics or {},
     }
-    client.set_model_version_tag(ref.use_case, ref.version, "promotion", json.dumps(record))
-    return old.version if old else None
+    if old is not None and old.version == str(version):
+        return {**record, "changed": False}
+    if alias == CHAMPION and old is not None:
+        client.set_registered_model_alias(use_case, PREVIOUS, old.version)
+    client.set_registered_model_alias(use_case, alias, str(version))
+    _record(client, use_case, record)
+    return {**record, "changed": True}
+
+
+def rollback(settings: Settings, use_case: str, actor: str, reason: str = "rollback") -> dict[str, Any]:
+    """Swap ``champion`` and ``previous``: the previous model serves again, and can be restored."""
+    previous = alias_ref(settings, use_case, PREVIOUS)
+    if previous is None:
+        raise ValueError(f"{use_case}: no `previous` version to roll back to")
+    return move_alias(settings, use_case, previous.version, CHAMPION, reason, actor)
+
+
+def history(settings: Settings, use_case: str) -> list[dict[str, Any]]:
+    """Every recorded move of the use case's aliases, oldest first."""
+    tags = configure(settings).get_registered_model(use_case).tags
+    return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith("move.")]

@@ -10,6 +10,7 @@ from ml_platform.spec import (
     FeatureSpec,
     GateSpec,
     ModelSpec,
+    Slice,
     UseCaseSpec,
 )
 
@@ -47,11 +48,21 @@ SPEC = UseCaseSpec(
     model=ModelSpec(
         algorithm="isolation_forest",
         params={"n_estimators": 200, "contamination": 0.02, "max_samples": 512},
+        search_space={"n_estimators": (100, 200), "max_samples": (256, 512), "contamination": (0.01, 0.02)},
+        trials=4,
+        selection_metric="average_precision",
         training_days=7,
+        validation_fraction=0.15,
         test_fraction=0.25,
         seed=42,
     ),
-    gate=GateSpec(min_metrics={"roc_auc": 0.7, "average_precision": 0.1}),
+    gate=GateSpec(
+        min_metrics={"roc_auc": 0.7, "average_precision": 0.1},
+        max_regression={"roc_auc": 0.02, "average_precision": 0.05},
+        slices=(Slice("time_of_day", "hour_of_day", bins=(0, 6, 12, 18, 24)),),
+        noise_scale=0.01,
+        max_flip_rate=0.02,
+    ),
     drift=DriftSpec(
         window_days=1,
         columns=("value", "temperature", "vibration", "value_mean_12", "value_mean_72"),
