@@ -21,7 +21,9 @@ repeated (3 times, once with ``--quick``) with the implementations interleaved, 
 reported. Both must quarantine the same number of rows, or the run fails with a per-reason diff.
 
 Output: progress on stderr; on stdout one JSON line per figure (``ratio`` is always ours / peer;
-``better`` says which direction wins). Generated inputs are cached in ``/tmp/ml_platform_bench``.
+``better`` says which direction wins). Generated inputs are cached in
+``/tmp/ml_platform_bench/ingest``. No input line is malformed: our path would quarantine it
+("parse:..."), while ``read_csv`` would raise, so that rule has no pandas counterpart.
 
     .venv/bin/python bench/ingest.py [--quick]
     .venv/bin/python bench/ingest.py --profile csv 10m   # per-statement time and peak RSS of ours
@@ -53,7 +55,7 @@ if TYPE_CHECKING:
 
     from ml_platform.spec import UseCaseSpec
 
-BENCH_DIR = Path(tempfile.gettempdir()) / "ml_platform_bench"
+WORK_DIR = Path(tempfile.gettempdir()) / "ml_platform_bench" / "ingest"  # inputs, warehouses
 DATA_VERSION = "v1"  # bump when the generator changes, so cached inputs are regenerated
 FIRST_DAY, LAST_DAY = dt.date(2026, 1, 1), dt.date(2026, 1, 10)
 SENSORS = 1_000
@@ -115,11 +117,11 @@ def import_work_modules() -> UseCaseSpec:
 
 def data_file(label: str, fmt: str) -> Path:
     """One file per directory: the directory is the landing zone our path reads."""
-    return BENCH_DIR / DATA_VERSION / label / fmt / f"readings.{fmt}"
+    return WORK_DIR / DATA_VERSION / label / fmt / f"readings.{fmt}"
 
 
 def faults_file(label: str) -> Path:
-    return BENCH_DIR / DATA_VERSION / label / "faults.json"
+    return WORK_DIR / DATA_VERSION / label / "faults.json"
 
 
 def readings_sql(rows: int) -> str:
@@ -355,7 +357,7 @@ def child(implementation: str, path: Path) -> None:
     """Run one measurement in this process and print its result as one JSON line."""
     spec = import_work_modules()
     baseline = peak_rss_mb()
-    runs_dir = BENCH_DIR / "runs"
+    runs_dir = WORK_DIR / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     run, count = (run_ours, ours_reasons) if implementation == "ours" else (run_pandas, pandas_reasons)
     with tempfile.TemporaryDirectory(dir=runs_dir) as tmp:
@@ -537,7 +539,9 @@ def profile(fmt: str, label: str) -> None:
         return wrappers[-1]
 
     log(f"profiling ours on {fmt} {label}; peak RSS after imports {peak_rss_mb():.0f} MB")
-    with tempfile.TemporaryDirectory(dir=BENCH_DIR) as tmp:
+    runs_dir = WORK_DIR / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=runs_dir) as tmp:
         start = time.perf_counter()
         phases = run_ours(spec, data_file(label, fmt), Path(tmp) / "warehouse.duckdb", wrap)
         total = time.perf_counter() - start

@@ -88,6 +88,89 @@ def serve(detach: bool) -> None:
             stop_local_cluster(settings, cluster)
 
 
+def _announce_move(settings, use_case: str, move: dict) -> None:
+    """Show a hand-made move in Dagster (a materialization of the champion asset) and redeploy."""
+    import dagster as dg
+
+    from ml_platform.serving.cluster import cluster_address
+
+    if move["alias"] == "champion" and settings.dagster_home.is_dir():
+        with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    asset_key=[use_case, "champion"],
+                    metadata={
+                        "champion_version": move["to_version"],
+                        "previous_version": move["from_version"] or "",
+                        "moved": move["changed"],
+                        "by": move["by"],
+                        "reason": move["reason"],
+                    },
+                )
+            )
+    if move["changed"] and cluster_address(settings) is not None:
+        from ml_platform.serving.deploy import deploy, wait_until_serving
+
+        deploy(settings)
+        if move["alias"] == "champion":
+            wait_until_serving(settings, use_case, move["to_version"])
+        click.echo("serving updated")
+
+
+def _actor() -> str:
+    import getpass
+
+    return f"ml-platform cli ({getpass.getuser()})"
+
+
+@main.command(help="Point an alias (default: champion) at a model version, recorded like the gate's moves.")
+@click.argument("use_case")
+@click.option("--version", "version", default=None, help="Default: the newest version that passed the gate.")
+@click.option("--alias", type=click.Choice(["champion", "challenger"]), default="champion", show_default=True)
+@click.option("--reason", default="promoted by hand", show_default=True)
+def promote(use_case: str, version: str | None, alias: str, reason: str) -> None:
+    from ml_platform.training import registry
+    from ml_platform.training.assets import GATE_PASSED_TAG
+    from ml_platform.usecases import get_use_case
+
+    get_use_case(use_case)
+    settings = load_settings()
+    client = registry.configure(settings)
+    if version is None:
+        passed = [
+            v
+            for v in client.search_model_versions(f"name='{use_case}'")
+            if v.tags.get(GATE_PASSED_TAG) == "true"
+        ]
+        if not passed:
+            raise click.ClickException(f"{use_case}: no version has passed the gate; name one with --version")
+        version = str(max(int(v.version) for v in passed))
+    move = registry.move_alias(settings, use_case, version, alias, reason, _actor())
+    click.echo(f"{use_case}: {alias} -> v{move['to_version']} (was {move['from_version']})")
+    _announce_move(settings, use_case, move)
+
+
+@main.command(help="Serve the previous champion again (or --version N), recorded like every move.")
+@click.argument("use_case")
+@click.option("--version", "version", default=None, help="Default: the version the `previous` alias names.")
+@click.option("--reason", default="rolled back by hand", show_default=True)
+def rollback(use_case: str, version: str | None, reason: str) -> None:
+    from ml_platform.training import registry
+    from ml_platform.usecases import get_use_case
+
+    get_use_case(use_case)
+    settings = load_settings()
+    try:
+        if version is None:
+            move = registry.rollback(settings, use_case, _actor(), reason)
+        else:
+            move = registry.move_alias(settings, use_case, version, registry.CHAMPION, reason, _actor())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{use_case}: champion -> v{move['to_version']} (was {move['from_version']})")
+    _announce_move(settings, use_case, move)
+
+
 @main.command(help="Consume readings from MQTT into the landing zone and the online store until Ctrl-C.")
 @click.option("--use-case", default="sensor_anomaly", show_default=True)
 @click.option("--topic", default=None, help="Default: ml_platform/<use case>/readings")

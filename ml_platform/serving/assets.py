@@ -1,11 +1,14 @@
 """The serving deployment of the champion, and the prediction log ingested from serving."""
 
 import json
+import uuid
 
 import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
+from ml_platform.features.compute import EVENT_TIMESTAMP
+from ml_platform.ingestion.assets import daily_partitions, partition_days
 from ml_platform.metadata import latest_metadata
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.serving.log import read_prediction_log
@@ -93,4 +96,56 @@ def build_serving_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             metadata={"dagster/row_count": total, "new_rows": total - before, "table": table}
         )
 
-    return [deployment, predictions]
+    @dg.asset(
+        key=[spec.name, "batch_predictions"],
+        group_name=spec.name,
+        deps=[dg.AssetKey([spec.name, "features"]), champion_key],
+        partitions_def=daily_partitions(spec),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb", "scikitlearn"},
+        description="Every reading of the day scored by the champion (precomputed), with version and id.",
+    )
+    def batch_predictions(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource
+    ) -> dg.MaterializeResult:
+        from ml_platform.training import registry
+        from ml_platform.training.evaluate import model_input
+        from ml_platform.training.model import anomaly_scores
+
+        settings = platform.settings
+        ref = registry.alias_ref(settings, spec.name, registry.CHAMPION)
+        if ref is None:
+            raise dg.Failure(f"{spec.name}: no champion to score with yet")
+        pipeline = registry.load_verified_model(ref, settings.run_dir / "model_cache")
+        first, last = partition_days(context)
+        day = f"CAST(timezone('UTC', {EVENT_TIMESTAMP}) AS DATE)"
+        table = f"{spec.name}.batch_predictions"
+        with warehouse.get_connection() as conn:
+            rows = conn.sql(
+                f"SELECT * FROM {spec.name}.features WHERE {day} BETWEEN ? AND ?", params=[first, last]
+            ).pl()
+            scores = anomaly_scores(pipeline, model_input(rows.to_pandas(), spec.features.feature_names()))
+            scored = rows.select(spec.entity, EVENT_TIMESTAMP).with_columns(
+                pl.Series("prediction_id", [uuid.uuid4().hex for _ in range(len(rows))]),
+                pl.lit(ref.version).alias("model_version"),
+                pl.Series("anomaly_score", scores),
+                pl.Series("is_anomaly", scores > 0),
+            )
+            conn.register("scored_rows", scored.to_arrow())
+            conn.sql(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM scored_rows WHERE FALSE")
+            conn.begin()
+            conn.sql(f"DELETE FROM {table} WHERE {day} BETWEEN ? AND ?", params=[first, last])
+            conn.sql(f"INSERT INTO {table} SELECT * FROM scored_rows")
+            conn.commit()
+            conn.unregister("scored_rows")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": len(scored),
+                "model_version": ref.version,
+                "anomalies": int((scores > 0).sum()),
+                "table": table,
+            }
+        )
+
+    return [deployment, predictions, batch_predictions]

@@ -1,0 +1,215 @@
+"""Training, the gate and the registry: only a better, tested, reproducible model reaches users."""
+
+import dataclasses
+import datetime as dt
+import pickle
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dagster as dg
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ml_platform.cli import main
+from ml_platform.home import prepare_home
+from ml_platform.metadata import latest_metadata
+from ml_platform.training import registry
+from ml_platform.training.assets import GATE_PASSED_TAG, build_training_assets, read_split
+from ml_platform.training.evaluate import model_input
+from ml_platform.training.model import anomaly_scores, build_pipeline
+from ml_platform.usecases import get_use_case
+
+from .conftest import DAYS, FIRST_DAY, USE_CASE, key, land_days, make_platform
+
+SPEC = get_use_case(USE_CASE)
+TRAIN = ["training_set", "model", "model_evaluation", "champion"]
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory):
+    platform = make_platform(tmp_path_factory.mktemp("training-home"))
+    prepare_home(platform.settings)
+    land_days(platform, FIRST_DAY, DAYS)
+    platform.ingest(FIRST_DAY, FIRST_DAY + dt.timedelta(days=DAYS - 1))
+    platform.materialize(["training_set"])
+    return platform
+
+
+def train_with(platform, spec, names=TRAIN):
+    """Materialize the training assets as built from ``spec`` (a variant of the use case)."""
+    return dg.materialize(
+        build_training_assets(spec),
+        selection=[key(n) for n in names],
+        instance=platform.instance,
+        resources=platform.defs.resources,
+        raise_on_error=False,
+    )
+
+
+def checks(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def features_and_labels(platform, split="test"):
+    frame = read_split(platform.defs.resources["warehouse"], SPEC, split)
+    return model_input(frame.to_pandas(), SPEC.features.feature_names()), frame["label"].to_numpy()
+
+
+def test_a_better_candidate_is_promoted(platform):
+    # A weak champion, registered and promoted by hand.
+    train, _ = features_and_labels(platform, "train")
+    weak = dataclasses.replace(
+        SPEC.model, params={"n_estimators": 1, "max_samples": 4, "contamination": 0.02}
+    )
+    ref = registry.log_candidate(
+        platform.settings, USE_CASE, build_pipeline(weak).fit(train), train.head(5), {}, {}, {}
+    )
+    registry.move_alias(platform.settings, USE_CASE, ref.version, registry.CHAMPION, "test setup", "test")
+
+    result = train_with(platform, SPEC)
+    assert result.success
+    assert all(e.passed for e in checks(result).values())
+    champion = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
+    assert int(champion.version) == int(ref.version) + 1
+    assert registry.alias_ref(platform.settings, USE_CASE, registry.PREVIOUS).version == ref.version
+    move = registry.history(platform.settings, USE_CASE)[-1]
+    assert move["to_version"] == champion.version and move["by"].startswith("dagster run ")
+    metadata = latest_metadata(platform.instance, key("model"))
+    assert metadata["mlflow_run"].startswith(platform.settings.mlflow_ui_url)
+    run = registry.configure(platform.settings).get_run(metadata["mlflow_run_id"])
+    assert run.data.tags["training_content_sha256"] and run.data.tags["library.scikit-learn"]
+    assert run.data.params["seed"] == str(SPEC.model.seed) and "selected_on" in run.data.params
+
+
+def test_a_worse_candidate_is_stopped_by_the_gate(platform):
+    before = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
+    worse = dataclasses.replace(
+        SPEC,
+        model=dataclasses.replace(
+            SPEC.model, params={"n_estimators": 2, "max_samples": 8, "contamination": 0.02}, search_space={}
+        ),
+        gate=dataclasses.replace(SPEC.gate, min_metrics={}),  # only the comparison with the champion
+    )
+    result = train_with(platform, worse)
+    assert not result.success
+    gate = checks(result)["not_worse_than_champion"]
+    assert gate.passed is False
+    assert "average_precision" in gate.metadata["regressions"].value
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert key("champion") not in materialized
+    assert registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION) == before
+    candidate = latest_metadata(platform.instance, key("model"))["model_version"]
+    tags = registry.configure(platform.settings).get_model_version(USE_CASE, candidate).tags
+    assert tags[GATE_PASSED_TAG] == "false"
+
+
+def test_rollback_restores_the_previous_model(platform, monkeypatch):
+    monkeypatch.setenv("ML_PLATFORM_HOME", str(platform.settings.home))
+    champion = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
+    previous = registry.alias_ref(platform.settings, USE_CASE, registry.PREVIOUS)
+    outcome = CliRunner().invoke(main, ["rollback", USE_CASE, "--reason", "test rollback"])
+    assert outcome.exit_code == 0, outcome.output
+    assert registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION).version == previous.version
+    assert registry.alias_ref(platform.settings, USE_CASE, registry.PREVIOUS).version == champion.version
+    move = registry.history(platform.settings, USE_CASE)[-1]
+    assert move["reason"] == "test rollback" and move["by"].startswith("ml-platform cli")
+    with dg.DagsterInstance.from_config(str(platform.settings.dagster_home)) as instance:
+        shown = latest_metadata(instance, key("champion"))
+    assert shown["champion_version"] == previous.version and shown["reason"] == "test rollback"
+
+    # And back: promote picks the newest version that passed the gate.
+    outcome = CliRunner().invoke(main, ["promote", USE_CASE])
+    assert outcome.exit_code == 0, outcome.output
+    assert registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION).version == champion.version
+
+
+def test_retraining_is_reproducible(platform):
+    versions = []
+    for _ in range(2):
+        result = train_with(platform, SPEC, ["model", "model_evaluation"])
+        assert result.success
+        versions.append(latest_metadata(platform.instance, key("model_evaluation")))
+    first, second = versions
+    assert first["model_version"] != second["model_version"]
+    for metric in ("roc_auc", "average_precision", "precision", "recall", "f1", "window_recall"):
+        assert first[metric] == second[metric], metric
+    test, _ = features_and_labels(platform)
+    cache = platform.settings.run_dir / "model_cache"
+    scores = [
+        anomaly_scores(
+            registry.load_verified_model(registry.model_ref(platform.settings, USE_CASE, v), cache), test
+        )
+        for v in (first["model_version"], second["model_version"])
+    ]
+    assert np.array_equal(scores[0], scores[1])
+
+
+def artifact_dir(source: str) -> Path:
+    """Where the registry's file store keeps a model version's artifacts (``models:/<id>``)."""
+    import mlflow
+
+    return Path(urlparse(mlflow.get_logged_model(source.removeprefix("models:/")).artifact_location).path)
+
+
+class _Marker:
+    """Unpickling this creates a file: the sign that an artifact ran code on load."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_tampered_or_pickled_artifacts_are_refused(platform, tmp_path):
+    train, _ = features_and_labels(platform, "train")
+    settings = platform.settings
+    marker = tmp_path / "code-ran-on-load"
+
+    # A version whose artifact is a pickle: its sha256 is right, its format is not loaded.
+    import mlflow
+
+    registry.configure(settings)
+    with mlflow.start_run(experiment_id=registry.ensure_experiment(settings, USE_CASE)):
+        info = mlflow.sklearn.log_model(
+            build_pipeline(SPEC.model).fit(train),
+            name="model",
+            serialization_format="pickle",
+            registered_model_name=USE_CASE,
+            pip_requirements=[],
+        )
+    version = str(info.registered_model_version)
+    stored = artifact_dir(registry.configure(settings).get_model_version(USE_CASE, version).source)
+    next(stored.glob("*.pkl")).write_bytes(pickle.dumps(_Marker(str(marker))))
+    sha = registry.artifact_digest(stored)
+    registry.configure(settings).set_model_version_tag(USE_CASE, version, registry.SHA_TAG, sha)
+    with pytest.raises(registry.ArtifactIntegrityError, match="only skops artifacts"):
+        registry.load_verified_model(registry.model_ref(settings, USE_CASE, version), tmp_path / "cache")
+    assert not marker.exists()
+
+    # A skops artifact changed after registration: its sha256 no longer matches.
+    champion = registry.alias_ref(settings, USE_CASE, registry.CHAMPION)
+    skops_file = artifact_dir(champion.source) / "model.skops"
+    original = skops_file.read_bytes()
+    try:
+        skops_file.write_bytes(original + b"\0")
+        with pytest.raises(registry.ArtifactIntegrityError, match="does not match the recorded"):
+            registry.load_verified_model(champion, tmp_path / "cache2")
+    finally:
+        skops_file.write_bytes(original)
+
+
+def test_batch_predictions_score_a_day_with_the_champion(platform):
+    day = (FIRST_DAY + dt.timedelta(days=DAYS - 1)).isoformat()
+    platform.materialize(["batch_predictions"], partition_key=day)
+    champion = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
+    with platform.defs.resources["warehouse"].get_connection() as conn:
+        rows = conn.sql(
+            f"""SELECT count(*), count(DISTINCT prediction_id), min(model_version), max(model_version)
+                FROM {USE_CASE}.batch_predictions"""
+        ).fetchall()[0]
+        features = conn.sql(
+            f"SELECT count(*) FROM {USE_CASE}.features WHERE CAST(event_timestamp AS DATE) = DATE '{day}'"
+        ).fetchall()[0][0]
+    assert rows == (features, features, champion.version, champion.version)
