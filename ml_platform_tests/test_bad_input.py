@@ -20,9 +20,11 @@ from ml_platform.ingestion.generate import SensorDataConfig, generate_day
 from ml_platform.ingestion.landing import file_sha256
 from ml_platform.metadata import latest_metadata
 
-from .conftest import FIRST_DAY, USE_CASE, key, make_platform
+from .conftest import USE_CASE, day_range_tags, key, make_platform
 
 GOOD_DAYS = 2
+# Whole days in the past: a day still running would put its later readings in the future.
+FIRST_DAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,8 @@ def _input_rows(path: Path) -> int:
 
 
 def test_no_quarantined_row_reaches_features(platform):
-    platform.materialize(["features"])
+    last = FIRST_DAY + dt.timedelta(days=GOOD_DAYS + len(CASES) - 1)
+    platform.materialize(["features"], tags=day_range_tags(FIRST_DAY, last))
     features = latest_metadata(platform.instance, key("features"))["dagster/row_count"]
     staged = _count(platform, f"SELECT count(*) FROM {USE_CASE}.stg_readings")
     assert features == staged
