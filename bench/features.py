@@ -629,7 +629,7 @@ def stable_two_pass_sort(readings: pl.DataFrame, entity: str, ts: str) -> pl.Dat
 
     names = readings[entity].unique().drop_nulls().sort()
     by_time = readings.sort(ts)
-    return by_time.sort(pl.col(entity).cast(pl.Enum(names)), maintain_order=True, nulls_last=True)
+    return by_time.sort(pl.col(entity).cast(pl.Enum(names)), maintain_order=True)
 
 
 def profile(label: str) -> None:

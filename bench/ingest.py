@@ -4,10 +4,10 @@ What is compared, on the same generated readings (sensor_id, timestamp, value, t
 vibration, all landed as text; ~0.5% of the rows bad: non-numeric or NaN/inf value, value out of
 range, empty sensor_id, unparseable timestamp, duplicate (sensor_id, timestamp) key):
 
-* ours: a fresh DuckDB warehouse file (``configure_connection(conn, "1GB")``), then
-  ``load_raw_partitions`` over the whole day range, ``summarize``, and the quarantine insert the
-  ``readings_quarantine`` asset runs (CREATE TABLE IF NOT EXISTS ... WHERE FALSE; DELETE; INSERT
-  the rows whose ``reject_reason`` is not null), then the connection is closed (checkpointed).
+* ours: a fresh DuckDB warehouse file (``configure_connection(conn, "1GB")``), then what the
+  ``raw_readings`` and ``readings_quarantine`` assets run over the whole day range:
+  ``load_raw_partitions``, ``record_rejects``, ``summarize`` and ``write_quarantine``; then the
+  connection is closed (checkpointed).
 * pandas: ``read_csv(dtype=str)`` / ``read_parquet``, ``to_datetime(utc)`` and
   ``to_numeric(errors="coerce")``, the same rules in the same order (required not null, types
   incl. NaN/inf, the spec's ranges, timestamps not in the future nor before the floor, unique key
@@ -189,29 +189,13 @@ def phase(phases: dict[str, float], name: str) -> Iterator[None]:
     phases[name] = round(time.perf_counter() - start, 3)
 
 
-def quarantine_rejects(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> None:
-    """The statements of the ``readings_quarantine`` asset, for the whole day range."""
-    from ml_platform.ingestion.raw import raw_table
-    from ml_platform.validation.rules import validated_rows_sql
-    from ml_platform.validation.summary import partition_filter
-
-    table = f"{spec.name}.readings_quarantine"
-    scope = partition_filter(FIRST_DAY, LAST_DAY)
-    validated = validated_rows_sql(spec, raw_table(spec), scope)
-    conn.sql(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM ({validated}) WHERE FALSE")
-    conn.begin()
-    conn.sql(f"DELETE FROM {table} WHERE {scope}")
-    conn.sql(f"INSERT INTO {table} SELECT * FROM ({validated}) WHERE reject_reason IS NOT NULL")
-    conn.commit()
-
-
 def run_ours(spec: UseCaseSpec, path: Path, warehouse: Path, wrap=None) -> dict[str, float]:
     """Our path; ``wrap`` may wrap the connection (the profile times each statement)."""
     import duckdb
 
     from ml_platform.ingestion.raw import load_raw_partitions
     from ml_platform.resources.platform import configure_connection
-    from ml_platform.validation.summary import summarize
+    from ml_platform.validation.summary import record_rejects, summarize, write_quarantine
 
     phases: dict[str, float] = {}
     conn = duckdb.connect(str(warehouse))
@@ -219,10 +203,12 @@ def run_ours(spec: UseCaseSpec, path: Path, warehouse: Path, wrap=None) -> dict[
     work = wrap(conn) if wrap else conn
     with phase(phases, "load_raw_partitions"):
         load_raw_partitions(work, spec, path.parent, FIRST_DAY, LAST_DAY)
+    with phase(phases, "record_rejects"):
+        record_rejects(work, spec, FIRST_DAY, LAST_DAY)
     with phase(phases, "summarize"):
         summarize(work, spec, FIRST_DAY, LAST_DAY)
     with phase(phases, "quarantine"):
-        quarantine_rejects(work, spec)
+        write_quarantine(work, spec, FIRST_DAY, LAST_DAY)
     with phase(phases, "close"):
         conn.close()
     return phases

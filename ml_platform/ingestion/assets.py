@@ -10,8 +10,7 @@ from ml_platform.ingestion.raw import load_raw_partitions, raw_table
 from ml_platform.metadata import markdown_table
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.spec import UseCaseSpec
-from ml_platform.validation.rules import validated_rows_sql
-from ml_platform.validation.summary import partition_filter, summarize
+from ml_platform.validation.summary import partition_filter, record_rejects, summarize, write_quarantine
 
 CHECK_DESCRIPTIONS = {
     "schema": "Every source parses as a whole and has the required columns; fails the run otherwise.",
@@ -99,6 +98,7 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         landing = platform.settings.landing_dir_for(spec.name)
         with warehouse.get_connection() as conn:
             load = load_raw_partitions(conn, spec, landing, first, last)
+            record_rejects(conn, spec, first, last)
             summary = summarize(conn, spec, first, last)
 
         checks = [
@@ -169,15 +169,9 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, warehouse: DuckDBResource
     ) -> dg.MaterializeResult:
         first, last = partition_days(context)
-        table = f"{spec.name}.readings_quarantine"
         scope = partition_filter(first, last)
-        validated = validated_rows_sql(spec, raw_table(spec), scope)
         with warehouse.get_connection() as conn:
-            conn.sql(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM ({validated}) WHERE FALSE")
-            conn.begin()
-            conn.sql(f"DELETE FROM {table} WHERE {scope}")
-            conn.sql(f"INSERT INTO {table} SELECT * FROM ({validated}) WHERE reject_reason IS NOT NULL")
-            conn.commit()
+            table = write_quarantine(conn, spec, first, last)
             counts = conn.sql(
                 f"SELECT reject_reason, count(*) FROM {table} WHERE {scope} GROUP BY 1 ORDER BY 2 DESC"
             ).fetchall()

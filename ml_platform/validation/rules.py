@@ -81,12 +81,8 @@ def key_expressions(spec: UseCaseSpec) -> list[str]:
     return [parsed(name, by_name[name].dtype) for name in spec.expectations.key]
 
 
-def validated_rows_sql(spec: UseCaseSpec, relation: str, where: str = "TRUE") -> str:
-    """Select every row of ``relation`` with ``reject_reason`` (NULL for rows that pass).
-
-    Among rows that share a key, the first one landed (file, then row number) is kept and the
-    others are rejected as duplicates.
-    """
+def reason_sql(spec: UseCaseSpec) -> str:
+    """A CASE expression giving a raw row's first broken rule (NULL when it passes every row rule)."""
     cases = "\n".join(
         # A parse failure names the reader's error (e.g. parse:MISSING COLUMNS).
         f"        WHEN {rule.violated} THEN 'parse:' || parse_error"
@@ -94,25 +90,7 @@ def validated_rows_sql(spec: UseCaseSpec, relation: str, where: str = "TRUE") ->
         else f"        WHEN {rule.violated} THEN '{rule.name}'"
         for rule in row_rules(spec)
     )
-    keys = ", ".join(key_expressions(spec))
-    return f"""
-WITH scoped AS (
-    SELECT * FROM {relation} WHERE {where}
-), reasoned AS (
-    SELECT *, CASE
-{cases}
-        ELSE NULL END AS row_reason
-    FROM scoped
-), ranked AS (
-    SELECT *, CASE WHEN row_reason IS NULL THEN row_number() OVER (
-        PARTITION BY row_reason IS NULL, {keys} ORDER BY source_file, source_row
-    ) END AS key_rank
-    FROM reasoned
-)
-SELECT * EXCLUDE (row_reason, key_rank),
-    COALESCE(row_reason, CASE WHEN key_rank > 1 THEN 'duplicate_key' END) AS reject_reason
-FROM ranked
-"""
+    return f"CASE\n{cases}\n        ELSE NULL END"
 
 
 CHECK_NAMES = ("parse", "not_null", "types", "value_range", "allowed_values", "timestamps", "unique_key")

@@ -1,4 +1,10 @@
-"""Counting rule violations of a partition range, for the blocking checks and the quarantine."""
+"""Validating raw rows once, into a narrow table of rejects that the checks, the samples and
+the quarantine all read.
+
+Row rules are one CASE expression over each row. Duplicate keys are found among the rows that
+pass: a hash aggregate finds the keys that repeat (few), and only rows with those keys are ranked
+(the first landed, by file then row number, is kept). Nothing sorts the whole partition.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,10 @@ import duckdb
 
 from ml_platform.ingestion.raw import raw_table
 from ml_platform.spec import UseCaseSpec
-from ml_platform.validation.rules import CHECK_NAMES, check_of_reason, validated_rows_sql
+from ml_platform.validation.rules import CHECK_NAMES, check_of_reason, key_expressions, reason_sql
 
 SAMPLE_ROWS = 5
+ROW_ID = ("partition_date", "source_file", "source_row")
 
 
 @dataclass
@@ -36,27 +43,93 @@ class ValidationSummary:
         return grouped
 
 
+def rejects_table(spec: UseCaseSpec) -> str:
+    return f"{spec.name}.raw_rejects"
+
+
 def partition_filter(first_day: dt.date, last_day: dt.date) -> str:
     return f"partition_date BETWEEN DATE '{first_day.isoformat()}' AND DATE '{last_day.isoformat()}'"
+
+
+def record_rejects(
+    conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, first_day: dt.date, last_day: dt.date
+) -> None:
+    """Replace the rejects of days ``first_day..last_day``: (row id, reason) of every row that fails."""
+    scope = partition_filter(first_day, last_day)
+    keys = key_expressions(spec)
+    key_columns = ", ".join(f"k{i}" for i in range(len(keys)))
+    conn.sql(
+        f"""CREATE TABLE IF NOT EXISTS {rejects_table(spec)} (
+            partition_date DATE, source_file VARCHAR, source_row BIGINT, reject_reason VARCHAR)"""
+    )
+    conn.sql(
+        f"""CREATE OR REPLACE TEMP TABLE row_reasons AS
+            SELECT partition_date, source_file, source_row, {reason_sql(spec)} AS reason,
+                {", ".join(f"{k} AS k{i}" for i, k in enumerate(keys))}
+            FROM {raw_table(spec)} WHERE {scope}"""
+    )
+    conn.begin()
+    conn.sql(f"DELETE FROM {rejects_table(spec)} WHERE {scope}")
+    conn.sql(
+        f"""INSERT INTO {rejects_table(spec)}
+            SELECT partition_date, source_file, source_row, reason FROM row_reasons WHERE reason IS NOT NULL
+            UNION ALL
+            SELECT partition_date, source_file, source_row, 'duplicate_key' FROM (
+                SELECT *, row_number() OVER (PARTITION BY {key_columns} ORDER BY source_file, source_row) AS n
+                FROM row_reasons
+                SEMI JOIN (
+                    SELECT {key_columns} FROM row_reasons WHERE reason IS NULL
+                    GROUP BY ALL HAVING count(*) > 1
+                ) AS repeated USING ({key_columns})
+                WHERE reason IS NULL
+            ) WHERE n > 1"""
+    )
+    conn.commit()
+    conn.sql("DROP TABLE row_reasons")
+
+
+def rejected_rows_sql(spec: UseCaseSpec, scope: str, extra: str = "") -> str:
+    """Raw rows of ``scope`` joined with their reject reason (only rejected rows)."""
+    return f"""SELECT r.*, j.reject_reason FROM {raw_table(spec)} r
+        JOIN {rejects_table(spec)} j USING ({", ".join(ROW_ID)})
+        WHERE r.{scope} {extra}"""
 
 
 def summarize(
     conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, first_day: dt.date, last_day: dt.date
 ) -> ValidationSummary:
-    validated = validated_rows_sql(spec, raw_table(spec), partition_filter(first_day, last_day))
-    rows = conn.sql(f"SELECT count(*) FROM ({validated})").fetchall()[0][0]
+    """Counts per reason and a few sample rows per check, from the recorded rejects."""
+    scope = partition_filter(first_day, last_day)
+    rows = conn.sql(f"SELECT count(*) FROM {raw_table(spec)} WHERE {scope}").fetchall()[0][0]
     summary = ValidationSummary(rows=rows)
     for reason, count in conn.sql(
-        f"SELECT reject_reason, count(*) FROM ({validated}) WHERE reject_reason IS NOT NULL GROUP BY 1"
+        f"SELECT reject_reason, count(*) FROM {rejects_table(spec)} WHERE {scope} GROUP BY 1"
     ).fetchall():
         summary.rejected_by_reason[reason] = count
     sample = conn.sql(
-        f"""SELECT * FROM ({validated}) WHERE reject_reason IS NOT NULL
-            QUALIFY row_number() OVER (PARTITION BY reject_reason ORDER BY source_file, source_row)
-                <= {SAMPLE_ROWS}"""
+        f"""SELECT r.*, j.reject_reason FROM {raw_table(spec)} r JOIN (
+                SELECT * FROM {rejects_table(spec)} WHERE {scope}
+                QUALIFY row_number() OVER (PARTITION BY reject_reason ORDER BY source_file, source_row)
+                    <= {SAMPLE_ROWS}
+            ) j USING ({", ".join(ROW_ID)})
+            ORDER BY j.reject_reason, r.source_file, r.source_row"""
     )
     names = sample.columns
     for values in sample.fetchall():
         row = dict(zip(names, values, strict=True))
         summary.samples.setdefault(check_of_reason(row["reject_reason"]), []).append(row)
     return summary
+
+
+def write_quarantine(
+    conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, first_day: dt.date, last_day: dt.date
+) -> str:
+    """Replace the quarantine of days ``first_day..last_day`` with their rejected raw rows."""
+    table = f"{spec.name}.readings_quarantine"
+    scope = partition_filter(first_day, last_day)
+    conn.sql(f"CREATE TABLE IF NOT EXISTS {table} AS {rejected_rows_sql(spec, scope)} AND FALSE")
+    conn.begin()
+    conn.sql(f"DELETE FROM {table} WHERE {scope}")
+    conn.sql(f"INSERT INTO {table} {rejected_rows_sql(spec, scope)}")
+    conn.commit()
+    return table
