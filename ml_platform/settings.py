@@ -27,6 +27,10 @@ class Settings:
     online_store_url: str | None = None
     online_store_namespace: str = "mlp"
     mqtt_url: str = "mqtt://127.0.0.1:1883"
+    # Ray Serve's HAProxy ingress and direct replica data path: much higher throughput, but
+    # Ray binds HAProxy's stats (8404) and metrics (9101) ports on all interfaces; off by default.
+    serve_fast: bool = False
+    serve_replicas: int = 1
 
     @property
     def warehouse_path(self) -> Path:
@@ -85,4 +89,6 @@ def load_settings() -> Settings:
         online_store_url=os.environ.get("ML_PLATFORM_ONLINE_STORE") or None,
         online_store_namespace=os.environ.get("ML_PLATFORM_ONLINE_NAMESPACE", "mlp"),
         mqtt_url=os.environ.get("ML_PLATFORM_MQTT_URL", "mqtt://127.0.0.1:1883"),
+        serve_fast=os.environ.get("ML_PLATFORM_SERVE_FAST", "0") == "1",
+        serve_replicas=int(os.environ.get("ML_PLATFORM_SERVE_REPLICAS", "1")),
     )

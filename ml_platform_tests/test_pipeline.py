@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +12,7 @@ import pytest
 from ml_platform.automation.sensors import RETRAIN_ASSETS
 from ml_platform.ingestion.generate import SensorDataConfig, generate_day
 from ml_platform.metadata import latest_metadata
+from ml_platform.serving.log import read_prediction_log
 from ml_platform.training import registry
 
 from .conftest import DAYS, FIRST_DAY, SENSORS, USE_CASE, key, keys, land_days, make_platform
@@ -152,8 +154,20 @@ def test_features_older_than_the_ttl_are_refused(platform):
     assert "TTL" in response.json()["error"] and "s-stale" in response.json()["error"]
 
 
+def wait_until_logged(platform, ids: list[str], timeout_s: float = 10) -> list[dict]:
+    """The log is written off the request path and flushed every second."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = read_prediction_log(platform.settings.serving_log_dir, USE_CASE)
+        if set(ids) <= {r["prediction_id"] for r in records} or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def test_prediction_log_is_ingested_once(platform):
     ids = [predict(platform, {"sensor_id": f"s-{i}"}).json()["prediction_id"] for i in (1, 2, 4)]
+    logged = wait_until_logged(platform, ids)
+    assert sum(r["prediction_id"] in ids for r in logged) == len(ids)  # exactly one row each
     platform.materialize(["predictions"])
     first = latest_metadata(platform.instance, key("predictions"))
     platform.materialize(["predictions"])

@@ -1,196 +1,440 @@
-"""The Ray Serve application: one HTTP ingress scoring every use case's champion.
+"""The Ray Serve application: every use case's champion behind one HTTP ingress.
 
-Models are given to replicas through ``user_config`` (version, artifact source and sha256), so a
-promotion is a reconfigure: Ray Serve applies it to live replicas without dropping requests.
+- Protocols: ``/v1/models/{m}/predict``, Open Inference Protocol v2 (``/v2/...``), MLflow scoring
+  (``/invocations``, ``/v1/models/{m}/invocations``), ``/v1/events/{use_case}``, ``/metrics``.
+- Concurrent requests are scored together (``@serve.batch``): one model call per batch.
+- Each replica follows the registry: every ``WATCH_S`` seconds it reads the ``champion`` and
+  ``challenger`` aliases and the canary/shadow settings. A new model is loaded, its sha256
+  verified and warmed before it takes traffic; requests in flight finish on the model they
+  started with; a model that fails to load or verify is never switched to.
+- The prediction log is written off the request path, flushed every second and on shutdown:
+  one row per 2xx prediction response (shadow scores, when on, are in the same row).
 """
 
+import asyncio
 import datetime as dt
 import json
 import logging
-import math
+import random
+import threading
+import time
 import uuid
-from dataclasses import asdict
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from ray import serve
 
 from ml_platform.features.online_store import make_online_store
 from ml_platform.serving.events import EventError, EventIngestor
 from ml_platform.serving.log import PredictionLogWriter
+from ml_platform.serving.protocols import (
+    RequestError,
+    Row,
+    Signature,
+    mlflow_rows,
+    predict_rows,
+    v2_rows,
+)
 from ml_platform.settings import load_settings
-from ml_platform.training.evaluate import model_input
 from ml_platform.training.model import anomaly_scores
-from ml_platform.training.registry import ModelRef, load_verified_model
+from ml_platform.training.registry import (
+    CHALLENGER,
+    CHAMPION,
+    ModelRef,
+    alias_ref,
+    configure,
+    load_verified_model,
+)
 from ml_platform.usecases import USE_CASES
 
 logger = logging.getLogger("ml_platform.serving")
-api = FastAPI(title="ml_platform serving", version="0.1.0")
+MAX_BODY_BYTES = 1 << 20
+WATCH_S = 2.0
+CANARY_TAG = "serving.canary_share"
+SHADOW_TAG = "serving.shadow"
+DEFAULT_MODEL = next(iter(USE_CASES))
+
+api = FastAPI(
+    title="ml_platform serving",
+    version="0.2.0",
+    description="Scores by entity id (online features) or by feature rows; see the README for each protocol.",
+)
 
 
-class RequestError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+def _body_schema(example: dict) -> dict:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}, "example": example}},
+        }
+    }
+
+
+@dataclass(frozen=True)
+class Served:
+    ref: ModelRef
+    pipeline: Any
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Routing:
+    champion: Served | None = None
+    challenger: Served | None = None
+    canary_share: float = 0.0
+    shadow: bool = False
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": message})
-
-
-async def _json_body(request: Request) -> Any:
-    body = await request.body()
-    if not body:
-        raise RequestError(422, "request body is empty; send a JSON object")
-    try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(422, f"request body is not valid JSON: {exc}") from None
-
-
-def _instances(payload: Any, entity: str) -> tuple[list[dict[str, Any]], bool]:
-    """The rows of a predict request and whether it was a single row (answered flat)."""
-    if not isinstance(payload, dict):
-        raise RequestError(422, "request body must be a JSON object")
-    if "instances" in payload:
-        rows = payload["instances"]
-        if not isinstance(rows, list) or not rows:
-            raise RequestError(422, "'instances' must be a non-empty list of objects")
-        if not all(isinstance(r, dict) for r in rows):
-            raise RequestError(422, "every item of 'instances' must be a JSON object")
-        return rows, False
-    if entity in payload:
-        return [payload], True
-    raise RequestError(422, f"request needs '{entity}' or 'instances'")
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(status_code=status, content={"error": message}, headers=headers)
 
 
 @serve.deployment(
-    ray_actor_options={"num_cpus": 0.25},
+    ray_actor_options={"num_cpus": 0.5},
     max_ongoing_requests=64,
+    # Beyond this many waiting requests Serve answers 503 at once instead of growing latency.
+    max_queued_requests=256,
     health_check_period_s=5,
+    graceful_shutdown_timeout_s=10,
 )
 @serve.ingress(api)
 class ModelServer:
     def __init__(self) -> None:
         self.settings = load_settings()
         self.online_store = make_online_store(self.settings)
-        self.log = PredictionLogWriter(self.settings.serving_log_dir)
-        self.models: dict[str, tuple[ModelRef, Any]] = {}
-        self.load_errors: dict[str, str] = {}
+        self.signatures = {name: Signature.of(spec) for name, spec in USE_CASES.items()}
         self.ingestors = {
             name: EventIngestor(self.settings, spec, self.online_store) for name, spec in USE_CASES.items()
         }
+        self.routing: dict[str, Routing] = {name: Routing() for name in USE_CASES}
+        self.load_errors: dict[str, str] = {}
+        self.log = PredictionLogWriter(self.settings.serving_log_dir)
+        self._pending: list[tuple[str, dict]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.metrics = CollectorRegistry()
+        self.requests = Counter(
+            "ml_platform_requests",
+            "Requests answered",
+            ["model", "version", "route", "status"],
+            registry=self.metrics,
+        )
+        self.errors = Counter(
+            "ml_platform_errors",
+            "Requests answered 4xx/5xx",
+            ["model", "route", "status"],
+            registry=self.metrics,
+        )
+        self.latency = Histogram(
+            "ml_platform_request_latency_seconds",
+            "Request latency",
+            ["model", "version", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.metrics,
+        )
+        threading.Thread(target=self._flush_loop, daemon=True).start()
+        threading.Thread(target=self._watch_loop, daemon=True).start()
+
+    # --- models -------------------------------------------------------------------------
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        """Load the models of ``config``; a model that fails its checks is refused and the model
-        already served for that use case keeps serving (the refusal shows in its metadata)."""
-        models = {}
+        """The champions the deployment was given; the registry watcher takes over from there."""
         for use_case, ref in config.get("models", {}).items():
-            model_ref = ModelRef(**ref)
-            current = self.models.get(use_case)
-            if current and current[0] == model_ref:
-                models[use_case] = current
-                continue
-            try:
-                models[use_case] = (
-                    model_ref,
-                    load_verified_model(model_ref, self.settings.run_dir / "model_cache"),
-                )
-                self.load_errors.pop(use_case, None)
-            except Exception as exc:  # refuse this model, keep serving the previous one
-                self.load_errors[use_case] = f"v{model_ref.version} refused: {exc}"
-                logger.error("%s: %s", use_case, self.load_errors[use_case])
-                if current:
-                    models[use_case] = current
-        self.models = models
+            self._adopt(use_case, CHAMPION, ModelRef(**ref))
 
-    def _model(self, name: str) -> tuple[ModelRef, Any]:
+    def _load(self, use_case: str, ref: ModelRef) -> Served:
+        pipeline = load_verified_model(ref, self.settings.run_dir / "model_cache")
+        names = self.signatures[use_case].names
+        anomaly_scores(pipeline, pd.DataFrame(np.zeros((1, len(names))), columns=list(names)))  # warm up
+        return Served(ref, pipeline, names)
+
+    def _adopt(self, use_case: str, role: str, ref: ModelRef | None) -> None:
+        """Switch ``role`` of ``use_case`` to ``ref`` once it is loaded, verified and warm."""
+        routing = self.routing[use_case]
+        current = getattr(routing, role)
+        if ref is None or (current is not None and current.ref == ref):
+            if ref is None and current is not None and role == CHALLENGER:
+                self.routing[use_case] = Routing(routing.champion, None, routing.canary_share, routing.shadow)
+            return
+        try:
+            served = self._load(use_case, ref)
+        except Exception as exc:  # refuse it; whatever serves now keeps serving
+            self.load_errors[use_case] = f"v{ref.version} refused: {exc}"
+            logger.error("%s: %s", use_case, self.load_errors[use_case])
+            return
+        self.load_errors.pop(use_case, None)
+        routing = self.routing[use_case]
+        if role == CHAMPION:
+            self.routing[use_case] = Routing(served, routing.challenger, routing.canary_share, routing.shadow)
+        else:
+            self.routing[use_case] = Routing(routing.champion, served, routing.canary_share, routing.shadow)
+
+    def _watch_loop(self) -> None:
+        client = configure(self.settings)
+        while not self._stop.wait(WATCH_S):
+            for use_case in USE_CASES:
+                try:
+                    tags = client.get_registered_model(use_case).tags
+                except Exception:
+                    continue  # not registered yet
+                self._adopt(use_case, CHAMPION, alias_ref(self.settings, use_case, CHAMPION))
+                self._adopt(use_case, CHALLENGER, alias_ref(self.settings, use_case, CHALLENGER))
+                routing = self.routing[use_case]
+                share = float(tags.get(CANARY_TAG, 0) or 0)
+                shadow = tags.get(SHADOW_TAG) == "true"
+                if (share, shadow) != (routing.canary_share, routing.shadow):
+                    self.routing[use_case] = Routing(routing.champion, routing.challenger, share, shadow)
+
+    # --- prediction log -----------------------------------------------------------------
+
+    def _log(self, use_case: str, record: dict) -> None:
+        with self._lock:
+            self._pending.append((use_case, record))
+
+    def _flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        by_use_case: dict[str, list[dict]] = {}
+        for use_case, record in pending:
+            by_use_case.setdefault(use_case, []).append(record)
+        for use_case, records in by_use_case.items():
+            self.log.append(use_case, records)
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(1.0):
+            self._flush()
+
+    def __del__(self) -> None:  # graceful shutdown: nothing logged is left in memory
+        self._stop.set()
+        self._flush()
+
+    # --- request handling ---------------------------------------------------------------
+
+    def _authorize(self, request: Request) -> None:
+        token = self.settings.api_token
+        if token and request.headers.get("authorization") != f"Bearer {token}":
+            raise RequestError(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
+
+    async def _json(self, request: Request) -> Any:
+        self._authorize(request)
+        kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if kind not in ("application/json", "") and not kind.endswith("+json"):
+            raise RequestError(415, f"content type {kind!r} is not supported: send application/json")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise RequestError(413, f"body of {declared} bytes is over the limit of {MAX_BODY_BYTES}")
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise RequestError(413, f"body of {len(body)} bytes is over the limit of {MAX_BODY_BYTES}")
+        if not body:
+            raise RequestError(422, "request body is empty; send a JSON object")
+        try:
+            return json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise RequestError(422, f"request body is not valid JSON: {exc}") from None
+
+    def _use_case(self, name: str) -> Signature:
         if name not in USE_CASES:
-            raise RequestError(404, f"unknown model {name!r}; served: {sorted(self.models)}")
-        if name not in self.models:
-            reason = self.load_errors.get(name, "no champion deployed yet")
-            raise RequestError(503, f"model {name!r} is not being served: {reason}")
-        return self.models[name]
+            raise RequestError(404, f"unknown model {name!r}; served: {sorted(USE_CASES)}")
+        return self.signatures[name]
 
-    def _feature_row(self, use_case: str, row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Feature values for one request row, and what to echo back about where they came from."""
+    def _features(self, use_case: str, rows: list[Row]) -> tuple[list[dict], list[dict]]:
+        """Feature values per row and what to echo about their origin (entity, feature age)."""
         spec = USE_CASES[use_case]
-        names = spec.features.feature_names()
-        given = [n for n in names if n in row]
-        if not given:
-            entity_id = row.get(spec.entity)
-            if not isinstance(entity_id, str) or not entity_id:
-                raise RequestError(422, f"'{spec.entity}' must be a non-empty string")
-            vector = self.online_store.get(use_case, entity_id)
+        wanted = [r.entity for r in rows if r.features is None]
+        found = dict(zip(wanted, self.online_store.get_many(use_case, wanted), strict=True)) if wanted else {}
+        features, echoes = [], []
+        for row in rows:
+            if row.features is not None:
+                features.append(row.features)
+                echoes.append({spec.entity: row.entity} if row.entity else {})
+                continue
+            vector = found[row.entity]
             if vector is None:
-                raise RequestError(404, f"unknown {spec.entity} {entity_id!r}: no online features")
+                raise RequestError(404, f"unknown {spec.entity} {row.entity!r}: no online features")
             age = vector.age()
             if age > spec.features.ttl:
                 raise RequestError(
                     409,
-                    f"features of {spec.entity} {entity_id!r} are {age.total_seconds():.0f} s old, "
+                    f"features of {spec.entity} {row.entity!r} are {age.total_seconds():.0f} s old, "
                     f"older than the use case's TTL of {spec.features.ttl.total_seconds():.0f} s",
                 )
-            return vector.features, {
-                spec.entity: entity_id,
-                "feature_event_timestamp": vector.event_timestamp.isoformat(),
-                "feature_age_s": round(age.total_seconds(), 3),
-            }
-        missing = [n for n in names if n not in row]
-        if missing:
-            raise RequestError(422, f"feature row is missing field(s): {', '.join(missing)}")
-        features = {}
-        for name in names:
-            value = row[name]
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
-            ):
-                raise RequestError(422, f"field {name!r} must be a finite number or null")
-            features[name] = value
-        echo = {spec.entity: row[spec.entity]} if spec.entity in row else {}
-        return features, echo
+            features.append(vector.features)
+            echoes.append(
+                {
+                    spec.entity: row.entity,
+                    "feature_event_timestamp": vector.event_timestamp.isoformat(),
+                    "feature_age_s": round(age.total_seconds(), 3),
+                }
+            )
+        return features, echoes
 
-    @api.post("/v1/models/{model}/predict")
-    async def predict(self, model: str, request: Request) -> JSONResponse:
-        try:
-            ref, pipeline = self._model(model)
-            spec = USE_CASES[model]
-            rows, single = _instances(await _json_body(request), spec.entity)
-            prepared = [self._feature_row(model, row) for row in rows]
-        except RequestError as exc:
-            return _error(exc.status, exc.message)
-        scores = anomaly_scores(
-            pipeline, model_input((f for f, _ in prepared), spec.features.feature_names())
-        )
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    async def _score_batch(self, items: list[tuple[Served, list[dict]]]) -> list[np.ndarray]:
+        """Concurrent requests scored together: one model call per model in the batch."""
+        results: list[np.ndarray | None] = [None] * len(items)
+        by_model: dict[int, list[int]] = {}
+        for i, (served, _) in enumerate(items):
+            by_model.setdefault(id(served), []).append(i)
+        for indexes in by_model.values():
+            served = items[indexes[0]][0]
+            rows = [row for i in indexes for row in items[i][1]]
+            frame = pd.DataFrame.from_records(rows, columns=list(served.names)).astype(float)
+            scores = anomaly_scores(served.pipeline, frame)
+            offset = 0
+            for i in indexes:
+                n = len(items[i][1])
+                results[i] = scores[offset : offset + n]
+                offset += n
+        return results
+
+    async def _score(self, use_case: str, rows: list[Row], route: str) -> tuple[Served, str, list[dict]]:
+        routing = self.routing[use_case]
+        if routing.champion is None:
+            reason = self.load_errors.get(use_case, "no champion deployed yet")
+            raise RequestError(503, f"model {use_case!r} is not being served: {reason}")
+        served, role = routing.champion, CHAMPION
+        if routing.challenger and not routing.shadow and random.random() < routing.canary_share:
+            served, role = routing.challenger, CHALLENGER
+        features, echoes = self._features(use_case, rows)
+        scores = await self._score_batch((served, features))
         now = dt.datetime.now(dt.UTC).isoformat()
-        predictions = [
-            {
-                "prediction_id": uuid.uuid4().hex,
-                **echo,
-                "anomaly_score": float(score),
-                "is_anomaly": bool(score > 0),
-            }
-            for (_, echo), score in zip(prepared, scores, strict=True)
+        outputs = [
+            {"prediction_id": uuid.uuid4().hex, **echo, "anomaly_score": float(s), "is_anomaly": bool(s > 0)}
+            for echo, s in zip(echoes, scores, strict=True)
         ]
-        self.log.append(
-            model,
-            [
-                {**p, "model_version": ref.version, "requested_at": now, "features": f}
-                for p, (f, _) in zip(predictions, prepared, strict=True)
-            ],
+        shadow = routing.challenger if routing.shadow and routing.challenger else None
+        asyncio.get_running_loop().create_task(
+            self._record(use_case, served, role, shadow, features, outputs, now, route)
         )
-        if single:
-            return JSONResponse({"model": model, "model_version": ref.version, **predictions[0]})
-        return JSONResponse({"model": model, "model_version": ref.version, "predictions": predictions})
+        return served, role, outputs
 
-    @api.post("/v1/events/{use_case}", status_code=202)
-    async def events(self, use_case: str, request: Request) -> JSONResponse:
-        if use_case not in self.ingestors:
-            return _error(404, f"unknown use case {use_case!r}; known: {sorted(self.ingestors)}")
+    async def _record(self, use_case, served, role, shadow, features, outputs, requested_at, route) -> None:
+        """Log one row per scored row, after scoring the challenger in shadow mode (off the response path)."""
+        shadow_scores = await self._score_batch((shadow, features)) if shadow else None
+        for i, (row, output) in enumerate(zip(features, outputs, strict=True)):
+            record = {
+                **output,
+                "model_version": served.ref.version,
+                "served_by": role,
+                "route": route,
+                "requested_at": requested_at,
+                "features": row,
+            }
+            if shadow_scores is not None:
+                record["shadow"] = {
+                    "model_version": shadow.ref.version,
+                    "anomaly_score": float(shadow_scores[i]),
+                }
+            self._log(use_case, record)
+
+    async def _answer(self, model: str, route: str, request: Request, parse, shape) -> Response:
+        start = time.perf_counter()
+        version = "none"
         try:
-            accepted = self.ingestors[use_case].ingest(await _json_body(request))
+            signature = self._use_case(model)
+            rows = parse(signature, await self._json(request))
+            served, role, outputs = await self._score(model, rows, route)
+            version = served.ref.version
+            response = JSONResponse(shape(model, served, role, outputs))
+        except RequestError as exc:
+            self.errors.labels(model, route, str(exc.status)).inc()
+            response = _error(exc.status, exc.message)
+        self.requests.labels(model, version, route, str(response.status_code)).inc()
+        self.latency.labels(model, version, route).observe(time.perf_counter() - start)
+        return response
+
+    @api.post("/v1/models/{model}/predict", openapi_extra=_body_schema({"sensor_id": "s-1"}))
+    async def predict(self, model: str, request: Request) -> Response:
+        single: list[bool] = []
+
+        def parse(signature, payload):
+            rows, flat = predict_rows(signature, payload)
+            single.append(flat)
+            return rows
+
+        def shape(name, served, role, outputs):
+            head = {"model": name, "model_version": served.ref.version, "served_by": role}
+            return {**head, **outputs[0]} if single[0] else {**head, "predictions": outputs}
+
+        return await self._answer(model, "predict", request, parse, shape)
+
+    @api.post(
+        "/v2/models/{model}/infer",
+        openapi_extra=_body_schema(
+            {"inputs": [{"name": "sensor_id", "shape": [1], "datatype": "BYTES", "data": ["s-1"]}]}
+        ),
+    )
+    async def infer(self, model: str, request: Request) -> Response:
+        request_id: list[Any] = []
+
+        def parse(signature, payload):
+            if isinstance(payload, dict) and "id" in payload:
+                request_id.append(payload["id"])
+            return v2_rows(signature, payload)
+
+        def shape(name, served, role, outputs):
+            n = len(outputs)
+            return {
+                "model_name": name,
+                "model_version": served.ref.version,
+                **({"id": request_id[0]} if request_id else {}),
+                "parameters": {"served_by": role},
+                "outputs": [
+                    {
+                        "name": "anomaly_score",
+                        "datatype": "FP64",
+                        "shape": [n],
+                        "data": [o["anomaly_score"] for o in outputs],
+                    },
+                    {
+                        "name": "is_anomaly",
+                        "datatype": "BOOL",
+                        "shape": [n],
+                        "data": [o["is_anomaly"] for o in outputs],
+                    },
+                    {
+                        "name": "prediction_id",
+                        "datatype": "BYTES",
+                        "shape": [n],
+                        "data": [o["prediction_id"] for o in outputs],
+                    },
+                ],
+            }
+
+        return await self._answer(model, "v2_infer", request, parse, shape)
+
+    def _mlflow_shape(self, name, served, role, outputs):
+        return {"predictions": outputs, "model": name, "model_version": served.ref.version, "served_by": role}
+
+    @api.post("/invocations", openapi_extra=_body_schema({"dataframe_records": [{"sensor_id": "s-1"}]}))
+    async def invocations(self, request: Request) -> Response:
+        return await self._answer(DEFAULT_MODEL, "invocations", request, mlflow_rows, self._mlflow_shape)
+
+    @api.post(
+        "/v1/models/{model}/invocations",
+        openapi_extra=_body_schema({"dataframe_records": [{"sensor_id": "s-1"}]}),
+    )
+    async def model_invocations(self, model: str, request: Request) -> Response:
+        return await self._answer(model, "invocations", request, mlflow_rows, self._mlflow_shape)
+
+    @api.post(
+        "/v1/events/{use_case}",
+        status_code=202,
+        openapi_extra=_body_schema({"sensor_id": "s-1", "timestamp": "2026-11-23T05:00:00Z", "value": 61.5}),
+    )
+    async def events(self, use_case: str, request: Request) -> Response:
+        try:
+            if use_case not in self.ingestors:
+                raise RequestError(404, f"unknown use case {use_case!r}; known: {sorted(self.ingestors)}")
+            payload = await self._json(request)
+            accepted = self.ingestors[use_case].ingest(payload)
         except RequestError as exc:
             return _error(exc.status, exc.message)
         except EventError as exc:
@@ -203,37 +447,55 @@ class ModelServer:
 
     @api.get("/v2/health/ready")
     async def ready(self) -> JSONResponse:
-        ready = bool(self.models)
+        ready = any(r.champion for r in self.routing.values())
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    @api.get("/v2")
+    async def server_metadata(self) -> dict[str, Any]:
+        return {"name": "ml_platform", "version": api.version, "extensions": []}
+
+    @api.get("/v2/models/{model}/ready")
+    async def model_ready(self, model: str) -> JSONResponse:
+        ready = model in self.routing and self.routing[model].champion is not None
+        return JSONResponse({"name": model, "ready": ready}, status_code=200 if ready else 503)
 
     @api.get("/v2/models/{model}")
     async def metadata(self, model: str) -> JSONResponse:
-        try:
-            ref, _ = self._model(model)
-        except RequestError as exc:
-            return _error(exc.status, exc.message)
-        spec = USE_CASES[model]
-        return JSONResponse(
-            {
-                "name": model,
-                "versions": [ref.version],
-                "platform": "sklearn",
-                "inputs": [
-                    {"name": n, "datatype": "FP64", "shape": [-1]} for n in spec.features.feature_names()
-                ],
-                "outputs": [
-                    {"name": "anomaly_score", "datatype": "FP64", "shape": [-1]},
-                    {"name": "is_anomaly", "datatype": "BOOL", "shape": [-1]},
-                ],
+        if model not in USE_CASES:
+            return _error(404, f"unknown model {model!r}; served: {sorted(USE_CASES)}")
+        routing = self.routing[model]
+        signature = self.signatures[model]
+        body = {
+            "name": model,
+            "versions": [routing.champion.ref.version] if routing.champion else [],
+            "platform": "sklearn",
+            "inputs": [{"name": n, "datatype": "FP64", "shape": [-1]} for n in signature.names],
+            "outputs": [
+                {"name": "anomaly_score", "datatype": "FP64", "shape": [-1]},
+                {"name": "is_anomaly", "datatype": "BOOL", "shape": [-1]},
+                {"name": "prediction_id", "datatype": "BYTES", "shape": [-1]},
+            ],
+            "parameters": {
+                "challenger_version": routing.challenger.ref.version if routing.challenger else None,
+                "canary_share": routing.canary_share,
+                "shadow": routing.shadow,
                 **({"load_error": self.load_errors[model]} if model in self.load_errors else {}),
-            }
-        )
+            },
+        }
+        return JSONResponse(body, status_code=200 if routing.champion else 503)
+
+    @api.get("/metrics")
+    async def prometheus(self) -> Response:
+        return Response(generate_latest(self.metrics), media_type="text/plain; version=0.0.4")
 
 
-def build_app(models: dict[str, ModelRef], env: dict[str, str]):
+def build_app(models: dict[str, ModelRef], env: dict[str, str], replicas: int = 1):
     """The application to ``serve.run``; ``env`` reaches replicas (home, tracking URI, threads)."""
+    from dataclasses import asdict
+
     config = {"models": {name: asdict(ref) for name, ref in models.items()}}
     return ModelServer.options(
         user_config=config,
-        ray_actor_options={"num_cpus": 0.25, "runtime_env": {"env_vars": env}},
+        num_replicas=replicas,
+        ray_actor_options={"num_cpus": 0.5, "runtime_env": {"env_vars": env}},
     ).bind()

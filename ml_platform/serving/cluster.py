@@ -70,6 +70,8 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
         "--disable-usage-stats",
     ]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    if settings.serve_fast:
+        env |= {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     log = (settings.run_dir / "ray.log").open("ab")
     # Its own session, so that stopping it can also end the agents Ray leaves behind.

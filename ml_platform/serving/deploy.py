@@ -33,6 +33,7 @@ def replica_env(settings: Settings) -> dict[str, str]:
         "OMP_NUM_THREADS": "1",
         "ML_PLATFORM_ONLINE_STORE": settings.online_store_url or "",
         "ML_PLATFORM_ONLINE_NAMESPACE": settings.online_store_namespace,
+        "ML_PLATFORM_API_TOKEN": settings.api_token or "",
     }
 
 
@@ -40,8 +41,12 @@ def deploy(settings: Settings) -> dict[str, ModelRef]:
     """(Re)deploy the serving app with the current champions; returns what was deployed."""
     connect(settings)
     models = champions(settings)
-    serve.start(http_options={"host": settings.serve_host, "port": settings.serve_port})
-    serve.run(build_app(models, replica_env(settings)), name=APP_NAME, route_prefix="/")
+    serve.start(
+        http_options={"host": settings.serve_host, "port": settings.serve_port, "request_timeout_s": 30}
+    )
+    serve.run(
+        build_app(models, replica_env(settings), settings.serve_replicas), name=APP_NAME, route_prefix="/"
+    )
     return models
 
 
