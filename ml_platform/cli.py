@@ -171,6 +171,34 @@ def rollback(use_case: str, version: str | None, reason: str) -> None:
     _announce_move(settings, use_case, move)
 
 
+@main.command(help="Send a share of traffic to the challenger (canary), or score it in the shadow.")
+@click.argument("use_case")
+@click.option(
+    "--share", type=click.FloatRange(0, 1), default=None, help="Share of requests the challenger answers."
+)
+@click.option(
+    "--shadow/--no-shadow", default=False, help="Challenger scores every request off the response path."
+)
+@click.option("--version", "version", default=None, help="Make this version the challenger first.")
+def canary(use_case: str, share: float | None, shadow: bool, version: str | None) -> None:
+    from ml_platform.serving.app import CANARY_TAG, SHADOW_TAG
+    from ml_platform.training import registry
+    from ml_platform.usecases import get_use_case
+
+    get_use_case(use_case)
+    settings = load_settings()
+    client = registry.configure(settings)
+    if version is not None:
+        registry.move_alias(settings, use_case, version, registry.CHALLENGER, "canary by hand", _actor())
+    if registry.alias_ref(settings, use_case, registry.CHALLENGER) is None and (shadow or share):
+        raise click.ClickException(f"{use_case}: no challenger; name one with --version")
+    share = 0.0 if share is None else share
+    client.set_registered_model_tag(use_case, CANARY_TAG, str(share))
+    client.set_registered_model_tag(use_case, SHADOW_TAG, str(shadow).lower())
+    state = "shadow" if shadow else (f"canary at {share:.0%}" if share else "ended")
+    click.echo(f"{use_case}: challenger {state} (replicas apply it within seconds)")
+
+
 @main.command(help="Consume readings from MQTT into the landing zone and the online store until Ctrl-C.")
 @click.option("--use-case", default="sensor_anomaly", show_default=True)
 @click.option("--topic", default=None, help="Default: ml_platform/<use case>/readings")

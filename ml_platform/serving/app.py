@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from ray import serve
@@ -456,7 +457,9 @@ class ModelServer:
 
     @api.get("/v2/models/{model}/ready")
     async def model_ready(self, model: str) -> JSONResponse:
-        ready = model in self.routing and self.routing[model].champion is not None
+        if model not in USE_CASES:
+            return _error(404, f"unknown model {model!r}; served: {sorted(USE_CASES)}")
+        ready = self.routing[model].champion is not None
         return JSONResponse({"name": model, "ready": ready}, status_code=200 if ready else 503)
 
     @api.get("/v2/models/{model}")
@@ -487,6 +490,24 @@ class ModelServer:
     @api.get("/metrics")
     async def prometheus(self) -> Response:
         return Response(generate_latest(self.metrics), media_type="text/plain; version=0.0.4")
+
+
+def _openapi() -> dict[str, Any]:
+    """The generated schema, with the served models listed in the path parameters that name them."""
+    if api.openapi_schema is None:
+        schema = get_openapi(
+            title=api.title, version=api.version, description=api.description, routes=api.routes
+        )
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                for parameter in operation.get("parameters", []):
+                    if parameter["name"] in ("model", "use_case"):
+                        parameter["schema"]["enum"] = sorted(USE_CASES)
+        api.openapi_schema = schema
+    return api.openapi_schema
+
+
+api.openapi = _openapi
 
 
 def build_app(models: dict[str, ModelRef], env: dict[str, str], replicas: int = 1):

@@ -1,0 +1,378 @@
+"""Serving through Ray Serve: each protocol spoken by a real client, bad input answered 4xx,
+canary and shadow, and no failed request while the champion changes under load."""
+
+import datetime as dt
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+
+from ml_platform.serving.app import CANARY_TAG, SHADOW_TAG
+from ml_platform.serving.deploy import deploy, wait_until_serving
+from ml_platform.serving.log import read_prediction_log
+from ml_platform.training import registry
+from ml_platform.training.model import build_pipeline
+from ml_platform.usecases import get_use_case
+
+from .conftest import DAYS, FIRST_DAY, USE_CASE, land_days, make_platform
+
+SPEC = get_use_case(USE_CASE)
+NAMES = SPEC.features.feature_names()
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory, ray_cluster):
+    platform = make_platform(tmp_path_factory.mktemp("serving-home"))
+    land_days(platform, FIRST_DAY, DAYS)
+    platform.ingest(FIRST_DAY, FIRST_DAY + dt.timedelta(days=DAYS - 1))
+    platform.materialize(
+        ["online_features", "training_set", "model", "model_evaluation", "champion", "deployment"]
+    )
+    return platform
+
+
+def url(platform, path: str) -> str:
+    return f"{platform.settings.serve_url}{path}"
+
+
+def feature_rows(platform, n: int = 3) -> list[dict]:
+    with platform.defs.resources["warehouse"].get_connection() as conn:
+        frame = conn.sql(f"SELECT * FROM {USE_CASE}.features ORDER BY event_timestamp DESC LIMIT {n}").pl()
+    return frame.select(NAMES).fill_null(0.0).to_dicts()
+
+
+def champion_version(platform) -> str:
+    return registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION).version
+
+
+def test_open_inference_protocol_v2_with_tritons_client(platform):
+    client = triton.InferenceServerClient(url=platform.settings.serve_url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_model_ready(USE_CASE)
+    metadata = client.get_model_metadata(USE_CASE)
+    assert metadata["versions"] == [champion_version(platform)]
+    assert [i["name"] for i in metadata["inputs"]] == NAMES
+
+    by_entity = triton.InferInput("sensor_id", [2], "BYTES")
+    by_entity.set_data_from_numpy(np.array([b"s-1", b"s-2"], dtype=object), binary_data=False)
+    outputs = [triton.InferRequestedOutput(n, binary_data=False) for n in ("anomaly_score", "is_anomaly")]
+    result = client.infer(USE_CASE, [by_entity], outputs=outputs)
+    assert result.as_numpy("anomaly_score").shape == (2,)
+    assert result.get_response()["model_version"] == champion_version(platform)
+
+    rows = feature_rows(platform, 2)
+    tensors = []
+    for name in NAMES:
+        tensor = triton.InferInput(name, [2], "FP64")
+        tensor.set_data_from_numpy(np.array([r[name] for r in rows], dtype=np.float64), binary_data=False)
+        tensors.append(tensor)
+    by_features = client.infer(USE_CASE, tensors, outputs=outputs)
+    expected = httpx.post(url(platform, f"/v1/models/{USE_CASE}/predict"), json={"instances": rows}).json()
+    np.testing.assert_allclose(
+        by_features.as_numpy("anomaly_score"), [p["anomaly_score"] for p in expected["predictions"]]
+    )
+
+
+def test_mlflow_scoring_formats_agree(platform):
+    rows = feature_rows(platform, 3)
+    bodies = {
+        "dataframe_split": {
+            "dataframe_split": {"columns": NAMES, "data": [[r[n] for n in NAMES] for r in rows]}
+        },
+        "dataframe_records": {"dataframe_records": rows},
+        "instances": {"instances": rows},
+        "inputs": {"inputs": {n: [r[n] for r in rows] for n in NAMES}},
+    }
+    scores = {}
+    for kind, body in bodies.items():
+        for path in ("/invocations", f"/v1/models/{USE_CASE}/invocations"):
+            response = httpx.post(url(platform, path), json=body, timeout=30)
+            assert response.status_code == 200, (kind, path, response.text)
+            assert response.json()["model_version"] == champion_version(platform)
+            scores[(kind, path)] = [p["anomaly_score"] for p in response.json()["predictions"]]
+    first = next(iter(scores.values()))
+    assert all(np.allclose(s, first) for s in scores.values())
+
+
+BAD = [
+    (
+        "missing field",
+        {"instances": [{n: 1.0 for n in NAMES[1:]}]},
+        None,
+        422,
+        f"missing field(s) {NAMES[0]}",
+    ),
+    (
+        "extra field",
+        {"instances": [{**{n: 1.0 for n in NAMES}, "colour": 1.0}]},
+        None,
+        422,
+        "unknown field(s) colour",
+    ),
+    (
+        "wrong type",
+        {"instances": [{**{n: 1.0 for n in NAMES}, "value": "high"}]},
+        None,
+        422,
+        "'value' must be a number",
+    ),
+    (
+        "infinity",
+        json.dumps({"instances": [{**{n: 1.0 for n in NAMES}, "value": math.inf}]}).encode(),
+        None,
+        422,
+        "must be finite",
+    ),
+    (
+        "NaN",
+        json.dumps({"instances": [{**{n: 1.0 for n in NAMES}, "value": math.nan}]}).encode(),
+        None,
+        422,
+        "must be finite",
+    ),
+    (
+        "out of range",
+        {"instances": [{**{n: 1.0 for n in NAMES}, "value": 1e9}]},
+        None,
+        422,
+        "outside the declared range",
+    ),
+    ("empty batch", {"instances": []}, None, 422, "is empty"),
+    ("oversized batch", {"instances": [{"sensor_id": "s-1"}] * 1001}, None, 413, "at most 1000"),
+    (
+        "body over the limit",
+        b'{"instances": [' + b'{"sensor_id": "s-1"},' * 60000 + b'{"sensor_id": "s-1"}]}',
+        None,
+        413,
+        "over the limit",
+    ),
+    (
+        "wrong content type",
+        b"value=1",
+        {"content-type": "application/x-www-form-urlencoded"},
+        415,
+        "content type",
+    ),
+    ("not JSON", b"{not json", None, 422, "not valid JSON"),
+    ("not an object", [1, 2, 3], None, 422, "JSON object"),
+    ("unknown sensor", {"sensor_id": "no-such-sensor"}, None, 404, "no-such-sensor"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "headers", "status", "words"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_answered_4xx_naming_the_problem(platform, case, body, headers, status, words):
+    kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+    response = httpx.post(
+        url(platform, f"/v1/models/{USE_CASE}/predict"), headers=headers, timeout=30, **kwargs
+    )
+    assert response.status_code == status, response.text
+    assert words in response.json()["error"]
+
+
+def test_bad_v2_and_mlflow_bodies_are_4xx(platform):
+    cases = [
+        (f"/v2/models/{USE_CASE}/infer", {"inputs": []}),
+        (f"/v2/models/{USE_CASE}/infer", {"inputs": [{"name": "value", "shape": [1], "datatype": "FP64"}]}),
+        (
+            f"/v2/models/{USE_CASE}/infer",
+            {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1]}]},
+        ),
+        ("/invocations", {"dataframe_split": {"columns": ["value"], "data": [[1, 2]]}}),
+        ("/invocations", {"records": []}),
+        ("/v2/models/nope/infer", {"inputs": []}),
+    ]
+    for path, body in cases:
+        response = httpx.post(url(platform, path), json=body, timeout=30)
+        assert 400 <= response.status_code < 500, (path, body, response.text)
+        assert response.json()["error"]
+
+
+def test_openapi_fuzzing_never_gets_a_5xx(platform, tmp_path):
+    """Schemathesis generates valid and invalid requests for every operation of /openapi.json."""
+    command = [
+        str(Path(sys.executable).with_name("schemathesis")),
+        "run",
+        url(platform, "/openapi.json"),
+        "--checks",
+        "not_a_server_error",
+        "--max-examples",
+        "15",
+        "--request-timeout",
+        "30",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--generation-deterministic",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "Fuzzing" in result.stdout and "passed" in result.stdout  # the phases did run
+
+
+def test_metrics_are_labelled_by_model_and_version(platform):
+    httpx.post(url(platform, f"/v1/models/{USE_CASE}/predict"), json={"sensor_id": "s-1"}, timeout=30)
+    text = httpx.get(url(platform, "/metrics"), timeout=30).text
+    version = champion_version(platform)
+    assert (
+        f'ml_platform_requests_total{{model="{USE_CASE}",route="predict",status="200",version="{version}"}}'
+        in text
+    )
+    assert "ml_platform_request_latency_seconds_bucket" in text
+
+
+def _second_version(platform) -> registry.ModelRef:
+    """Another registered version of the model (same features, other seed), for switching."""
+    with platform.defs.resources["warehouse"].get_connection() as conn:
+        train = conn.sql(f"SELECT * FROM {USE_CASE}.training_set WHERE split = 'train'").pl()
+    import dataclasses
+
+    features = train.select(NAMES).to_pandas()
+    pipeline = build_pipeline(dataclasses.replace(SPEC.model, seed=7)).fit(features)
+    return registry.log_candidate(platform.settings, USE_CASE, pipeline, features.head(5), {}, {}, {})
+
+
+def wait_for_version(platform, version: str, timeout_s: float = 10) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        body = httpx.post(
+            url(platform, f"/v1/models/{USE_CASE}/predict"), json={"sensor_id": "s-1"}, timeout=30
+        ).json()
+        if body.get("model_version") == version:
+            return time.monotonic() - start
+        time.sleep(0.2)
+    raise AssertionError(f"v{version} not served within {timeout_s} s")
+
+
+def test_no_failed_request_while_promoting_and_rolling_back(platform):
+    before = champion_version(platform)
+    other = _second_version(platform)
+    stop, outcomes, errors = threading.Event(), Counter(), []
+
+    def client():
+        with httpx.Client(timeout=30) as session:
+            while not stop.is_set():
+                try:
+                    response = session.post(
+                        url(platform, f"/v1/models/{USE_CASE}/predict"), json={"sensor_id": "s-3"}
+                    )
+                    outcomes[(response.status_code, response.json().get("model_version"))] += 1
+                except httpx.HTTPError as exc:
+                    errors.append(repr(exc))
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    started = time.monotonic()
+    time.sleep(15)
+    registry.move_alias(platform.settings, USE_CASE, other.version, registry.CHAMPION, "load test", "test")
+    switched_in = wait_for_version(platform, other.version)
+    time.sleep(15)
+    registry.rollback(platform.settings, USE_CASE, "test", "load test rollback")
+    back_in = wait_for_version(platform, before)
+    time.sleep(max(0.0, 60 - (time.monotonic() - started)))
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert {status for status, _ in outcomes} == {200}
+    assert {version for _, version in outcomes} == {before, other.version}
+    assert sum(outcomes.values()) > 100
+    assert switched_in < 10 and back_in < 10
+
+
+def test_canary_and_shadow(platform):
+    challenger = _second_version(platform)
+    client = registry.configure(platform.settings)
+    registry.move_alias(
+        platform.settings, USE_CASE, challenger.version, registry.CHALLENGER, "test canary", "test"
+    )
+    client.set_registered_model_tag(USE_CASE, CANARY_TAG, "0.5")
+    client.set_registered_model_tag(USE_CASE, SHADOW_TAG, "false")
+    try:
+        deadline = time.monotonic() + 15
+        served = Counter()
+        while time.monotonic() < deadline and len(served) < 2:
+            body = httpx.post(
+                url(platform, f"/v1/models/{USE_CASE}/predict"), json={"sensor_id": "s-1"}, timeout=30
+            ).json()
+            served[(body["served_by"], body["model_version"])] += 1
+        assert ("challenger", challenger.version) in served and (
+            "champion",
+            champion_version(platform),
+        ) in served
+
+        client.set_registered_model_tag(USE_CASE, SHADOW_TAG, "true")
+        time.sleep(5)  # replicas read the registry every 2 s
+        ids = []
+        for _ in range(10):
+            body = httpx.post(
+                url(platform, f"/v1/models/{USE_CASE}/predict"), json={"sensor_id": "s-2"}, timeout=30
+            ).json()
+            assert body["served_by"] == "champion"  # in shadow mode the champion always answers
+            ids.append(body["prediction_id"])
+        time.sleep(3)  # the log is flushed every second
+        logged = {
+            r["prediction_id"]: r for r in read_prediction_log(platform.settings.serving_log_dir, USE_CASE)
+        }
+        assert all(logged[i]["shadow"]["model_version"] == challenger.version for i in ids)
+    finally:
+        client.set_registered_model_tag(USE_CASE, CANARY_TAG, "0")
+        client.set_registered_model_tag(USE_CASE, SHADOW_TAG, "false")
+
+
+def test_a_model_that_fails_verification_is_never_switched_to(platform):
+    before = champion_version(platform)
+    bad = _second_version(platform)
+    registry.configure(platform.settings).set_model_version_tag(
+        USE_CASE, bad.version, registry.SHA_TAG, "0" * 64
+    )
+    registry.move_alias(platform.settings, USE_CASE, bad.version, registry.CHAMPION, "test bad model", "test")
+    try:
+        time.sleep(6)
+        meta = httpx.get(url(platform, f"/v2/models/{USE_CASE}"), timeout=30).json()
+        assert meta["versions"] == [before]
+        assert f"v{bad.version} refused" in meta["parameters"]["load_error"]
+        body = httpx.post(
+            url(platform, f"/v1/models/{USE_CASE}/predict"), json={"sensor_id": "s-1"}, timeout=30
+        ).json()
+        assert body["model_version"] == before
+    finally:
+        registry.rollback(platform.settings, USE_CASE, "test", "undo bad model")
+    wait_for_version(platform, before)
+
+
+def test_bearer_token_guards_prediction_routes(platform, monkeypatch):
+    monkeypatch.setenv("ML_PLATFORM_API_TOKEN", "s3cret-for-test")
+    from ml_platform.settings import load_settings
+
+    settings = load_settings()
+    deploy(settings)
+    wait_until_serving(settings, USE_CASE, champion_version(platform))
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # replicas restart with the new environment
+            refused = httpx.post(
+                url(platform, f"/v1/models/{USE_CASE}/predict"), json={"sensor_id": "s-1"}, timeout=30
+            )
+            if refused.status_code == 401 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert refused.status_code == 401 and "bearer token" in refused.json()["error"]
+        allowed = httpx.post(
+            url(platform, f"/v1/models/{USE_CASE}/predict"),
+            json={"sensor_id": "s-1"},
+            headers={"Authorization": "Bearer s3cret-for-test"},
+            timeout=30,
+        )
+        assert allowed.status_code == 200
+        assert httpx.get(url(platform, "/v2/health/live"), timeout=30).status_code == 200
+    finally:
+        monkeypatch.delenv("ML_PLATFORM_API_TOKEN")
+        deploy(load_settings())
