@@ -1,0 +1,44 @@
+"""The FastAPI peer of ``bench/serving.py``: the registered model loaded in-process, scored per request.
+
+What a team would write by hand in a few lines: one uvicorn worker, the model loaded once at import
+(through the platform's own verified loader, so it is byte for byte the registered artifact), and
+per request: parse the JSON body, build a pandas frame, call the pipeline's scoring, answer JSON.
+No batching, no validation beyond what pandas does, no logging, no metrics.
+
+Started by the bench as ``uvicorn --app-dir bench _fastapi_peer:app``; reads ``ML_PLATFORM_HOME``
+and ``MLFLOW_TRACKING_URI`` (the bench's temporary home) and ``BENCH_MODEL_VERSION``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+from fastapi import FastAPI, Request
+
+from ml_platform.settings import load_settings
+from ml_platform.training.model import anomaly_scores
+from ml_platform.training.registry import load_verified_model, model_ref
+from ml_platform.usecases import get_use_case
+
+USE_CASE = "sensor_anomaly"
+NAMES = get_use_case(USE_CASE).features.feature_names()
+
+settings = load_settings()
+ref = model_ref(settings, USE_CASE, os.environ["BENCH_MODEL_VERSION"])
+pipeline = load_verified_model(ref, settings.run_dir / "fastapi_peer_cache")
+
+app = FastAPI()
+
+
+@app.get("/ping")
+async def ping() -> dict:
+    return {"model_version": ref.version}
+
+
+@app.post("/invocations")
+async def invocations(request: Request) -> dict:
+    body = await request.json()
+    frame = pd.DataFrame.from_records(body["dataframe_records"], columns=NAMES).astype(float)
+    scores = anomaly_scores(pipeline, frame)
+    return {"predictions": [{"anomaly_score": float(s), "is_anomaly": bool(s > 0)} for s in scores]}
