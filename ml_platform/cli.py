@@ -64,8 +64,12 @@ def serve(detach: bool) -> None:
 
     settings = load_settings()
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+
+    def stop_on_signals() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+
+    stop_on_signals()
     cluster = None
     if cluster_address(settings) is None:
         if detach:
@@ -76,6 +80,9 @@ def serve(detach: bool) -> None:
         cluster = start_local_cluster(settings)
     try:
         models = deploy(settings)
+        # Connecting as a Ray driver replaced our signal handlers with Ray's (which exit at once,
+        # skipping the cleanup below): take them back.
+        stop_on_signals()
         served = ", ".join(f"{name} v{ref.version}" for name, ref in models.items()) or "no champion yet"
         click.echo(f"serving on {settings.serve_url} ({served})", err=False)
         sys.stdout.flush()
@@ -84,6 +91,10 @@ def serve(detach: bool) -> None:
                 if cluster is not None and cluster.poll() is not None:
                     raise click.ClickException("the Ray head exited; see the home's run/ray.log")
     finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
         if cluster is not None:
             stop_local_cluster(settings, cluster)
 

@@ -1,0 +1,641 @@
+"""Benchmark: our Ray Serve app against ``mlflow models serve`` and a minimal FastAPI app.
+
+What is compared, all serving the same registered ``sensor_anomaly`` version (trained in the same
+run through the real pipeline: generated readings -> Dagster ingest, features, training set,
+model, evaluation, champion; in a temporary home under ``/tmp/ml_platform_bench/serving``):
+
+* ours: ``ml_platform.serving`` on a local Ray head of our own (``start_local_cluster``), deployed
+  with ``deploy(settings)``, reached at its public address ``127.0.0.1:<port>/invocations`` (the
+  MLflow scoring protocol). Measured in the default mode (Ray Serve's Python proxy, 1 replica) and
+  in fast mode (``ML_PLATFORM_SERVE_FAST=1``: HAProxy ingress and the throughput-optimized data
+  path) with 1 and 2 replicas; the better fast configuration (by throughput at 32 connections) is
+  "ours", the proxy mode is printed as separate ``*_proxy_mode`` figures.
+* ``mlflow models serve -m models:/sensor_anomaly/<v> --env-manager local -w N`` against the same
+  registry, N = 1 and 2; the better (by throughput at 32 connections) is the peer.
+* ``bench/_fastapi_peer.py``: FastAPI under uvicorn (1 worker, access log off), the model loaded
+  in-process with ``load_verified_model``, ``anomaly_scores`` called per request.
+
+Request: one full feature row (the model's 12 features, the newest row of the features table),
+``{"dataframe_records": [row]}`` POSTed to ``/invocations``. Before measuring, every server is
+checked on that row and on a few more (one of them anomalous): ours and the FastAPI peer must return
+the in-process ``anomaly_scores`` to 1e-9. ``mlflow models serve`` runs the registered pyfunc, whose
+sklearn flavour calls ``IsolationForest.predict`` (the same ``decision_function`` plus a threshold)
+and so answers labels: it must answer -1 exactly where the score is above 0.
+
+How: wrk (LuaJIT script for the POST body, status counting and a JSON summary), closed loop, 1 and
+32 connections, a warm-up (5 s; 2 s with ``--quick``) then a measured run (20 s; 5 s with
+``--quick``) at each. One server runs at a time: start, check, measure, stop, next. CPUs: the
+servers may use both cores (``--server-cpus 0,1``; the Ray head and so all its workers, mlflow's and
+uvicorn's workers are started under that affinity), wrk is pinned to core 1 (``--client-cpus 1``),
+so on this 2-core machine the load generator shares a core with the servers; its CPU use is
+printed per run. ``OMP_NUM_THREADS=1`` for every server (ours sets it for its replicas anyway).
+
+Reported: throughput (2xx answers per second), p50 and p99 latency (ms, wrk's per-request
+latency), and requests not answered 2xx (non-2xx status, timeouts, socket errors). Progress and a
+table of every configuration go to stderr; on stdout one JSON line per figure (``ratio`` is ours /
+peer; ``better`` says which direction wins; ``met`` is null where there is no target).
+
+    .venv/bin/python bench/serving.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / "bench"
+VENV_BIN = Path(sys.executable).parent
+WORK_DIR = Path(tempfile.gettempdir()) / "ml_platform_bench" / "serving"
+USE_CASE = "sensor_anomaly"
+DAYS = 10
+SENSORS = 6
+CONCURRENCY = (1, 32)
+TOLERANCE = 1e-9
+START_TIMEOUT_S = 180
+
+# Usage pings off, one OpenMP thread per process for every server; set before anything imports them.
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def log(message: str) -> None:
+    print(f"[serving] {message}", file=sys.stderr, flush=True)
+
+
+# --- the model -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Model:
+    version: str
+    rows: list[dict]  # rows[0] is the one the load uses
+    scores: list[float]  # in-process anomaly_scores of rows
+
+
+def build_model(home: Path) -> Model:
+    """Readings -> ingest -> features -> training set -> model -> evaluation -> champion, for real."""
+    import dagster as dg
+
+    from ml_platform.definitions import build_definitions
+    from ml_platform.ingestion.generate import SensorDataConfig, write_sensor_data
+    from ml_platform.settings import load_settings
+    from ml_platform.training import registry
+    from ml_platform.training.model import anomaly_scores
+    from ml_platform.usecases import get_use_case
+
+    settings = load_settings()
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    first = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=DAYS)
+    write_sensor_data(
+        settings.landing_dir_for(USE_CASE), SensorDataConfig(sensors=SENSORS, days=DAYS, start=first)
+    )
+
+    def materialize(names: list[str], **kwargs) -> None:
+        keys = [dg.AssetKey([USE_CASE, n]) for n in names]
+        dg.materialize(defs.assets, selection=keys, instance=instance, resources=defs.resources, **kwargs)
+
+    started = time.perf_counter()
+    last = first + dt.timedelta(days=DAYS - 1)
+    range_tags = {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+    materialize(["raw_readings", "readings_quarantine", "stg_readings", "features"], tags=range_tags)
+    materialize(["online_features", "training_set", "model", "model_evaluation", "champion"])
+    ref = registry.alias_ref(settings, USE_CASE, registry.CHAMPION)
+    if ref is None:
+        raise RuntimeError("the pipeline registered no champion")
+    log(f"trained and registered {USE_CASE} v{ref.version} in {time.perf_counter() - started:.0f} s")
+
+    import pandas as pd
+
+    names = get_use_case(USE_CASE).features.feature_names()
+    with defs.resources["warehouse"].get_connection() as conn:
+        query = f"SELECT * FROM {USE_CASE}.features ORDER BY event_timestamp DESC, sensor_id LIMIT 5"
+        rows = conn.sql(query).pl().select(names).fill_null(0.0).to_dicts()
+    rows = [{n: float(v) for n, v in row.items()} for row in rows]
+    # One row far off its sensor's normal: the check then sees both an inlier and an anomaly.
+    rows.append({**rows[0], "value": rows[0]["value"] + 60.0, "vibration": rows[0]["vibration"] * 5})
+    pipeline = registry.load_verified_model(ref, home / "bench_cache")
+    scores = anomaly_scores(pipeline, pd.DataFrame.from_records(rows, columns=names).astype(float))
+    if not (scores > 0).any() or not (scores <= 0).any():
+        log(f"warning: the check rows are not both normal and anomalous (scores {scores.round(3)})")
+    return Model(ref.version, rows, [float(s) for s in scores])
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+def cpu_list(cpus: set[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+@contextlib.contextmanager
+def pinned(cpus: set[int]) -> Iterator[None]:
+    """Run the block (and every process it starts) on ``cpus``."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _proc_stat(pid: int) -> tuple[int, int, str] | None:
+    """(parent pid, session id, start time) of a process, None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[1]), int(fields[3]), fields[19]
+
+
+def family(root: int) -> dict[int, str]:
+    """Every live descendant of ``root`` and every process of its session: pid -> start time."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None:
+                table[int(entry.name)] = stat
+    found = {pid: stat[2] for pid, stat in table.items() if stat[1] == root and pid != root}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, _, start) in table.items():
+            if ppid == parent and pid not in found:
+                found[pid] = start
+                frontier.append(pid)
+    return found
+
+
+def kill_leftovers(processes: dict[int, str]) -> None:
+    """SIGKILL those of ``processes`` (pid -> start time) still alive as the same process."""
+    for pid, start in processes.items():
+        stat = _proc_stat(pid)
+        if stat is not None and stat[2] == start:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 20) -> None:
+    """Stop a server we started in its own session: SIGTERM, then SIGKILL whatever is left of it."""
+    processes = family(process.pid)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    kill_leftovers(processes)
+
+
+def wait_for(url: str, process: subprocess.Popen, log_file: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}; see {log_file}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer 200 within {START_TIMEOUT_S} s; see {log_file}")
+
+
+# --- the servers ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Server:
+    kind: str  # ours | mlflow | fastapi
+    label: str
+    fast: bool = False
+    replicas: int = 1
+    workers: int = 1
+
+
+SERVERS = (
+    Server("ours", "ours proxy mode, 1 replica", fast=False, replicas=1),
+    Server("ours", "ours fast mode, 1 replica", fast=True, replicas=1),
+    Server("ours", "ours fast mode, 2 replicas", fast=True, replicas=2),
+    Server("mlflow", "mlflow models serve -w 1", workers=1),
+    Server("mlflow", "mlflow models serve -w 2", workers=2),
+    Server("fastapi", "fastapi (uvicorn, 1 worker)"),
+)
+
+
+@contextlib.contextmanager
+def run_ours(server: Server, model: Model, cpus: set[int]) -> Iterator[str]:
+    from ml_platform.serving.cluster import free_port, start_local_cluster, stop_local_cluster
+    from ml_platform.settings import load_settings
+
+    port = free_port()
+    os.environ["ML_PLATFORM_SERVE_PORT"] = str(port)
+    os.environ["ML_PLATFORM_SERVE_FAST"] = "1" if server.fast else "0"  # read by the Ray head at start
+    os.environ["ML_PLATFORM_SERVE_REPLICAS"] = str(server.replicas)
+    if server.fast:  # HAProxy's files and ports of our own, not the shared defaults
+        haproxy = WORK_DIR / "haproxy"
+        shutil.rmtree(haproxy, ignore_errors=True)
+        haproxy.mkdir(parents=True)
+        os.environ |= {
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy / "server-state"),
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(haproxy / "metrics.sock"),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        }
+    settings = load_settings()
+    with pinned(cpus):
+        head = start_local_cluster(settings)
+    processes: dict[int, str] = {}
+    try:
+        log(f"Ray head pid {head.pid}; deploying ({server.label}) on port {port}")
+        # Deployed from a child driver that exits: the Serve app lives on in the cluster, and this
+        # process holds no Ray connection while the load runs.
+        subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--deploy", model.version],
+            check=True,
+            timeout=START_TIMEOUT_S,
+            cwd=ROOT,
+        )
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        processes = family(head.pid)
+        stop_local_cluster(settings, head)
+        kill_leftovers(processes)
+
+
+def deploy_child(version: str) -> None:
+    """``--deploy``: deploy the champion to the running local cluster and wait until it answers."""
+    import ray
+
+    from ml_platform.serving.deploy import deploy, wait_until_serving
+    from ml_platform.settings import load_settings
+
+    settings = load_settings()
+    deploy(settings)
+    wait_until_serving(settings, USE_CASE, version, timeout_s=START_TIMEOUT_S)
+    ray.shutdown()
+
+
+@contextlib.contextmanager
+def run_process(command: list[str], env: dict[str, str], name: str, ready_path: str) -> Iterator[str]:
+    from ml_platform.serving.cluster import free_port
+
+    port = free_port()
+    command = [part.replace("{port}", str(port)) for part in command]
+    log_file = WORK_DIR / f"{name}.log"
+    with log_file.open("ab") as out:
+        process = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        log(f"{name} pid {process.pid} on port {port}")
+        wait_for(url + ready_path, process, log_file)
+        yield url
+    finally:
+        stop_process(process)
+
+
+def running(server: Server, model: Model, cpus: set[int]):
+    if server.kind == "ours":
+        return run_ours(server, model, cpus)
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    taskset = ["taskset", "-c", cpu_list(cpus)]
+    if server.kind == "mlflow":
+        command = [
+            *taskset,
+            str(VENV_BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{USE_CASE}/{model.version}",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "-p",
+            "{port}",
+            "-w",
+            str(server.workers),
+        ]
+        return run_process(command, env, f"mlflow-w{server.workers}", "/ping")
+    command = [
+        *taskset,
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(BENCH_DIR),
+        "_fastapi_peer:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--workers",
+        "1",
+        "--no-access-log",
+    ]
+    return run_process(command, {**env, "BENCH_MODEL_VERSION": model.version}, "fastapi", "/ping")
+
+
+def body_of(rows: list[dict]) -> str:
+    return json.dumps({"dataframe_records": rows})
+
+
+def check_answers(server: Server, url: str, model: Model) -> None:
+    """The server's answers for the check rows, one request per row and all in one request."""
+    import httpx
+
+    def answers(rows: list[dict]) -> list:
+        response = httpx.post(
+            f"{url}/invocations",
+            content=body_of(rows),
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"{server.label}: {response.status_code} {response.text[:300]}")
+        predictions = response.json()["predictions"]
+        return [p["anomaly_score"] if isinstance(p, dict) else p for p in predictions]
+
+    single = [answers([row])[0] for row in model.rows]
+    together = answers(model.rows)
+    if server.kind == "mlflow":  # the pyfunc answers IsolationForest.predict: -1 anomaly, 1 normal
+        expected = [-1 if s > 0 else 1 for s in model.scores]
+        ok = single == expected and together == expected
+        what = f"labels {single} (expected {expected} from scores {[round(s, 4) for s in model.scores]})"
+    else:
+        ok = len(single) == len(together) == len(model.scores) and all(
+            abs(a - b) <= TOLERANCE
+            for got in (single, together)
+            for a, b in zip(got, model.scores, strict=True)
+        )
+        what = f"scores {[round(s, 6) for s in single]}"
+    if not ok:
+        raise RuntimeError(f"{server.label} disagrees with the in-process model: {what}, got {together}")
+    log(f"{server.label}: answers agree with the in-process model ({what})")
+
+
+# --- load ----------------------------------------------------------------------------------------
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[%(body)s]==]
+
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  non2xx = 0
+end
+
+function response(status, headers, body)
+  if status < 200 or status > 299 then
+    non2xx = non2xx + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local bad = 0
+  for _, thread in ipairs(threads) do
+    bad = bad + thread:get("non2xx")
+  end
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_RESULT {"requests": %%d, "duration_us": %%d, "p50_us": %%.0f, "p99_us": %%.0f, ' ..
+    '"non_2xx_status": %%d, "socket_errors": %%d, "timeouts": %%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    bad, e.connect + e.read + e.write, e.timeout))
+end
+"""
+
+
+@dataclass
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int  # non-2xx answers, timeouts and socket errors
+    wrk_cpu: float  # share of one core the load generator used
+    busy_cpus: float  # cores busy on the whole machine during the run (servers, wrk, anyone else)
+    load_avg: float = field(default_factory=lambda: os.getloadavg()[0])
+
+
+def cpu_busy_jiffies() -> tuple[int, int]:
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
+
+
+def run_wrk(url: str, script: Path, connections: int, seconds: float, cpus: set[int]) -> Load:
+    threads = max(1, min(connections, len(cpus)))
+    command = [
+        *("taskset", "-c", cpu_list(cpus)),
+        *("wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s"),
+        *("-s", str(script), f"{url}/invocations"),
+    ]
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy, total = cpu_busy_jiffies()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    busy_after, total_after = cpu_busy_jiffies()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("WRK_RESULT ")]
+    if result.returncode != 0 or not lines:
+        raise RuntimeError(f"wrk failed ({result.returncode}): {result.stdout[-500:]} {result.stderr[-500:]}")
+    summary = json.loads(lines[0].removeprefix("WRK_RESULT "))
+    elapsed = summary["duration_us"] / 1e6
+    ok = summary["requests"] - summary["non_2xx_status"]
+    cpu = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
+    return Load(
+        rps=ok / elapsed,
+        p50_ms=summary["p50_us"] / 1000,
+        p99_ms=summary["p99_us"] / 1000,
+        non_2xx=summary["non_2xx_status"] + summary["socket_errors"] + summary["timeouts"],
+        wrk_cpu=cpu / elapsed,
+        busy_cpus=(busy_after - busy) / max(1, total_after - total) * os.cpu_count(),
+    )
+
+
+def measure(
+    server: Server, url: str, script: Path, warmup_s: float, seconds: float, cpus: set[int]
+) -> dict[int, Load]:
+    results = {}
+    for connections in CONCURRENCY:
+        run_wrk(url, script, connections, warmup_s, cpus)
+        load = run_wrk(url, script, connections, seconds, cpus)
+        results[connections] = load
+        log(
+            f"{server.label} c{connections}: {load.rps:.1f} rps, p50 {load.p50_ms:.2f} ms, "
+            f"p99 {load.p99_ms:.2f} ms, not 2xx {load.non_2xx} "
+            f"(wrk {load.wrk_cpu:.0%} of a core, machine {load.busy_cpus:.2f} cores busy, "
+            f"load avg {load.load_avg:.2f})"
+        )
+    return results
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def figure(
+    name: str,
+    ours: tuple[str, Load],
+    peer_name: str,
+    peer: tuple[str, Load],
+    attr: str,
+    better: str,
+    target: float | None,
+) -> dict:
+    ours_value, peer_value = getattr(ours[1], attr), getattr(peer[1], attr)
+    ratio = ours_value / peer_value
+    met = None if target is None else (ratio >= target if better == "higher" else ratio <= target)
+    return {
+        "bench": "serving",
+        "figure": name,
+        "ours": round(ours_value, 2),
+        "peer": peer_name,
+        "peer_value": round(peer_value, 2),
+        "ratio": round(ratio, 2),
+        "better": better,
+        "target": target,
+        "met": met,
+        "ours_config": ours[0],
+        "peer_config": peer[0],
+        "ours_non_2xx": ours[1].non_2xx,
+        "peer_non_2xx": peer[1].non_2xx,
+    }
+
+
+def best(results: dict[Server, dict[int, Load]], wanted) -> tuple[Server, dict[int, Load]]:
+    """The configuration with the highest throughput at 32 connections among ``wanted``."""
+    return max(((s, r) for s, r in results.items() if wanted(s)), key=lambda item: item[1][32].rps)
+
+
+def figures(results: dict[Server, dict[int, Load]]) -> list[dict]:
+    fast, fast_loads = best(results, lambda s: s.kind == "ours" and s.fast)
+    proxy, proxy_loads = best(results, lambda s: s.kind == "ours" and not s.fast)
+    mlflow, mlflow_loads = best(results, lambda s: s.kind == "mlflow")
+    fastapi, fastapi_loads = best(results, lambda s: s.kind == "fastapi")
+    log(f'"ours" is {fast.label}; the mlflow peer is {mlflow.label}')
+    specs = [  # name, connections, attr, better, peer, target
+        ("throughput_rps_c32", 32, "rps", "higher", "mlflow", 5.0),
+        ("throughput_rps_c32", 32, "rps", "higher", "fastapi", 5.0),
+        ("p99_ms_c32", 32, "p99_ms", "lower", "mlflow", 1.0),
+        ("p99_ms_c32", 32, "p99_ms", "lower", "fastapi", 1.0),
+        ("p50_ms_c1", 1, "p50_ms", "lower", "fastapi", 1.5),
+        ("p50_ms_c1", 1, "p50_ms", "lower", "mlflow", None),
+    ]
+    peers = {
+        "mlflow": ("mlflow models serve", mlflow, mlflow_loads),
+        "fastapi": ("fastapi", fastapi, fastapi_loads),
+    }
+    lines = []
+    for suffix, (server, loads) in (("", (fast, fast_loads)), ("_proxy_mode", (proxy, proxy_loads))):
+        for name, connections, attr, better, peer, target in specs:
+            peer_name, peer_server, peer_loads = peers[peer]
+            lines.append(
+                figure(
+                    name + suffix,
+                    (server.label, loads[connections]),
+                    peer_name,
+                    (peer_server.label, peer_loads[connections]),
+                    attr,
+                    better,
+                    target if not suffix else None,
+                )
+            )
+    return lines
+
+
+def table(results: dict[Server, dict[int, Load]]) -> None:
+    log(f"{'configuration':<30} {'c':>3} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'not 2xx':>8} {'busy':>5}")
+    for server, loads in results.items():
+        for connections, load in loads.items():
+            log(
+                f"{server.label:<30} {connections:>3} {load.rps:>9.1f} {load.p50_ms:>8.2f} "
+                f"{load.p99_ms:>8.2f} {load.non_2xx:>8} {load.busy_cpus:>5.2f}"
+            )
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+def benchmark(args: argparse.Namespace) -> None:
+    warmup_s, seconds = (2, 5) if args.quick else (5, 20)
+    server_cpus = {int(c) for c in args.server_cpus.split(",")}
+    client_cpus = {int(c) for c in args.client_cpus.split(",")}
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    home = WORK_DIR / "home"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    os.environ.pop("RAY_ADDRESS", None)  # our own local head, never a configured cluster
+    os.environ["ML_PLATFORM_HOME"] = str(home)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
+    log(f"home {home}; servers on CPUs {cpu_list(server_cpus)}, wrk on CPUs {cpu_list(client_cpus)}")
+    log(f"{len(CONCURRENCY)} loads per server: {warmup_s} s warm-up + {seconds} s measured")
+
+    model = build_model(home)
+    script = WORK_DIR / "wrk_invocations.lua"
+    script.write_text(WRK_SCRIPT % {"body": body_of(model.rows[:1])})
+    log(f"request body: {body_of(model.rows[:1])}")
+
+    results: dict[Server, dict[int, Load]] = {}
+    for server in SERVERS:
+        log(f"--- {server.label}")
+        started = time.perf_counter()
+        with running(server, model, server_cpus) as url:
+            log(f"{server.label} answering after {time.perf_counter() - started:.0f} s")
+            check_answers(server, url, model)
+            results[server] = measure(server, url, script, warmup_s, seconds, client_cpus)
+    table(results)
+    for line in figures(results):
+        print(json.dumps(line), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 s warm-up and 5 s per load")
+    parser.add_argument("--server-cpus", default="0,1", help="CPUs the servers run on (default 0,1)")
+    parser.add_argument("--client-cpus", default="1", help="CPUs wrk runs on (default 1)")
+    parser.add_argument("--deploy", metavar="VERSION", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.deploy:
+        deploy_child(args.deploy)
+        return
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    # SIGTERM unwinds like Ctrl-C, so every server started so far is stopped by its finally block.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    benchmark(args)
+
+
+if __name__ == "__main__":
+    main()
