@@ -66,6 +66,7 @@ SENSORS = 6
 CONCURRENCY = (1, 32)
 TOLERANCE = 1e-9
 START_TIMEOUT_S = 180
+HAPROXY_DIR = Path("/tmp/haproxy-serve")  # Ray's default; it keeps each node's files in a subfolder
 
 # Usage pings off, one OpenMP thread per process for every server; set before anything imports them.
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -131,8 +132,11 @@ def build_model(home: Path) -> Model:
         query = f"SELECT * FROM {USE_CASE}.features ORDER BY event_timestamp DESC, sensor_id LIMIT 5"
         rows = conn.sql(query).pl().select(names).fill_null(0.0).to_dicts()
     rows = [{n: float(v) for n, v in row.items()} for row in rows]
-    # One row far off its sensor's normal: the check then sees both an inlier and an anomaly.
-    rows.append({**rows[0], "value": rows[0]["value"] + 60.0, "vibration": rows[0]["vibration"] * 5})
+    # A jump of the value and the vibration (and so of the features that follow them): the check
+    # then sees normal rows and an anomaly.
+    jump = {n: rows[0][n] + 30.0 for n in ("value", "value_diff_mean_12", "value_diff_mean_72")}
+    jump |= {n: rows[0][n] * 4.0 for n in ("vibration", "vibration_max_1h")}
+    rows.append({**rows[0], **jump})
     pipeline = registry.load_verified_model(ref, home / "bench_cache")
     scores = anomaly_scores(pipeline, pd.DataFrame.from_records(rows, columns=names).astype(float))
     if not (scores > 0).any() or not (scores <= 0).any():
@@ -254,38 +258,35 @@ def run_ours(server: Server, model: Model, cpus: set[int]) -> Iterator[str]:
     os.environ["ML_PLATFORM_SERVE_PORT"] = str(port)
     os.environ["ML_PLATFORM_SERVE_FAST"] = "1" if server.fast else "0"  # read by the Ray head at start
     os.environ["ML_PLATFORM_SERVE_REPLICAS"] = str(server.replicas)
-    if server.fast:  # HAProxy's files and ports of our own, not the shared defaults
-        haproxy = WORK_DIR / "haproxy"
-        shutil.rmtree(haproxy, ignore_errors=True)
-        haproxy.mkdir(parents=True)
-        os.environ |= {
-            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy / "haproxy.cfg"),
-            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),
-            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy),
-            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy / "server-state"),
-            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(haproxy / "metrics.sock"),
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-        }
+    if server.fast:
+        # HAProxy's stats and metrics ports of our own (Ray's defaults are fixed and bound on all
+        # interfaces); its files go to Ray's default directory, one per Ray node, removed below.
+        os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
+        os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
     settings = load_settings()
     with pinned(cpus):
         head = start_local_cluster(settings)
-    processes: dict[int, str] = {}
+    node_id = ""
     try:
         log(f"Ray head pid {head.pid}; deploying ({server.label}) on port {port}")
         # Deployed from a child driver that exits: the Serve app lives on in the cluster, and this
         # process holds no Ray connection while the load runs.
-        subprocess.run(
+        deployed = subprocess.run(
             [sys.executable, str(Path(__file__).resolve()), "--deploy", model.version],
             check=True,
             timeout=START_TIMEOUT_S,
             cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
         )
+        node_id = deployed.stdout.strip().splitlines()[-1]
         yield f"http://127.0.0.1:{port}"
     finally:
         processes = family(head.pid)
         stop_local_cluster(settings, head)
         kill_leftovers(processes)
+        if node_id:
+            shutil.rmtree(HAPROXY_DIR / node_id, ignore_errors=True)
 
 
 def deploy_child(version: str) -> None:
@@ -298,6 +299,7 @@ def deploy_child(version: str) -> None:
     settings = load_settings()
     deploy(settings)
     wait_until_serving(settings, USE_CASE, version, timeout_s=START_TIMEOUT_S)
+    print(ray.get_runtime_context().get_node_id(), flush=True)  # names HAProxy's folder
     ray.shutdown()
 
 

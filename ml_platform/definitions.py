@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ml_platform.automation.sensors import build_drift_sensor, build_landing_sensor
+from ml_platform.automation.sensors import build_landing_sensor, build_retrain_sensor
 from ml_platform.features.assets import build_feature_assets
 from ml_platform.ingestion.assets import (
     build_ingestion_assets,
@@ -33,7 +33,19 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         assets += build_training_assets(spec)
         assets += build_serving_assets(spec)
         assets += build_monitoring_assets(spec)
-        sensors += [build_landing_sensor(spec), build_drift_sensor(spec)]
+        sensors += [
+            build_landing_sensor(spec, settings.sensor_interval_s),
+            build_retrain_sensor(spec, settings.sensor_interval_s),
+        ]
+    # Evaluates the assets' automation conditions (eager staging and features, cron monitors).
+    sensors.append(
+        dg.AutomationConditionSensorDefinition(
+            "ml_platform_automation",
+            target=dg.AssetSelection.all(),
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=settings.sensor_interval_s,
+        )
+    )
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,

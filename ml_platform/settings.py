@@ -31,6 +31,8 @@ class Settings:
     # Ray binds HAProxy's stats (8404) and metrics (9101) ports on all interfaces; off by default.
     serve_fast: bool = False
     serve_replicas: int = 1
+    # How often sensors and declarative automation evaluate (shorter in tests and scenarios).
+    sensor_interval_s: int = 30
 
     @property
     def warehouse_path(self) -> Path:
@@ -91,4 +93,5 @@ def load_settings() -> Settings:
         mqtt_url=os.environ.get("ML_PLATFORM_MQTT_URL", "mqtt://127.0.0.1:1883"),
         serve_fast=os.environ.get("ML_PLATFORM_SERVE_FAST", "0") == "1",
         serve_replicas=int(os.environ.get("ML_PLATFORM_SERVE_REPLICAS", "1")),
+        sensor_interval_s=int(os.environ.get("ML_PLATFORM_SENSOR_INTERVAL_S", "30")),
     )

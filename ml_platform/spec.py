@@ -153,6 +153,29 @@ class DriftSpec:
 
 
 @dataclass(frozen=True)
+class MonitoringSpec:
+    """Live performance, serving SLOs and when the platform retrains or rolls back by itself."""
+
+    # Labels of an event are complete this long after it; younger predictions are not judged yet.
+    label_lateness: dt.timedelta = dt.timedelta(hours=6)
+    # Live performance below these (on matured, labelled predictions) fails a check.
+    min_live_metrics: dict[str, float] = field(default_factory=dict)
+    min_labelled_rows: int = 50
+    # Serving SLOs per model version over the recent window.
+    slo_window: dt.timedelta = dt.timedelta(hours=1)
+    max_p99_ms: float = 250.0
+    max_error_rate: float = 0.01
+    # Retraining: a champion older than this is retrained; at most one retrain per cool-down,
+    # and only with at least this many new rows since the champion's training data.
+    champion_max_age: dt.timedelta = dt.timedelta(days=7)
+    retrain_cooldown: dt.timedelta = dt.timedelta(hours=1)
+    min_new_rows: int = 1000
+    # After a promotion, a champion whose live metric falls below the previous one's by more than
+    # this is rolled back.
+    rollback_margin: float = 0.05
+
+
+@dataclass(frozen=True)
 class UseCaseSpec:
     name: str
     description: str
@@ -166,6 +189,7 @@ class UseCaseSpec:
     drift: DriftSpec
     partitions_start: str  # first daily partition, YYYY-MM-DD
     sources: tuple[Source, ...] = (LandingFiles(),)
+    monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
 
     @property
     def required_columns(self) -> list[str]:

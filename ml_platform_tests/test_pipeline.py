@@ -194,8 +194,13 @@ def test_clean_data_shows_no_drift(platform):
 
 
 def _evaluate_drift_sensor(platform, cursor):
-    sensor = next(s for s in platform.defs.sensors if s.name == f"{USE_CASE}_drift_sensor")
-    context = dg.build_sensor_context(instance=platform.instance, cursor=cursor, definitions=platform.defs)
+    sensor = next(s for s in platform.defs.sensors if s.name == f"{USE_CASE}_retrain_sensor")
+    context = dg.build_sensor_context(
+        instance=platform.instance,
+        cursor=cursor,
+        definitions=platform.defs,
+        resources={"platform": platform.defs.resources["platform"]},
+    )
     result = sensor.evaluate_tick(context)
     return result, context.cursor
 
@@ -217,12 +222,14 @@ def test_drifted_batch_requests_exactly_one_retrain(platform):
     result, cursor = _evaluate_drift_sensor(platform, cursor)
     assert len(result.run_requests) == 1
     request = result.run_requests[0]
-    assert request.run_key == f"drift:{report['report_id']}"
+    champion = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
+    assert request.run_key.startswith(f"retrain:{USE_CASE}:champion-v{champion.version}:data-")
+    assert report["report_id"] in request.tags["ml_platform/reasons"]
     assert set(request.asset_selection) == set(keys(*RETRAIN_ASSETS))
 
     again, _ = _evaluate_drift_sensor(platform, cursor)
     assert again.run_requests == []
-    assert "already handled" in again.skip_message
+    assert "no drift" in again.skip_message
 
 
 def test_retrain_requested_by_drift_runs_through_the_gate(platform):

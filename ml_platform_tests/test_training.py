@@ -213,3 +213,62 @@ def test_batch_predictions_score_a_day_with_the_champion(platform):
             f"SELECT count(*) FROM {USE_CASE}.features WHERE CAST(event_timestamp AS DATE) = DATE '{day}'"
         ).fetchall()[0][0]
     assert rows == (features, features, champion.version, champion.version)
+
+
+def _retrain_sensor(platform, **monitoring):
+    from ml_platform.automation.sensors import build_retrain_sensor
+
+    spec = dataclasses.replace(SPEC, monitoring=dataclasses.replace(SPEC.monitoring, **monitoring))
+    return build_retrain_sensor(spec, 30)
+
+
+def _tick(platform, sensor, cursor=None):
+    context = dg.build_sensor_context(
+        instance=platform.instance,
+        cursor=cursor,
+        definitions=platform.defs,
+        resources={"platform": platform.defs.resources["platform"]},
+    )
+    return sensor.evaluate_tick(context), context.cursor
+
+
+def test_drift_and_staleness_together_ask_for_one_retrain_with_a_stable_key(platform):
+    platform.instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=key("drift_report"),
+            metadata={"report_id": "test-report-1", "dataset_drift": True, "drift_share": 0.8},
+        )
+    )
+    sensor = _retrain_sensor(platform, champion_max_age=dt.timedelta(0), min_new_rows=0)
+    first, cursor = _tick(platform, sensor)
+    assert len(first.run_requests) == 1
+    reasons = first.run_requests[0].tags["ml_platform/reasons"]
+    assert "test-report-1" in reasons and "older than" in reasons  # both events, one run
+
+    # A daemon that died before saving its cursor evaluates the same tick again: same key, which
+    # Dagster launches only once.
+    repeated, _ = _tick(platform, sensor)
+    assert [r.run_key for r in repeated.run_requests] == [first.run_requests[0].run_key]
+
+    # Once handled, the drift event does not ask again (staleness alone still would).
+    fresh_sensor = _retrain_sensor(platform, min_new_rows=0)
+    after, _ = _tick(platform, fresh_sensor, cursor)
+    assert after.run_requests == [] and "no drift" in after.skip_message
+
+
+def test_retrain_waits_for_the_cool_down_and_for_new_data(platform):
+    stale = dict(champion_max_age=dt.timedelta(0))
+    too_little, _ = _tick(platform, _retrain_sensor(platform, min_new_rows=10**9, **stale))
+    assert too_little.run_requests == [] and "new rows" in too_little.skip_message
+
+    platform.materialize(
+        ["training_set"], tags={"ml_platform/trigger": "retrain", "ml_platform/use_case": USE_CASE}
+    )
+    cooling, _ = _tick(
+        platform, _retrain_sensor(platform, min_new_rows=0, retrain_cooldown=dt.timedelta(hours=1), **stale)
+    )
+    assert cooling.run_requests == [] and "cool-down" in cooling.skip_message
+    cooled, _ = _tick(
+        platform, _retrain_sensor(platform, min_new_rows=0, retrain_cooldown=dt.timedelta(0), **stale)
+    )
+    assert len(cooled.run_requests) == 1

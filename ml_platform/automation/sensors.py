@@ -1,4 +1,5 @@
-"""Sensors: new landed files start ingestion; a drifted report starts one retrain."""
+"""Sensors: new landed files start ingestion; drift, a live-performance drop or a stale champion
+start one retrain."""
 
 import datetime as dt
 import json
@@ -11,13 +12,9 @@ from ml_platform.metadata import latest_metadata
 from ml_platform.resources.platform import PlatformResource
 from ml_platform.spec import UseCaseSpec
 
-INGEST_ASSETS = (
-    "raw_readings",
-    "readings_quarantine",
-    "stg_readings",
-    "features",
-    "online_features",
-)
+# The landing sensor ingests; staging, features and online features follow by declarative
+# automation (eager conditions).
+INGEST_ASSETS = ("raw_readings", "readings_quarantine")
 RETRAIN_ASSETS = ("training_set", "model", "model_evaluation", "champion", "deployment")
 
 
@@ -33,26 +30,21 @@ def ingested_files(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) -> 
     return dict(value.value) if value is not None else {}
 
 
-def build_landing_sensor(spec: UseCaseSpec) -> dg.SensorDefinition:
+def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinition:
     keys = [dg.AssetKey([spec.name, name]) for name in INGEST_ASSETS]
-    raw_key, drift_key = keys[0], dg.AssetKey([spec.name, "drift_report"])
-    training_key = dg.AssetKey([spec.name, "training_set"])
+    raw_key = keys[0]
     partitions = dg.DailyPartitionsDefinition(start_date=spec.partitions_start, end_offset=1)
 
     @dg.sensor(
         name=f"{spec.name}_landing_sensor",
         description="Starts ingestion of each new or changed landed file's days.",
-        asset_selection=[*keys, drift_key],
-        minimum_interval_seconds=30,
+        asset_selection=keys,
+        minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def landing_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
         seen: dict[str, list[int]] = json.loads(context.cursor) if context.cursor else {}
         valid_days = set(partitions.get_partition_keys(current_time=dt.datetime.now(dt.UTC)))
-        # Once a model exists, fresh data also refreshes the drift report (which may retrain).
-        selection = keys + (
-            [drift_key] if context.instance.get_latest_materialization_event(training_key) else []
-        )
         pending: dict[str, list[str]] = {}
         for path in list_landing_files(platform.settings.landing_dir_for(spec.name)):
             stat = path.stat()
@@ -74,7 +66,7 @@ def build_landing_sensor(spec: UseCaseSpec) -> dg.SensorDefinition:
             dg.RunRequest(
                 run_key=f"{day}:{','.join(files)}",
                 partition_key=day,
-                asset_selection=selection,
+                asset_selection=keys,
                 tags={"ml_platform/trigger": "landing"},
             )
             for day, files in sorted(pending.items())
@@ -83,31 +75,116 @@ def build_landing_sensor(spec: UseCaseSpec) -> dg.SensorDefinition:
     return landing_sensor
 
 
-def build_drift_sensor(spec: UseCaseSpec) -> dg.SensorDefinition:
-    drift_key = dg.AssetKey([spec.name, "drift_report"])
+def _rows_since(instance: dg.DagsterInstance, features_key: dg.AssetKey, since: dt.datetime) -> int:
+    """Feature rows (re)computed after ``since``: new days, and days whose data was re-delivered."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=features_key, after_timestamp=since.timestamp()), limit=10_000
+    ).records
+    latest: dict[str | None, int] = {}
+    for record in sorted(records, key=lambda r: r.storage_id):
+        materialization = record.asset_materialization
+        latest[materialization.partition] = int(materialization.metadata["dagster/row_count"].value)
+    return sum(latest.values())
+
+
+def _recent_retrain(instance: dg.DagsterInstance, use_case: str, within: dt.timedelta) -> bool:
+    runs = instance.get_run_records(
+        dg.RunsFilter(tags={"ml_platform/trigger": "retrain", "ml_platform/use_case": use_case}), limit=1
+    )
+    if not runs:
+        return False
+    started = runs[0].create_timestamp
+    return dt.datetime.now(dt.UTC) - started < within
+
+
+def retrain_reasons(
+    context: dg.SensorEvaluationContext, spec: UseCaseSpec, cursor: dict, now: dt.datetime
+) -> tuple[list[str], dict]:
+    """Why a retrain is due now: a new drifted report, new live performance below the SLO, or a
+    champion older than its maximum age. Returns the reasons and the cursor once they are consumed."""
+
+    seen = dict(cursor)
+    reasons = []
+    drift = latest_metadata(context.instance, dg.AssetKey([spec.name, "drift_report"]))
+    if drift.get("report_id") and drift["report_id"] != cursor.get("drift"):
+        seen["drift"] = drift["report_id"]
+        if drift.get("dataset_drift"):
+            reasons.append(f"drift report {drift['report_id']} (drift share {drift['drift_share']:.2f})")
+    performance = context.instance.get_latest_materialization_event(
+        dg.AssetKey([spec.name, "live_performance"])
+    )
+    if performance is not None and str(performance.storage_id) != cursor.get("performance"):
+        seen["performance"] = str(performance.storage_id)
+        live = {k: v.value for k, v in performance.asset_materialization.metadata.items()}
+        below = [
+            m
+            for m, floor in spec.monitoring.min_live_metrics.items()
+            if f"live/{m}" in live
+            and live.get("live/rows", 0) >= spec.monitoring.min_labelled_rows
+            and live[f"live/{m}"] < floor
+        ]
+        if below:
+            reasons.append(f"live {', '.join(below)} below the SLO")
+    return reasons, seen
+
+
+def build_retrain_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinition:
+    """One sensor for every reason to retrain, so that reasons arriving together give one run.
+
+    The run key is the champion's version and the newest day of features: whatever fires, and
+    however often a tick is evaluated (a restarted daemon repeats the tick it was in), the same
+    state asks for the same run, which Dagster launches once.
+    """
     retrain = [dg.AssetKey([spec.name, name]) for name in RETRAIN_ASSETS]
+    features_key = dg.AssetKey([spec.name, "features"])
+    monitoring = spec.monitoring
 
     @dg.sensor(
-        name=f"{spec.name}_drift_sensor",
-        description="Requests one retrain (gated by the evaluation checks) per drifted report.",
+        name=f"{spec.name}_retrain_sensor",
+        description="Requests one retrain (gated) per drift event, live-performance drop or stale champion.",
         asset_selection=retrain,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
-    def drift_sensor(context: dg.SensorEvaluationContext):
-        report = latest_metadata(context.instance, drift_key)
-        report_id = report.get("report_id")
-        if not report_id:
-            return dg.SkipReason("no drift report yet")
-        if report_id == context.cursor:
-            return dg.SkipReason(f"report {report_id} already handled")
-        context.update_cursor(report_id)
-        if not report.get("dataset_drift"):
-            return dg.SkipReason(f"report {report_id}: drift share {report.get('drift_share'):.2f}, no drift")
+    def retrain_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
+        from ml_platform.training import registry
+
+        now = dt.datetime.now(dt.UTC)
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        reasons, seen = retrain_reasons(context, spec, cursor, now)
+        settings = platform.settings
+        champion = registry.alias_ref(settings, spec.name, registry.CHAMPION)
+        if champion is None:
+            context.update_cursor(json.dumps(seen))
+            return dg.SkipReason("no champion yet: the first model is trained by hand or by the demo")
+        version = registry.configure(settings).get_model_version(spec.name, champion.version)
+        created = dt.datetime.fromtimestamp(version.creation_timestamp / 1000, dt.UTC)
+        if now - created > monitoring.champion_max_age:
+            reasons.append(f"champion v{champion.version} is older than {monitoring.champion_max_age}")
+        if not reasons:
+            context.update_cursor(json.dumps(seen))
+            return dg.SkipReason("no drift, no performance drop, champion fresh")
+        # Guard rails: the events stay pending (cursor kept) until a retrain may run.
+        if _recent_retrain(context.instance, spec.name, monitoring.retrain_cooldown):
+            return dg.SkipReason(f"cool-down: a retrain started less than {monitoring.retrain_cooldown} ago")
+        new_rows = _rows_since(context.instance, features_key, created)
+        if new_rows < monitoring.min_new_rows:
+            return dg.SkipReason(
+                f"only {new_rows} new rows since the champion's data; {monitoring.min_new_rows} needed"
+            )
+        newest = context.instance.get_latest_materialization_event(features_key)
+        data_mark = (
+            newest.asset_materialization.partition if newest and newest.asset_materialization else "none"
+        )
+        context.update_cursor(json.dumps(seen))
         return dg.RunRequest(
-            run_key=f"drift:{report_id}",
+            run_key=f"retrain:{spec.name}:champion-v{champion.version}:data-{data_mark}",
             asset_selection=retrain,
-            tags={"ml_platform/trigger": "drift", "ml_platform/drift_report": report_id},
+            tags={
+                "ml_platform/trigger": "retrain",
+                "ml_platform/use_case": spec.name,
+                "ml_platform/reasons": "; ".join(reasons)[:250],
+            },
         )
 
-    return drift_sensor
+    return retrain_sensor

@@ -83,6 +83,8 @@ def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
         kinds={"polars", "duckdb"},
+        automation_condition=dg.AutomationCondition.eager(),
+        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=spec.expectations.fresh_within),
         description="Offline feature table: one event-timestamped feature row per reading, by day.",
     )
     def features(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
@@ -117,6 +119,7 @@ def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         deps=[features_key],
         pool=WAREHOUSE_POOL,
         kinds={"sqlite", "redis"},
+        automation_condition=dg.AutomationCondition.eager(),
         description="Latest feature vector per entity (and its recent events) in the online store.",
         check_specs=[
             dg.AssetCheckSpec(

@@ -1,44 +1,141 @@
-"""Drift reports: the champion's training features against the most recent features."""
+"""Monitoring: drift, live performance from delayed labels, training-serving skew, serving SLOs,
+and the guard that rolls a promotion back when the new champion does worse live."""
 
 import datetime as dt
+import json
 
 import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from ml_platform.features.assets import read_features
+from ml_platform.features.assets import features_table, read_features
 from ml_platform.features.compute import EVENT_TIMESTAMP
-from ml_platform.monitoring.drift import run_drift_report
+from ml_platform.metadata import latest_metadata, markdown_table
+from ml_platform.monitoring.performance import (
+    label_coverage,
+    latency_summary,
+    live_metrics,
+    matured_predictions,
+    skew,
+    with_labels,
+)
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
+from ml_platform.serving.assets import predictions_table
 from ml_platform.spec import UseCaseSpec
-from ml_platform.training.assets import read_split
+from ml_platform.training.dataset import read_label_windows
+
+SKEW_TOLERANCE = 1e-6
+SKEW_SAMPLE = 500
+MONITOR_CRON = "*/10 * * * *"
+
+
+def read_predictions(
+    warehouse: DuckDBResource, spec: UseCaseSpec, since: dt.datetime | None = None
+) -> pl.DataFrame:
+    """Logged predictions with their served feature values as columns."""
+    query = (
+        f"SELECT * EXCLUDE (features), CAST(features AS VARCHAR) AS features FROM {predictions_table(spec)}"
+    )
+    with warehouse.get_connection() as conn:
+        exists = conn.sql(
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = 'predictions'",
+            params=[spec.name],
+        ).fetchall()[0][0]
+        if not exists:
+            return pl.DataFrame()
+        frame = conn.sql(
+            query + (" WHERE requested_at >= ?" if since else ""), params=[since] if since else None
+        ).pl()
+    if frame.is_empty():
+        return frame
+    names = spec.features.feature_names()
+    values = pl.DataFrame(
+        [{n: row.get(n) for n in names} for row in map(json.loads, frame["features"])],
+        schema={n: pl.Float64 for n in names},
+    )
+    return pl.concat([frame.drop("features"), values], how="horizontal")
+
+
+def _champion_scores(platform: PlatformResource, spec: UseCaseSpec, alias: str, frame: pl.DataFrame):
+    """Scores of the model under ``alias`` on ``frame``'s features (None without such a model)."""
+    from ml_platform.training import registry
+    from ml_platform.training.evaluate import model_input
+    from ml_platform.training.model import anomaly_scores
+
+    settings = platform.settings
+    ref = registry.alias_ref(settings, spec.name, alias)
+    if ref is None or frame.is_empty():
+        return ref, None
+    pipeline = registry.load_verified_model(ref, settings.run_dir / "model_cache")
+    names = spec.features.feature_names()
+    return ref, anomaly_scores(pipeline, model_input(frame.select(names).to_pandas(), names))
 
 
 def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     columns = list(spec.drift.columns) or spec.features.feature_names()
+    monitoring = spec.monitoring
+    key = {
+        n: dg.AssetKey([spec.name, n])
+        for n in (
+            "features",
+            "training_set",
+            "predictions",
+            "drift_report",
+            "live_performance",
+            "feature_skew",
+            "serving_slo",
+            "champion_guard",
+            "online_features",
+        )
+    }
+    on_cron = dg.AutomationCondition.on_cron(MONITOR_CRON)
 
     @dg.asset(
-        key=[spec.name, "drift_report"],
+        key=key["drift_report"],
         group_name=spec.name,
-        deps=[
-            dg.AssetKey([spec.name, "features"]),
-            dg.AssetKey([spec.name, "training_set"]),
-            dg.AssetKey([spec.name, "predictions"]),
-        ],
+        deps=[key["features"], key["training_set"], key["predictions"]],
         pool=WAREHOUSE_POOL,
         kinds={"evidently"},
-        description=f"Evidently data drift: training features vs the last {spec.drift.window_days} day(s).",
+        automation_condition=dg.AutomationCondition.eager(),
+        description=(
+            f"Data and prediction drift: the champion's training window vs the last "
+            f"{spec.drift.window_days} day(s) of features."
+        ),
     )
     def drift_report(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
-        reference = read_split(warehouse, spec, "train")
+        from ml_platform.monitoring.drift import run_drift_report
+        from ml_platform.training import registry
+
+        settings = platform.settings
         features = read_features(warehouse, spec)
         since = features[EVENT_TIMESTAMP].max() - dt.timedelta(days=spec.drift.window_days)
         current = features.filter(pl.col(EVENT_TIMESTAMP) > since)
+        champion = registry.alias_ref(settings, spec.name, registry.CHAMPION)
+        tags = registry.configure(settings).get_run(champion.run_id).data.tags if champion else {}
+        if tags.get("train_from") and tags.get("train_to"):
+            window = (
+                dt.datetime.fromisoformat(tags["train_from"]),
+                dt.datetime.fromisoformat(tags["train_to"]),
+            )
+            reference = features.filter(pl.col(EVENT_TIMESTAMP).is_between(*window))
+            reference_from = f"champion v{champion.version} train window {window[0]} .. {window[1]}"
+        else:  # no champion yet: the current training set's train split
+            from ml_platform.training.assets import read_split
+
+            reference = read_split(warehouse, spec, "train").select(features.columns)
+            reference_from = "training_set train split (no champion yet)"
+        compared = list(columns)
+        _, ref_scores = _champion_scores(platform, spec, registry.CHAMPION, reference)
+        _, cur_scores = _champion_scores(platform, spec, registry.CHAMPION, current)
+        if ref_scores is not None and cur_scores is not None:  # prediction drift, same test
+            reference = reference.with_columns(pl.Series("anomaly_score", ref_scores))
+            current = current.with_columns(pl.Series("anomaly_score", cur_scores))
+            compared.append("anomaly_score")
         result = run_drift_report(
-            reference.select(columns).to_pandas(),
-            current.select(columns).to_pandas(),
-            columns,
-            platform.settings.reports_dir / spec.name,
+            reference.select(compared).to_pandas(),
+            current.select(compared).to_pandas(),
+            compared,
+            settings.reports_dir / spec.name,
             spec.drift.drift_share,
             seed=spec.model.seed,
         )
@@ -49,11 +146,237 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 "drift_share": result.drift_share,
                 "drifted_columns": result.drifted_columns,
                 "report": dg.MetadataValue.path(str(result.html_path)),
+                "reference": reference_from,
                 "reference_rows": len(reference),
                 "current_rows": len(current),
                 "current_from": str(current[EVENT_TIMESTAMP].min()),
+                "champion_version": champion.version if champion else "",
                 **{f"drift_score/{c.column}": c.score for c in result.columns},
             }
         )
 
-    return [drift_report]
+    @dg.asset(
+        key=key["live_performance"],
+        group_name=spec.name,
+        deps=[key["predictions"]],
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb"},
+        automation_condition=on_cron,
+        description="Served predictions joined with labels once they matured: live metrics per version.",
+        check_specs=[
+            dg.AssetCheckSpec("live_performance_slo", asset=key["live_performance"]),
+            dg.AssetCheckSpec("not_worse_than_previous", asset=key["live_performance"]),
+        ],
+    )
+    def live_performance(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
+        from ml_platform.training import registry
+
+        settings = platform.settings
+        predictions = read_predictions(warehouse, spec)
+        now = dt.datetime.now(dt.UTC)
+        coverage = label_coverage(settings.labels_dir_for(spec.name))
+        if predictions.is_empty():
+            matured, stats = (
+                predictions,
+                {"predictions": 0.0, "matured": 0.0, "labelled": 0.0, "label_coverage": 0.0},
+            )
+        else:
+            matured, stats = matured_predictions(predictions, spec, coverage, now)
+        windows = read_label_windows(settings.labels_dir_for(spec.name), spec)
+        labelled = with_labels(matured, windows, spec) if not matured.is_empty() else matured
+        champion = registry.alias_ref(settings, spec.name, registry.CHAMPION)
+        by_version = (
+            {str(v): live_metrics(group) for (v,), group in labelled.group_by("model_version")}
+            if not labelled.is_empty()
+            else {}
+        )
+        current = by_version.get(champion.version, {"rows": 0.0}) if champion else {"rows": 0.0}
+        enough = current.get("rows", 0) >= monitoring.min_labelled_rows
+        slo_failures = [
+            {"metric": m, "live": current.get(m), "minimum": floor}
+            for m, floor in monitoring.min_live_metrics.items()
+            if enough and current.get(m, 0.0) < floor
+        ]
+        # The previous champion scored offline on the very rows the champion served.
+        champion_rows = (
+            labelled.filter(pl.col("model_version") == champion.version) if champion and enough else None
+        )
+        previous, previous_scores = (
+            _champion_scores(platform, spec, registry.PREVIOUS, champion_rows)
+            if champion_rows is not None
+            else (None, None)
+        )
+        gaps = {}
+        if previous_scores is not None:
+            theirs = live_metrics(
+                champion_rows.with_columns(pl.Series("previous_score", previous_scores)), "previous_score"
+            )
+            gaps = {
+                m: current.get(m, 0.0) - theirs.get(m, 0.0)
+                for m in monitoring.min_live_metrics
+                if m in theirs
+            }
+        worse = {m: g for m, g in gaps.items() if g < -monitoring.rollback_margin}
+        return dg.MaterializeResult(
+            metadata={
+                **stats,
+                "champion_version": champion.version if champion else "",
+                "previous_version": previous.version if previous else "",
+                **{f"live/{m}": v for m, v in current.items()},
+                **{f"gap_vs_previous/{m}": g for m, g in gaps.items()},
+                "by_version": markdown_table([{"version": v, **m} for v, m in sorted(by_version.items())]),
+                "labels_cover": ", ".join(f"{a}..{b}" for a, b in coverage),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="live_performance_slo",
+                    passed=not slo_failures,
+                    metadata={"failures": markdown_table(slo_failures), "enough_labelled_rows": enough},
+                ),
+                dg.AssetCheckResult(
+                    check_name="not_worse_than_previous",
+                    passed=not worse,
+                    metadata={
+                        "gaps": markdown_table([{"metric": m, "gap": g} for m, g in gaps.items()]),
+                        "margin": monitoring.rollback_margin,
+                    },
+                ),
+            ],
+        )
+
+    @dg.asset(
+        key=key["feature_skew"],
+        group_name=spec.name,
+        deps=[key["predictions"], key["features"]],
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb"},
+        automation_condition=on_cron,
+        description="Feature vectors served online, recomputed offline for the same entity and time.",
+        check_specs=[dg.AssetCheckSpec("online_offline_skew", asset=key["feature_skew"])],
+    )
+    def feature_skew(warehouse: DuckDBResource) -> dg.MaterializeResult:
+        predictions = read_predictions(warehouse, spec)
+        names = spec.features.feature_names()
+        if predictions.is_empty():
+            worst = {"compared_rows": 0.0}
+        else:
+            served = (
+                predictions.filter(pl.col("feature_event_timestamp").is_not_null())
+                .rename({"feature_event_timestamp": EVENT_TIMESTAMP})
+                .unique(subset=[spec.entity, EVENT_TIMESTAMP], keep="first", maintain_order=True)
+            )
+            logged = (
+                served.sample(n=SKEW_SAMPLE, seed=spec.model.seed) if len(served) > SKEW_SAMPLE else served
+            )
+            with warehouse.get_connection() as conn:
+                conn.register("served_keys", logged.select(spec.entity, EVENT_TIMESTAMP).to_arrow())
+                offline = conn.sql(
+                    f"SELECT f.* FROM {features_table(spec)} f"
+                    f" SEMI JOIN served_keys USING ({spec.entity}, {EVENT_TIMESTAMP})"
+                ).pl()
+                conn.unregister("served_keys")
+            worst = skew(logged.select(spec.entity, EVENT_TIMESTAMP, *names), offline, spec, SKEW_TOLERANCE)
+        skewed = {n: d for n, d in worst.items() if n != "compared_rows" and d > SKEW_TOLERANCE}
+        return dg.MaterializeResult(
+            metadata={
+                "compared_rows": worst.get("compared_rows", 0.0),
+                **{
+                    f"max_abs_difference/{n}": min(d, 1e308) for n, d in worst.items() if n != "compared_rows"
+                },
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="online_offline_skew",
+                    passed=not skewed,
+                    description=("skewed features: " + ", ".join(sorted(skewed))) if skewed else None,
+                    metadata={"skewed_features": sorted(skewed), "tolerance": SKEW_TOLERANCE},
+                )
+            ],
+        )
+
+    @dg.asset(
+        key=key["serving_slo"],
+        group_name=spec.name,
+        deps=[key["predictions"]],
+        pool=WAREHOUSE_POOL,
+        kinds={"prometheus"},
+        automation_condition=on_cron,
+        description=f"Latency p50/p99, throughput and error rate per version over {monitoring.slo_window}.",
+        check_specs=[dg.AssetCheckSpec("serving_slo", asset=key["serving_slo"])],
+    )
+    def serving_slo(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
+        from ml_platform.monitoring.slo import scrape_error_rate
+        from ml_platform.training import registry
+
+        settings = platform.settings
+        since = dt.datetime.now(dt.UTC) - monitoring.slo_window
+        recent = read_predictions(warehouse, spec, since)
+        summary = latency_summary(recent, monitoring.slo_window) if not recent.is_empty() else {}
+        champion = registry.alias_ref(settings, spec.name, registry.CHAMPION)
+        mine = summary.get(champion.version, {}) if champion else {}
+        error_rate = scrape_error_rate(settings.serve_url, spec.name)
+        if error_rate is not None:
+            mine["error_rate"] = error_rate
+        broken = []
+        if mine.get("p99_ms", 0.0) > monitoring.max_p99_ms:
+            broken.append(f"p99 {mine['p99_ms']:.1f} ms > {monitoring.max_p99_ms} ms")
+        if mine.get("error_rate", 0.0) > monitoring.max_error_rate:
+            broken.append(f"error rate {mine['error_rate']:.3f} > {monitoring.max_error_rate}")
+        return dg.MaterializeResult(
+            metadata={
+                "champion_version": champion.version if champion else "",
+                **{f"champion/{k}": v for k, v in mine.items()},
+                "by_version": markdown_table([{"version": v, **m} for v, m in sorted(summary.items())]),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="serving_slo",
+                    passed=not broken,
+                    metadata={"broken": ", ".join(broken) or "none"},
+                )
+            ],
+        )
+
+    @dg.asset(
+        key=key["champion_guard"],
+        group_name=spec.name,
+        deps=[key["live_performance"], key["serving_slo"]],
+        kinds={"mlflow"},
+        automation_condition=dg.AutomationCondition.eager(),
+        description="Rolls a promotion back when the new champion does worse live than the previous one.",
+    )
+    def champion_guard(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+        from ml_platform.training import registry
+
+        settings = platform.settings
+        live = latest_metadata(context.instance, key["live_performance"])
+        slo = latest_metadata(context.instance, key["serving_slo"])
+        champion = registry.alias_ref(settings, spec.name, registry.CHAMPION)
+        reasons = []
+        if champion and live.get("champion_version") == champion.version:
+            reasons += [
+                f"live {name.split('/', 1)[1]} {gap:+.3f} vs previous"
+                for name, gap in live.items()
+                if name.startswith("gap_vs_previous/") and gap < -monitoring.rollback_margin
+            ]
+        if champion and slo.get("champion_version") == champion.version:
+            if slo.get("champion/p99_ms", 0.0) > monitoring.max_p99_ms:
+                reasons.append(f"p99 {slo['champion/p99_ms']:.1f} ms over the SLO")
+            if slo.get("champion/error_rate", 0.0) > monitoring.max_error_rate:
+                reasons.append(f"error rate {slo['champion/error_rate']:.3f} over the SLO")
+        previous = registry.alias_ref(settings, spec.name, registry.PREVIOUS)
+        move = None
+        if reasons and previous is not None:
+            move = registry.rollback(
+                settings, spec.name, f"champion_guard run {context.run_id}", "; ".join(reasons)
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "champion_version": champion.version if champion else "",
+                "rolled_back": move is not None,
+                "reasons": "; ".join(reasons) or "none",
+                **({"now_serving": move["to_version"]} if move else {}),
+            }
+        )
+
+    return [drift_report, live_performance, feature_skew, serving_slo, champion_guard]

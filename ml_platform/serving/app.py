@@ -295,7 +295,9 @@ class ModelServer:
                 offset += n
         return results
 
-    async def _score(self, use_case: str, rows: list[Row], route: str) -> tuple[Served, str, list[dict]]:
+    async def _score(
+        self, use_case: str, rows: list[Row], route: str, started: float
+    ) -> tuple[Served, str, list[dict]]:
         routing = self.routing[use_case]
         if routing.champion is None:
             reason = self.load_errors.get(use_case, "no champion deployed yet")
@@ -305,6 +307,7 @@ class ModelServer:
             served, role = routing.challenger, CHALLENGER
         features, echoes = self._features(use_case, rows)
         scores = await self._score_batch((served, features))
+        latency_ms = (time.perf_counter() - started) * 1000
         now = dt.datetime.now(dt.UTC).isoformat()
         outputs = [
             {"prediction_id": uuid.uuid4().hex, **echo, "anomaly_score": float(s), "is_anomaly": bool(s > 0)}
@@ -312,11 +315,13 @@ class ModelServer:
         ]
         shadow = routing.challenger if routing.shadow and routing.challenger else None
         asyncio.get_running_loop().create_task(
-            self._record(use_case, served, role, shadow, features, outputs, now, route)
+            self._record(use_case, served, role, shadow, features, outputs, now, route, latency_ms)
         )
         return served, role, outputs
 
-    async def _record(self, use_case, served, role, shadow, features, outputs, requested_at, route) -> None:
+    async def _record(
+        self, use_case, served, role, shadow, features, outputs, requested_at, route, latency_ms
+    ) -> None:
         """Log one row per scored row, after scoring the challenger in shadow mode (off the response path)."""
         shadow_scores = await self._score_batch((shadow, features)) if shadow else None
         for i, (row, output) in enumerate(zip(features, outputs, strict=True)):
@@ -326,6 +331,7 @@ class ModelServer:
                 "served_by": role,
                 "route": route,
                 "requested_at": requested_at,
+                "latency_ms": round(latency_ms, 3),
                 "features": row,
             }
             if shadow_scores is not None:
@@ -341,7 +347,7 @@ class ModelServer:
         try:
             signature = self._use_case(model)
             rows = parse(signature, await self._json(request))
-            served, role, outputs = await self._score(model, rows, route)
+            served, role, outputs = await self._score(model, rows, route, start)
             version = served.ref.version
             response = JSONResponse(shape(model, served, role, outputs))
         except RequestError as exc:

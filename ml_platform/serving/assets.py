@@ -50,6 +50,9 @@ def build_serving_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         key=[spec.name, "predictions"],
         group_name=spec.name,
         deps=[deployment_key],
+        # Ingested on a schedule; the monitors downstream follow it.
+        automation_condition=dg.AutomationCondition.cron_tick_passed("*/10 * * * *")
+        & ~dg.AutomationCondition.in_progress(),
         pool=WAREHOUSE_POOL,
         kinds={"duckdb"},
         description="Prediction log from serving, ingested once per prediction id.",
@@ -61,10 +64,10 @@ def build_serving_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             conn.sql(f"CREATE SCHEMA IF NOT EXISTS {spec.name}")
             conn.sql(
                 f"""CREATE TABLE IF NOT EXISTS {table} (
-                    prediction_id VARCHAR PRIMARY KEY, model_version VARCHAR,
-                    {spec.entity} VARCHAR, requested_at TIMESTAMPTZ,
-                    feature_event_timestamp TIMESTAMPTZ, anomaly_score DOUBLE,
-                    is_anomaly BOOLEAN, features JSON)"""
+                    prediction_id VARCHAR PRIMARY KEY, model_version VARCHAR, served_by VARCHAR,
+                    {spec.entity} VARCHAR, requested_at TIMESTAMPTZ, feature_event_timestamp TIMESTAMPTZ,
+                    anomaly_score DOUBLE, is_anomaly BOOLEAN, latency_ms DOUBLE,
+                    shadow_version VARCHAR, shadow_score DOUBLE, features JSON)"""
             )
             before = conn.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
             if records:
@@ -73,21 +76,27 @@ def build_serving_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                         {
                             "prediction_id": r["prediction_id"],
                             "model_version": str(r["model_version"]),
+                            "served_by": r.get("served_by", "champion"),
                             spec.entity: r.get(spec.entity),
                             "requested_at": r["requested_at"],
                             "feature_event_timestamp": r.get("feature_event_timestamp"),
                             "anomaly_score": r["anomaly_score"],
                             "is_anomaly": r["is_anomaly"],
+                            "latency_ms": r.get("latency_ms"),
+                            "shadow_version": (r.get("shadow") or {}).get("model_version"),
+                            "shadow_score": (r.get("shadow") or {}).get("anomaly_score"),
                             "features": json.dumps(r["features"]),
                         }
                         for r in records
-                    ]
+                    ],
+                    infer_schema_length=None,
                 )
                 conn.register("logged_predictions", frame.to_arrow())
                 conn.sql(
-                    f"""INSERT INTO {table} SELECT prediction_id, model_version, {spec.entity},
+                    f"""INSERT INTO {table} SELECT prediction_id, model_version, served_by, {spec.entity},
                         CAST(requested_at AS TIMESTAMPTZ), CAST(feature_event_timestamp AS TIMESTAMPTZ),
-                        anomaly_score, is_anomaly, CAST(features AS JSON)
+                        anomaly_score, is_anomaly, CAST(latency_ms AS DOUBLE),
+                        CAST(shadow_version AS VARCHAR), CAST(shadow_score AS DOUBLE), CAST(features AS JSON)
                         FROM logged_predictions ON CONFLICT DO NOTHING"""
                 )
                 conn.unregister("logged_predictions")

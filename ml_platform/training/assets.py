@@ -95,12 +95,15 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             pl.col(LABEL).mean().alias("label_share"),
         )
         counts = {row[SPLIT]: row["rows"] for row in bounds.iter_rows(named=True)}
+        windows = {row[SPLIT]: (str(row["from"]), str(row["to"])) for row in bounds.iter_rows(named=True)}
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(frame),
                 **{f"{split}_rows": counts.get(split, 0) for split in ("train", "validation", "test")},
                 "splits": markdown_table(bounds.sort("from").to_dicts()),
                 "label_share": float(frame[LABEL].mean()),
+                "train_from": windows.get("train", ("", ""))[0],
+                "train_to": windows.get("train", ("", ""))[1],
                 "first_event": str(frame[EVENT_TIMESTAMP].min()),
                 "last_event": str(frame[EVENT_TIMESTAMP].max()),
                 "content_sha256": content_sha256(frame.sort(spec.entity, EVENT_TIMESTAMP)),
@@ -153,6 +156,9 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             "training_content_sha256": str(identity.get("content_sha256", "")),
             "training_first_event": str(identity.get("first_event", "")),
             "training_last_event": str(identity.get("last_event", "")),
+            # The train window: the reference a drift report compares recent data with.
+            "train_from": str(identity.get("train_from", "")),
+            "train_to": str(identity.get("train_to", "")),
             **{f"library.{name}": package_version(name) for name in LIBRARIES},
         }
         metrics = {"train_rows": float(len(train)), f"validation_{spec.model.selection_metric}": best.score}
@@ -270,6 +276,7 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         group_name=spec.name,
         deps=[key["model_evaluation"]],
         kinds={"mlflow"},
+        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=spec.monitoring.champion_max_age),
         description="The `champion` alias; moved only to a candidate that passed the gate.",
     )
     def champion(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:

@@ -10,6 +10,7 @@ from ml_platform.spec import (
     FeatureSpec,
     GateSpec,
     ModelSpec,
+    MonitoringSpec,
     Slice,
     UseCaseSpec,
 )
@@ -69,4 +70,16 @@ SPEC = UseCaseSpec(
         drift_share=0.5,
     ),
     partitions_start="2025-01-01",
+    monitoring=MonitoringSpec(
+        label_lateness=dt.timedelta(hours=6),
+        min_live_metrics={"recall": 0.2},
+        min_labelled_rows=50,
+        slo_window=dt.timedelta(hours=1),
+        max_p99_ms=250.0,
+        max_error_rate=0.01,
+        champion_max_age=dt.timedelta(days=7),
+        retrain_cooldown=dt.timedelta(hours=1),
+        min_new_rows=1000,
+        rollback_margin=0.05,
+    ),
 )

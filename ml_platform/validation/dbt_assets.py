@@ -29,6 +29,12 @@ class UseCaseTranslator(DagsterDbtTranslator):
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return dbt_resource_props["fqn"][1]
 
+    def get_automation_condition(
+        self, dbt_resource_props: Mapping[str, Any]
+    ) -> dg.AutomationCondition | None:
+        # Staging follows its raw partitions as they land.
+        return dg.AutomationCondition.eager()
+
 
 def dbt_cli_resource() -> DbtCliResource:
     # dbt lives next to this interpreter; the venv need not be on PATH (dagster dev, daemon, CI).

@@ -1,0 +1,92 @@
+"""Live performance from delayed labels, training-serving skew and serving SLOs, as plain functions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ml_platform.features.compute import EVENT_TIMESTAMP
+from ml_platform.spec import UseCaseSpec
+from ml_platform.training.dataset import LABEL, label_rows
+from ml_platform.training.evaluate import detection_metrics
+
+_SPAN = re.compile(r"(\d{4}-\d{2}-\d{2})_(\d{4}-\d{2}-\d{2})")
+
+
+def label_coverage(labels_dir: Path) -> list[tuple[dt.date, dt.date]]:
+    """Days the labels cover: a labels file named ``..._<first day>_<last day>.csv`` holds every
+    anomaly window of those days (a day without a window in it had none)."""
+    spans = []
+    for path in sorted(labels_dir.glob("*.csv")) if labels_dir.is_dir() else []:
+        match = _SPAN.search(path.name)
+        if match:
+            spans.append((dt.date.fromisoformat(match.group(1)), dt.date.fromisoformat(match.group(2))))
+    return spans
+
+
+def matured_predictions(
+    predictions: pl.DataFrame, spec: UseCaseSpec, coverage: list[tuple[dt.date, dt.date]], now: dt.datetime
+) -> tuple[pl.DataFrame, dict[str, float]]:
+    """Predictions old enough for their labels (lateness) and inside days the labels cover."""
+    horizon = now - spec.monitoring.label_lateness
+    old = predictions.filter(pl.col("feature_event_timestamp") <= horizon)
+    day = pl.col("feature_event_timestamp").dt.date()
+    covered = pl.lit(False)
+    for first, last in coverage:
+        covered = covered | day.is_between(first, last)
+    matured = old.filter(covered)
+    stats = {
+        "predictions": float(len(predictions)),
+        "matured": float(len(old)),
+        "labelled": float(len(matured)),
+        "label_coverage": len(matured) / len(old) if len(old) else 0.0,
+    }
+    return matured, stats
+
+
+def with_labels(matured: pl.DataFrame, windows: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
+    keyed = matured.rename({"feature_event_timestamp": EVENT_TIMESTAMP})
+    return keyed.with_columns(label_rows(keyed, windows, spec).get_column(LABEL))
+
+
+def live_metrics(labelled: pl.DataFrame, score_column: str = "anomaly_score") -> dict[str, float]:
+    if labelled.is_empty():
+        return {"rows": 0.0}
+    return detection_metrics(labelled[score_column].to_numpy(), labelled[LABEL].to_numpy())
+
+
+def skew(
+    logged: pl.DataFrame, offline: pl.DataFrame, spec: UseCaseSpec, tolerance: float
+) -> dict[str, float]:
+    """Largest difference per feature between vectors served online and the offline table's row
+    for the same entity and event time (rows found in both only)."""
+    names = spec.features.feature_names()
+    joined = logged.join(offline, on=[spec.entity, EVENT_TIMESTAMP], suffix="_offline")
+    worst = {}
+    for name in names:
+        online, batch = joined[name].cast(pl.Float64), joined[f"{name}_offline"].cast(pl.Float64)
+        both_null = online.is_null() & batch.is_null()
+        one_null = online.is_null() ^ batch.is_null()
+        diff = (online - batch).abs().fill_null(0.0)
+        worst[name] = float(np.inf) if one_null.any() else float(diff.filter(~both_null).max() or 0.0)
+    worst["compared_rows"] = float(len(joined))
+    return worst
+
+
+def latency_summary(rows: pl.DataFrame, window: dt.timedelta) -> dict[str, dict[str, float]]:
+    """p50/p99 latency and throughput per model version over the window."""
+    summary = {}
+    seconds = window.total_seconds()
+    for (version,), group in rows.group_by("model_version"):
+        latency = group["latency_ms"].drop_nulls().to_numpy()
+        summary[str(version)] = {
+            "requests": float(len(group)),
+            "throughput_rps": len(group) / seconds,
+            "p50_ms": float(np.percentile(latency, 50)) if len(latency) else 0.0,
+            "p99_ms": float(np.percentile(latency, 99)) if len(latency) else 0.0,
+        }
+    return summary
