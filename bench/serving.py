@@ -162,47 +162,77 @@ def pinned(cpus: set[int]) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-def _proc_stat(pid: int) -> tuple[int, int, str] | None:
-    """(parent pid, session id, start time) of a process, None if it is gone."""
+@dataclass(frozen=True)
+class Proc:
+    ppid: int
+    sid: int
+    start: str  # start time since boot: with the pid, names the process
+    ticks: int  # CPU time used (user + system), in clock ticks
+    zombie: bool
+
+
+def proc(pid: int) -> Proc | None:
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[1]), int(fields[3]), fields[19]
+    return Proc(
+        int(fields[1]), int(fields[3]), fields[19], int(fields[11]) + int(fields[12]), fields[0] == "Z"
+    )
 
 
-def family(root: int) -> dict[int, str]:
-    """Every live descendant of ``root`` and every process of its session: pid -> start time."""
+def processes() -> dict[int, Proc]:
     table = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _proc_stat(int(entry.name))
-            if stat is not None:
-                table[int(entry.name)] = stat
-    found = {pid: stat[2] for pid, stat in table.items() if stat[1] == root and pid != root}
+        if entry.name.isdigit() and (found := proc(int(entry.name))) is not None:
+            table[int(entry.name)] = found
+    return table
+
+
+def family(root: int) -> dict[int, Proc]:
+    """``root``, its live descendants and every process of its session (a server we started in a
+    session of its own: ``root`` is the session's id)."""
+    table = processes()
+    found = {pid: p for pid, p in table.items() if (p.sid == root or pid == root) and not p.zombie}
     frontier = [root]
     while frontier:
         parent = frontier.pop()
-        for pid, (ppid, _, start) in table.items():
-            if ppid == parent and pid not in found:
-                found[pid] = start
+        for pid, p in table.items():
+            if p.ppid == parent and pid not in found and not p.zombie:
+                found[pid] = p
                 frontier.append(pid)
     return found
 
 
-def kill_leftovers(processes: dict[int, str]) -> None:
-    """SIGKILL those of ``processes`` (pid -> start time) still alive as the same process."""
-    for pid, start in processes.items():
-        stat = _proc_stat(pid)
-        if stat is not None and stat[2] == start:
+def family_cpu_s(root: int) -> float:
+    return sum(p.ticks for p in family(root).values()) / os.sysconf("SC_CLK_TCK")
+
+
+def kill_leftovers(root: int, known: dict[int, Proc]) -> None:
+    """SIGKILL what is left of a server we started in its own session (``root`` is the session id):
+    the processes seen before stopping it, if still the same, and whatever is still in the session
+    (Ray's HAProxy manager starts a new HAProxy, in a process group of its own, while replicas stop;
+    the manager then dies and leaves it behind)."""
+    for _ in range(10):
+        table = processes()
+        alive = [
+            pid
+            for pid, p in table.items()
+            if not p.zombie and (p.sid == root or (pid in known and known[pid].start == p.start))
+        ]
+        if not alive:
+            return
+        for pid in alive:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        time.sleep(0.3)
+    log(f"warning: processes of session {root} still alive after SIGKILL")
 
 
 def stop_process(process: subprocess.Popen, timeout_s: float = 20) -> None:
     """Stop a server we started in its own session: SIGTERM, then SIGKILL whatever is left of it."""
-    processes = family(process.pid)
+    known = family(process.pid)
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -210,7 +240,21 @@ def stop_process(process: subprocess.Popen, timeout_s: float = 20) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    kill_leftovers(processes)
+    kill_leftovers(process.pid, known)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Keep stdout for the figures: what the pipeline (and dbt under it) prints goes to stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def wait_for(url: str, process: subprocess.Popen, log_file: Path) -> None:
@@ -250,7 +294,7 @@ SERVERS = (
 
 
 @contextlib.contextmanager
-def run_ours(server: Server, model: Model, cpus: set[int]) -> Iterator[str]:
+def run_ours(server: Server, model: Model, cpus: set[int]) -> Iterator[tuple[str, int]]:
     from ml_platform.serving.cluster import free_port, start_local_cluster, stop_local_cluster
     from ml_platform.settings import load_settings
 
@@ -280,11 +324,11 @@ def run_ours(server: Server, model: Model, cpus: set[int]) -> Iterator[str]:
             text=True,
         )
         node_id = deployed.stdout.strip().splitlines()[-1]
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", head.pid
     finally:
-        processes = family(head.pid)
+        known = family(head.pid)
         stop_local_cluster(settings, head)
-        kill_leftovers(processes)
+        kill_leftovers(head.pid, known)
         if node_id:
             shutil.rmtree(HAPROXY_DIR / node_id, ignore_errors=True)
 
@@ -304,7 +348,9 @@ def deploy_child(version: str) -> None:
 
 
 @contextlib.contextmanager
-def run_process(command: list[str], env: dict[str, str], name: str, ready_path: str) -> Iterator[str]:
+def run_process(
+    command: list[str], env: dict[str, str], name: str, ready_path: str
+) -> Iterator[tuple[str, int]]:
     from ml_platform.serving.cluster import free_port
 
     port = free_port()
@@ -318,7 +364,7 @@ def run_process(command: list[str], env: dict[str, str], name: str, ready_path: 
         url = f"http://127.0.0.1:{port}"
         log(f"{name} pid {process.pid} on port {port}")
         wait_for(url + ready_path, process, log_file)
-        yield url
+        yield url, process.pid
     finally:
         stop_process(process)
 
@@ -447,8 +493,9 @@ class Load:
     p50_ms: float
     p99_ms: float
     non_2xx: int  # non-2xx answers, timeouts and socket errors
-    wrk_cpu: float  # share of one core the load generator used
-    busy_cpus: float  # cores busy on the whole machine during the run (servers, wrk, anyone else)
+    server_cpus: float  # cores the server's processes used
+    wrk_cpus: float  # cores the load generator used
+    busy_cpus: float  # cores busy on the whole machine (the server, wrk and anyone else)
     load_avg: float = field(default_factory=lambda: os.getloadavg()[0])
 
 
@@ -458,7 +505,7 @@ def cpu_busy_jiffies() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
-def run_wrk(url: str, script: Path, connections: int, seconds: float, cpus: set[int]) -> Load:
+def run_wrk(url: str, root: int, script: Path, connections: int, seconds: float, cpus: set[int]) -> Load:
     threads = max(1, min(connections, len(cpus)))
     command = [
         *("taskset", "-c", cpu_list(cpus)),
@@ -467,8 +514,10 @@ def run_wrk(url: str, script: Path, connections: int, seconds: float, cpus: set[
     ]
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy, total = cpu_busy_jiffies()
+    server_cpu = family_cpu_s(root)
     result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     busy_after, total_after = cpu_busy_jiffies()
+    server_cpu = family_cpu_s(root) - server_cpu
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = [line for line in result.stdout.splitlines() if line.startswith("WRK_RESULT ")]
     if result.returncode != 0 or not lines:
@@ -482,24 +531,25 @@ def run_wrk(url: str, script: Path, connections: int, seconds: float, cpus: set[
         p50_ms=summary["p50_us"] / 1000,
         p99_ms=summary["p99_us"] / 1000,
         non_2xx=summary["non_2xx_status"] + summary["socket_errors"] + summary["timeouts"],
-        wrk_cpu=cpu / elapsed,
+        server_cpus=server_cpu / elapsed,
+        wrk_cpus=cpu / elapsed,
         busy_cpus=(busy_after - busy) / max(1, total_after - total) * os.cpu_count(),
     )
 
 
 def measure(
-    server: Server, url: str, script: Path, warmup_s: float, seconds: float, cpus: set[int]
+    server: Server, url: str, root: int, script: Path, warmup_s: float, seconds: float, cpus: set[int]
 ) -> dict[int, Load]:
     results = {}
     for connections in CONCURRENCY:
-        run_wrk(url, script, connections, warmup_s, cpus)
-        load = run_wrk(url, script, connections, seconds, cpus)
+        run_wrk(url, root, script, connections, warmup_s, cpus)
+        load = run_wrk(url, root, script, connections, seconds, cpus)
         results[connections] = load
         log(
             f"{server.label} c{connections}: {load.rps:.1f} rps, p50 {load.p50_ms:.2f} ms, "
             f"p99 {load.p99_ms:.2f} ms, not 2xx {load.non_2xx} "
-            f"(wrk {load.wrk_cpu:.0%} of a core, machine {load.busy_cpus:.2f} cores busy, "
-            f"load avg {load.load_avg:.2f})"
+            f"(cores used: server {load.server_cpus:.2f}, wrk {load.wrk_cpus:.2f}, whole machine "
+            f"{load.busy_cpus:.2f}; load avg {load.load_avg:.2f})"
         )
     return results
 
@@ -578,12 +628,15 @@ def figures(results: dict[Server, dict[int, Load]]) -> list[dict]:
 
 
 def table(results: dict[Server, dict[int, Load]]) -> None:
-    log(f"{'configuration':<30} {'c':>3} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'not 2xx':>8} {'busy':>5}")
+    """Every configuration; the last three columns are cores used: by the server, by wrk, by all."""
+    head = f"{'configuration':<30} {'c':>3} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'not 2xx':>7}"
+    log(f"{head} {'server':>6} {'wrk':>5} {'all':>5}")
     for server, loads in results.items():
         for connections, load in loads.items():
             log(
-                f"{server.label:<30} {connections:>3} {load.rps:>9.1f} {load.p50_ms:>8.2f} "
-                f"{load.p99_ms:>8.2f} {load.non_2xx:>8} {load.busy_cpus:>5.2f}"
+                f"{server.label:<30} {connections:>3} {load.rps:>8.1f} {load.p50_ms:>8.2f} "
+                f"{load.p99_ms:>8.2f} {load.non_2xx:>7} {load.server_cpus:>6.2f} {load.wrk_cpus:>5.2f} "
+                f"{load.busy_cpus:>5.2f}"
             )
 
 
@@ -605,7 +658,8 @@ def benchmark(args: argparse.Namespace) -> None:
     log(f"home {home}; servers on CPUs {cpu_list(server_cpus)}, wrk on CPUs {cpu_list(client_cpus)}")
     log(f"{len(CONCURRENCY)} loads per server: {warmup_s} s warm-up + {seconds} s measured")
 
-    model = build_model(home)
+    with stdout_to_stderr():
+        model = build_model(home)
     script = WORK_DIR / "wrk_invocations.lua"
     script.write_text(WRK_SCRIPT % {"body": body_of(model.rows[:1])})
     log(f"request body: {body_of(model.rows[:1])}")
@@ -614,10 +668,10 @@ def benchmark(args: argparse.Namespace) -> None:
     for server in SERVERS:
         log(f"--- {server.label}")
         started = time.perf_counter()
-        with running(server, model, server_cpus) as url:
+        with running(server, model, server_cpus) as (url, root):
             log(f"{server.label} answering after {time.perf_counter() - started:.0f} s")
             check_answers(server, url, model)
-            results[server] = measure(server, url, script, warmup_s, seconds, client_cpus)
+            results[server] = measure(server, url, root, script, warmup_s, seconds, client_cpus)
     table(results)
     for line in figures(results):
         print(json.dumps(line), flush=True)

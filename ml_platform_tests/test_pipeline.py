@@ -181,6 +181,30 @@ def test_prediction_log_is_ingested_once(platform):
     assert found == len(ids)
 
 
+def test_monitors_read_the_prediction_log(platform):
+    from ml_platform.features.online_store import make_online_store
+
+    # Serve s-5 a vector that differs from the offline table: the skew check must name it.
+    store = make_online_store(platform.settings)
+    state = store.state(USE_CASE, "s-5")
+    state.vector = {**state.vector, "value_mean_12": state.vector["value_mean_12"] + 1.0}
+    store.update(USE_CASE, "s-5", lambda _: (state, True))
+    ids = [predict(platform, {"sensor_id": s}).json()["prediction_id"] for s in ("s-1", "s-5", "s-6")]
+    wait_until_logged(platform, ids)
+    result = platform.materialize(["predictions", "live_performance", "feature_skew", "serving_slo"])
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    skewed = checks["online_offline_skew"]
+    assert skewed.passed is False and skewed.metadata["skewed_features"].value == ["value_mean_12"]
+    assert latest_metadata(platform.instance, key("feature_skew"))["compared_rows"] >= 3
+    slo = latest_metadata(platform.instance, key("serving_slo"))
+    assert slo["champion/p99_ms"] > 0 and slo["champion/requests"] >= 3
+    assert checks["serving_slo"].passed
+    live = latest_metadata(platform.instance, key("live_performance"))
+    assert live["predictions"] >= 3 and 0 <= live["label_coverage"] <= 1
+    # Put the true vector back for the tests that follow.
+    platform.materialize(["online_features"])
+
+
 def test_clean_data_shows_no_drift(platform):
     platform.materialize(["drift_report"])
     report = latest_metadata(platform.instance, key("drift_report"))

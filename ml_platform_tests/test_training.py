@@ -272,3 +272,27 @@ def test_retrain_waits_for_the_cool_down_and_for_new_data(platform):
         platform, _retrain_sensor(platform, min_new_rows=0, retrain_cooldown=dt.timedelta(0), **stale)
     )
     assert len(cooled.run_requests) == 1
+
+
+def test_champion_guard_rolls_back_a_champion_doing_worse_live(platform):
+    champion = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
+    previous = registry.alias_ref(platform.settings, USE_CASE, registry.PREVIOUS)
+    platform.instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=key("live_performance"),
+            metadata={"champion_version": champion.version, "gap_vs_previous/recall": -0.3},
+        )
+    )
+    platform.materialize(["champion_guard"])
+    decision = latest_metadata(platform.instance, key("champion_guard"))
+    assert decision["rolled_back"] is True and "recall" in decision["reasons"]
+    assert registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION).version == previous.version
+    move = registry.history(platform.settings, USE_CASE)[-1]
+    assert move["by"].startswith("champion_guard run") and "recall" in move["reason"]
+
+    # The rolled-back-to champion has no live record of its own yet: the guard leaves it be.
+    platform.materialize(["champion_guard"])
+    assert latest_metadata(platform.instance, key("champion_guard"))["rolled_back"] is False
+    registry.move_alias(
+        platform.settings, USE_CASE, champion.version, registry.CHAMPION, "test restore", "test"
+    )

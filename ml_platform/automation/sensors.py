@@ -110,12 +110,12 @@ def retrain_reasons(
         seen["drift"] = drift["report_id"]
         if drift.get("dataset_drift"):
             reasons.append(f"drift report {drift['report_id']} (drift share {drift['drift_share']:.2f})")
-    performance = context.instance.get_latest_materialization_event(
-        dg.AssetKey([spec.name, "live_performance"])
-    )
-    if performance is not None and str(performance.storage_id) != cursor.get("performance"):
-        seen["performance"] = str(performance.storage_id)
-        live = {k: v.value for k, v in performance.asset_materialization.metadata.items()}
+    records = context.instance.fetch_materializations(
+        dg.AssetKey([spec.name, "live_performance"]), limit=1
+    ).records
+    if records and str(records[0].storage_id) != cursor.get("performance"):
+        seen["performance"] = str(records[0].storage_id)
+        live = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
         below = [
             m
             for m, floor in spec.monitoring.min_live_metrics.items()

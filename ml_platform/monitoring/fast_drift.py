@@ -164,9 +164,14 @@ def _quantile_grid(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pieces of (0, 1] on which the empirical quantile functions of n and m values are both constant.
 
     In units of 1 / (n * m) the breakpoints are i * m and j * n. Returns, per piece, the index of the
-    n-sample's and the m-sample's order statistic and the piece's length (in those units).
+    n-sample's and the m-sample's order statistic and the piece's length (in those units). The two
+    sorted progressions are merged by computing each breakpoint's rank, without sorting.
     """
-    starts = np.union1d(np.arange(n, dtype=np.int64) * m, np.arange(m, dtype=np.int64) * n)
+    i, j = np.arange(n, dtype=np.int64), np.arange(m, dtype=np.int64)
+    merged = np.empty(n + m, dtype=np.int64)
+    merged[i + (i * m + n - 1) // n] = i * m  # after the j * n strictly below it
+    merged[j + (j * n) // m + 1] = j * n  # after the i * m at or below it
+    starts = merged[np.diff(merged, prepend=np.int64(-1)) != 0]
     lengths = np.diff(starts, append=np.int64(n) * m).astype(np.float64)
     return starts // m, starts // n, lengths
 
@@ -260,8 +265,13 @@ def _distinct_starts(values: np.ndarray) -> np.ndarray:
     return np.flatnonzero(starts)
 
 
-def _n_distinct(values: np.ndarray) -> int:
-    return int(np.count_nonzero(values[1:] != values[:-1])) + 1 if len(values) else 0
+def _n_distinct(values: np.ndarray, limit: int) -> int:
+    """Distinct values of a sorted array, counted up to ``limit + 1`` (by jumping over each run)."""
+    count, position = 0, 0
+    while position < len(values) and count <= limit:
+        position = int(np.searchsorted(values, values[position], side="right"))
+        count += 1
+    return count
 
 
 def _sorted_frequencies(reference: np.ndarray, current: np.ndarray) -> Frequencies:
@@ -279,21 +289,33 @@ def _sorted_frequencies(reference: np.ndarray, current: np.ndarray) -> Frequenci
     return Frequencies(keys, counts[0], counts[1])
 
 
+def _numpy_kind(current: pl.Series, values: np.ndarray) -> Kind:
+    """Evidently's kind of a numeric-dtype column, from its current values (sorted, nulls dropped)."""
+    if current.dtype.is_integer() and not current.null_count():
+        # pandas keeps the integer dtype: Evidently counts the current column's distinct values.
+        limit = INTEGER_CARDINALITY_LIMIT
+        return "categorical" if _n_distinct(values, limit) <= limit else "numeric"
+    return "numeric"  # floats, and integers with nulls (float64 in pandas)
+
+
 def _numpy_column_drift(column: str, reference: pl.Series, current: pl.Series) -> FastColumnDrift:
     u, v = _sorted_values(reference), _sorted_values(current)
     _require_values(column, len(u), len(v))
-    kind: Kind = "numeric"
-    if current.dtype.is_integer() and not current.null_count():
-        # pandas keeps the integer dtype: Evidently counts distinct values of the whole current column.
-        kind = "categorical" if _n_distinct(v) <= INTEGER_CARDINALITY_LIMIT else "numeric"
-    if kind == "numeric" and max(_n_distinct(u), _n_distinct(v)) > FEW_NUMERIC_VALUES:
-        test = default_stat_test(kind, len(u), FEW_NUMERIC_VALUES + 1)
-        return _verdict(column, kind, test, SAMPLE_TESTS[test](u, v))
+    kind = _numpy_kind(current, v)
+    few = FEW_NUMERIC_VALUES
+    if kind == "numeric" and max(_n_distinct(u, few), _n_distinct(v, few)) > few:
+        return _verdict(column, kind, *_sample_test(len(u), u, v))
     freq = _sorted_frequencies(u, v)
     test = default_stat_test(kind, len(u), freq.n_values)
-    if test in SAMPLE_TESTS:  # few values on each side, but more than a few together
-        return _verdict(column, kind, test, SAMPLE_TESTS[test](u, v))
+    if test in SAMPLE_TESTS:  # a few values on each side, but more than a few together
+        return _verdict(column, kind, *_sample_test(len(u), u, v))
     return _verdict(column, kind, test, FREQUENCY_TESTS[test](freq))
+
+
+def _sample_test(reference_rows: int, u: np.ndarray, v: np.ndarray) -> tuple[StatTest, float]:
+    """The test and score of a numeric column with more than a few distinct values."""
+    test = default_stat_test("numeric", reference_rows, FEW_NUMERIC_VALUES + 1)
+    return test, SAMPLE_TESTS[test](u, v)
 
 
 # --- string, categorical and boolean columns: polars group-bys ---------------------------------
