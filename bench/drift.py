@@ -124,15 +124,13 @@ def numeric_column(rng, i: int, rows: int, shift: str | None):
         values = rng.poisson(lam * (SCALE_FACTOR if shift == "scale" else 1.0), rows)
         return values + (round(MEAN_SHIFT_STD * lam**0.5) if shift == "mean" else 0)
     center, spread = float(i), 1.0 + i / 10
-    draw = (
-        rng.normal(center, spread, rows)
-        if kind == 0
-        else rng.lognormal(0.0, 0.5, rows) * spread
-        if kind == 1
-        else rng.exponential(spread, rows)
-        if kind == 2
-        else rng.uniform(center, center + 3 * spread, rows)
-    )
+    draws = {
+        0: lambda: rng.normal(center, spread, rows),
+        1: lambda: rng.lognormal(0.0, 0.5, rows) * spread,
+        2: lambda: rng.exponential(spread, rows),
+        3: lambda: rng.uniform(center, center + 3 * spread, rows),
+    }
+    draw = draws[kind]()
     if shift == "scale":
         mean = draw.mean()
         draw = mean + (draw - mean) * SCALE_FACTOR

@@ -235,6 +235,22 @@ def consume(use_case: str, topic: str | None, client_id: str | None) -> None:
     click.echo(f"stopped after {consumer.processed} message(s)")
 
 
+@main.command(help="Run a story on a running platform (`make demo`): `drift` lands drifted data and watches.")
+@click.argument("name", type=click.Choice(["drift"]))
+@click.option("--timeout", default=900, show_default=True, help="Seconds to wait for each step.")
+def scenario(name: str, timeout: int) -> None:
+    from ml_platform.scenario import ScenarioError, run_drift_scenario
+
+    try:
+        result = run_drift_scenario(load_settings(), timeout_s=timeout, log=click.echo)
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from None
+    if result.failed_requests:
+        raise click.ClickException(
+            f"{len(result.failed_requests)} request(s) failed: {result.failed_requests[:3]}"
+        )
+
+
 @main.command(help="Set up the home, generate data, start Dagster, MLflow and serving; Ctrl-C stops all.")
 @click.option("--dagster-port", default=3000, show_default=True, type=int)
 @click.option("--mlflow-port", default=5000, show_default=True, type=int)

@@ -71,6 +71,7 @@ def large_case(seed: int = 3) -> Case:
                 "cat_enum": pl.Series(levels[rng.integers(0, 6, n)], dtype=pl.Categorical),
                 "flag": rng.random(n) < 0.3 + 0.3 * shift,
                 "unsigned": rng.integers(0, 100, n).astype(np.uint16),  # Unknown to Evidently
+                "flag_nulls": with_nulls(rng.random(n) < 0.5, rng, 0.1),  # object in pandas: Unknown
             }
         )
 
@@ -79,7 +80,11 @@ def large_case(seed: int = 3) -> Case:
 
 
 def small_case(seed: int = 8) -> Case:
-    """600 reference and 400 current rows: hypothesis tests (K-S, chi-square, Z)."""
+    """600 reference and 400 current rows: hypothesis tests (K-S, chi-square, Z).
+
+    Evidently's chi-square takes the reference counts as the exact expectation, so an unshifted
+    column is flagged more often than 5% of the time; the seed is one where none is.
+    """
     rng = np.random.default_rng(seed)
 
     def frame(n: int, current: bool) -> pl.DataFrame:
@@ -195,7 +200,7 @@ def test_unsupported_columns_are_skipped_or_refused() -> None:
     reference = case.reference.with_columns(text)
     current = case.current.with_columns(text.head(case.current.height))
     result = column_drift(reference, current)
-    assert set(result.skipped) == {"unsigned", "text"}
+    assert set(result.skipped) == {"unsigned", "flag_nulls", "text"}
     with pytest.raises(ValueError, match="unsigned"):
         column_drift(reference, current, columns=["unsigned"])
     with pytest.raises(ValueError, match="text"):

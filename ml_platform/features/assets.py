@@ -6,6 +6,7 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
+from ml_platform.automation.conditions import after_any_update, follow_upstream
 from ml_platform.features.compute import EVENT_TIMESTAMP, compute_features, latest_vectors
 from ml_platform.features.online import OnlineFeatures
 from ml_platform.features.online_store import make_online_store
@@ -83,7 +84,7 @@ def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
         kinds={"polars", "duckdb"},
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=follow_upstream(),
         freshness_policy=dg.FreshnessPolicy.time_window(fail_window=spec.expectations.fresh_within),
         description="Offline feature table: one event-timestamped feature row per reading, by day.",
     )
@@ -119,7 +120,7 @@ def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         deps=[features_key],
         pool=WAREHOUSE_POOL,
         kinds={"sqlite", "redis"},
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=after_any_update(),
         description="Latest feature vector per entity (and its recent events) in the online store.",
         check_specs=[
             dg.AssetCheckSpec(

@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
+from ml_platform.automation.conditions import after_any_update
 from ml_platform.features.assets import features_table, read_features
 from ml_platform.features.compute import EVENT_TIMESTAMP
 from ml_platform.metadata import latest_metadata, markdown_table
@@ -96,7 +97,7 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         deps=[key["features"], key["training_set"], key["predictions"]],
         pool=WAREHOUSE_POOL,
         kinds={"evidently"},
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=after_any_update(),
         description=(
             f"Data and prediction drift: the champion's training window vs the last "
             f"{spec.drift.window_days} day(s) of features."

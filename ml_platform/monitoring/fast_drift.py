@@ -250,11 +250,13 @@ def _frequency_drift(column: str, kind: Kind, freq: Frequencies) -> FastColumnDr
 
 def _sorted_values(series: pl.Series) -> np.ndarray:
     """The column's values without nulls, NaN and +-inf, sorted."""
-    values = series.to_numpy()
+    values = series.to_numpy(writable=True)  # our own copy, so it can be sorted in place
     if values.dtype.kind == "f":  # nulls became NaN, which sorts last; scipy computes in float64
-        values = np.sort(values.astype(np.float64, copy=False))
+        values = values.astype(np.float64, copy=False)
+        values.sort()
         return values[np.searchsorted(values, -np.inf, "right") : np.searchsorted(values, np.inf, "left")]
-    return np.sort(values)
+    values.sort()
+    return values
 
 
 def _distinct_starts(values: np.ndarray) -> np.ndarray:

@@ -49,14 +49,26 @@ def matured_predictions(
 
 
 def with_labels(matured: pl.DataFrame, windows: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
-    keyed = matured.rename({"feature_event_timestamp": EVENT_TIMESTAMP})
+    """Labels per served feature vector; a vector served many times by one version counts once."""
+    keyed = matured.rename({"feature_event_timestamp": EVENT_TIMESTAMP}).unique(
+        subset=["model_version", spec.entity, EVENT_TIMESTAMP], keep="first", maintain_order=True
+    )
     return keyed.with_columns(label_rows(keyed, windows, spec).get_column(LABEL))
 
 
 def live_metrics(labelled: pl.DataFrame, score_column: str = "anomaly_score") -> dict[str, float]:
+    """Metrics of the served scores against the labels; a metric that needs positives (labelled
+    or predicted) is left out when there are none, rather than reported as 0."""
     if labelled.is_empty():
         return {"rows": 0.0}
-    return detection_metrics(labelled[score_column].to_numpy(), labelled[LABEL].to_numpy())
+    scores, labels = labelled[score_column].to_numpy(), labelled[LABEL].to_numpy()
+    metrics = detection_metrics(scores, labels)
+    if labels.sum() == 0:
+        for name in ("recall", "f1"):
+            metrics.pop(name, None)
+    if (scores > 0).sum() == 0:
+        metrics.pop("precision", None)
+    return metrics
 
 
 def skew(

@@ -12,6 +12,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from dagster_duckdb import DuckDBResource
 
+from ml_platform.automation.conditions import follow_upstream
 from ml_platform.resources.platform import WAREHOUSE_POOL
 from ml_platform.settings import DBT_PROJECT_DIR
 
@@ -32,8 +33,8 @@ class UseCaseTranslator(DagsterDbtTranslator):
     def get_automation_condition(
         self, dbt_resource_props: Mapping[str, Any]
     ) -> dg.AutomationCondition | None:
-        # Staging follows its raw partitions as they land.
-        return dg.AutomationCondition.eager()
+        # Staging follows its raw partitions as they land (old days included).
+        return follow_upstream()
 
 
 def dbt_cli_resource() -> DbtCliResource:
