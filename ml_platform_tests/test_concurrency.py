@@ -1,4 +1,4 @@
-"""Ten partition runs launched at once all succeed: warehouse writers queue on one pool slot."""
+"""Ten partition runs launched at once all succeed and never open the warehouse at the same time."""
 
 import datetime as dt
 import itertools
@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from ml_platform.home import child_env, prepare_home
+from ml_platform.resources.platform import WAREHOUSE_LOCKED, WAREHOUSE_UNLOCKED
 from ml_platform.settings import REPO_ROOT
 
 from .conftest import FIRST_DAY, land_days, make_platform
@@ -53,21 +54,26 @@ def test_ten_partition_runs_at_once_all_succeed(tmp_path):
     with dg.DagsterInstance.from_config(str(platform.settings.dagster_home)) as instance:
         runs = instance.get_runs()
         assert len(runs) == RUNS and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-        intervals = []
+        holds = []
         for run in runs:
-            started = {}
-            for record in instance.all_logs(run.run_id):
-                event = record.dagster_event
-                if event is None or event.step_key not in WAREHOUSE_STEPS:
-                    continue
-                if event.event_type == dg.DagsterEventType.STEP_START:
-                    started[event.step_key] = record.timestamp
-                elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
-                    intervals.append((started[event.step_key], record.timestamp, run.run_id, event.step_key))
-        assert len(intervals) == RUNS * len(WAREHOUSE_STEPS)
-        intervals.sort()
-        # One slot: no warehouse step started before the previous one finished.
-        overlaps = [(a, b) for a, b in itertools.pairwise(intervals) if b[0] < a[1]]
+            steps = {
+                r.dagster_event.step_key
+                for r in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
+            }
+            assert set(WAREHOUSE_STEPS) <= steps
+            # Within one run steps are sequential, so lock and unlock messages alternate.
+            messages = [
+                (r.timestamp, r.user_message)
+                for r in instance.all_logs(run.run_id)
+                if r.dagster_event is None and "warehouse write lock" in r.user_message
+            ]
+            taken = [t for t, m in messages if WAREHOUSE_LOCKED in m]
+            released = [t for t, m in messages if WAREHOUSE_UNLOCKED in m]
+            assert len(taken) == len(released) >= len(WAREHOUSE_STEPS)
+            holds += [(a, b, run.run_id) for a, b in zip(taken, released, strict=True)]
+        holds.sort()
+        # One writer: no process opened the warehouse before the previous holder let go.
+        overlaps = [(a, b) for a, b in itertools.pairwise(holds) if b[0] < a[1]]
         assert overlaps == []
         for day in days:
             records = instance.fetch_materializations(

@@ -53,5 +53,5 @@ def test_warehouse_writers_share_one_pool():
 
 def test_sensors_are_running_by_default():
     sensors = {s.name: s for s in defs.sensors}
-    for name in ("sensor_anomaly_landing_sensor", "sensor_anomaly_drift_sensor"):
+    for name in ("sensor_anomaly_landing_sensor", "sensor_anomaly_retrain_sensor"):
         assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,14 +28,80 @@ def configure_connection(conn: duckdb.DuckDBPyConnection, memory_limit: str) -> 
     conn.sql(f"SET memory_limit = '{memory_limit}'")
 
 
+class _FileLock:
+    """An exclusive lock on a file, shared across processes (flock) and reentrant within one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._guard = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._guard:
+            if self._depth == 0:
+                self._acquire()
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._release()
+
+    def _acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        started = time.monotonic()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._fd, self._acquired = fd, time.monotonic()
+        dg.get_dagster_logger().info(
+            f"{WAREHOUSE_LOCKED} after waiting {self._acquired - started:.2f} s ({self.path.name})"
+        )
+
+    def _release(self) -> None:
+        assert self._fd is not None
+        held = time.monotonic() - self._acquired
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+        dg.get_dagster_logger().info(f"{WAREHOUSE_UNLOCKED} after holding it {held:.2f} s")
+
+
+WAREHOUSE_LOCKED = "took the warehouse write lock"
+WAREHOUSE_UNLOCKED = "released the warehouse write lock"
+_locks: dict[str, _FileLock] = {}
+_locks_guard = threading.Lock()
+
+
+def warehouse_lock(database: str) -> _FileLock:
+    """The one lock per warehouse file that every process opening it takes first."""
+    with _locks_guard:
+        if database not in _locks:
+            _locks[database] = _FileLock(Path(database + ".writer.lock"))
+        return _locks[database]
+
+
 class WarehouseResource(DuckDBResource):
-    """The DuckDB warehouse, opened by Dagster runs only."""
+    """The DuckDB warehouse, opened by Dagster runs only, by one process at a time.
+
+    The `warehouse` pool queues the steps; the file lock makes the one-writer rule hold even when
+    Dagster's pool slot claim races (on its SQLite storage the claim is a select then an update,
+    so two processes starting together can both take the single slot).
+    """
 
     memory_limit: str = "1GB"
 
     @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the warehouse for a whole step, e.g. while dbt (its own process) writes it."""
+        with warehouse_lock(self.database).hold():
+            yield
+
+    @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with super().get_connection() as conn:
+        with self.exclusive(), super().get_connection() as conn:
             configure_connection(conn, self.memory_limit)
             yield conn
 

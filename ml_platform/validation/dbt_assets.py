@@ -13,7 +13,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from dagster_duckdb import DuckDBResource
 
 from ml_platform.automation.conditions import follow_upstream
-from ml_platform.resources.platform import WAREHOUSE_POOL
+from ml_platform.resources.platform import WAREHOUSE_POOL, WarehouseResource
 from ml_platform.settings import DBT_PROJECT_DIR
 
 DBT_PROJECT = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
@@ -100,15 +100,16 @@ def build_dbt_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
     )
-    def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBResource):
+    def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
         # dbt reads the warehouse path from the environment (see dbt_project/profiles.yml).
         os.environ["ML_PLATFORM_WAREHOUSE"] = warehouse.database
         args = ["build", "--vars", json.dumps(partition_vars(context))]
-        for event in dbt.cli(args, context=context).stream():
-            if isinstance(event, dg.Output):
-                # A model's asset key is its schema and table (UseCaseTranslator).
-                table = ".".join(context.asset_key_for_output(event.output_name).path)
-                event = event.with_metadata({**event.metadata, **table_metadata(warehouse, table)})
-            yield event
+        with warehouse.exclusive():
+            for event in dbt.cli(args, context=context).stream():
+                if isinstance(event, dg.Output):
+                    # A model's asset key is its schema and table (UseCaseTranslator).
+                    table = ".".join(context.asset_key_for_output(event.output_name).path)
+                    event = event.with_metadata({**event.metadata, **table_metadata(warehouse, table)})
+                yield event
 
     return dbt_models
