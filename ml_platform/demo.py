@@ -23,7 +23,7 @@ from ml_platform.home import child_env, prepare_home
 from ml_platform.settings import REPO_ROOT, Settings
 
 USE_CASE = "sensor_anomaly"
-INGEST = ["raw_readings", "readings_quarantine", "stg_readings", "features"]
+INGEST = ["raw_readings", "readings_quarantine", "raw_labels", "stg_readings", "features"]
 TRAIN_AND_SERVE = [
     "online_features",
     "training_set",

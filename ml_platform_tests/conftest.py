@@ -63,7 +63,7 @@ class Platform:
 
     def ingest(self, first: dt.date, last: dt.date, *, raise_on_error: bool = True):
         return self.materialize(
-            ["raw_readings", "readings_quarantine", "stg_readings", "features"],
+            ["raw_readings", "readings_quarantine", "raw_labels", "stg_readings", "features"],
             tags=day_range_tags(first, last),
             raise_on_error=raise_on_error,
         )

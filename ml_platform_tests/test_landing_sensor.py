@@ -30,7 +30,7 @@ def evaluate(platform, cursor=None):
 def test_new_files_request_their_days(platform):
     files = land_days(platform, FIRST_DAY, 2)
     result, cursor = evaluate(platform)
-    requests = sorted(result.run_requests, key=lambda r: r.partition_key)
+    requests = sorted((r for r in result.run_requests if r.partition_key), key=lambda r: r.partition_key)
     assert [r.partition_key for r in requests] == [
         FIRST_DAY.isoformat(),
         (FIRST_DAY + dt.timedelta(days=1)).isoformat(),
@@ -42,6 +42,12 @@ def test_new_files_request_their_days(platform):
     ):
         assert path.name in request.run_key and file_sha256(path)[:12] in request.run_key
         assert set(request.asset_selection) == set(keys(*INGEST_ASSETS))
+
+    # The labels file of those days: one run of raw_labels over the days it covers.
+    (labels,) = [r for r in result.run_requests if not r.partition_key]
+    assert set(labels.asset_selection) == set(keys("raw_labels"))
+    assert labels.tags["dagster/asset_partition_range_start"] == FIRST_DAY.isoformat()
+    assert labels.tags["dagster/asset_partition_range_end"] == (FIRST_DAY + dt.timedelta(days=1)).isoformat()
 
     again, _ = evaluate(platform, cursor)
     assert again.run_requests == []

@@ -211,6 +211,9 @@ def test_clean_data_shows_no_drift(platform):
     assert report["dataset_drift"] is False
     assert 0 <= report["drift_share"] < 0.5
     assert all(isinstance(report[f"drift_score/{c}"], float) for c in ("value", "vibration"))
+    # The verdicts on every row agree with Evidently's on the report's sample.
+    assert report["report_sample_agreement"] >= 0.9
+    assert report["tests"]["value"] == "Wasserstein distance (normed)"
     html = report["report"]
     text = Path(html).read_text()
     assert html.endswith(".html") and "<html" in text
@@ -242,6 +245,7 @@ def test_drifted_batch_requests_exactly_one_retrain(platform):
     platform.materialize(["online_features", "drift_report"])
     report = latest_metadata(platform.instance, key("drift_report"))
     assert report["dataset_drift"] is True, report
+    assert report["report_sample_agreement"] >= 0.9
 
     result, cursor = _evaluate_drift_sensor(platform, cursor)
     assert len(result.run_requests) == 1

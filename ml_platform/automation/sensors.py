@@ -6,6 +6,7 @@ import json
 
 import dagster as dg
 
+from ml_platform.ingestion.labels import label_files
 from ml_platform.ingestion.landing import file_sha256, list_landing_files
 from ml_platform.ingestion.raw import file_days
 from ml_platform.metadata import latest_metadata
@@ -33,12 +34,13 @@ def ingested_files(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) -> 
 def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinition:
     keys = [dg.AssetKey([spec.name, name]) for name in INGEST_ASSETS]
     raw_key = keys[0]
+    labels_key = dg.AssetKey([spec.name, "raw_labels"])
     partitions = dg.DailyPartitionsDefinition(start_date=spec.partitions_start, end_offset=1)
 
     @dg.sensor(
         name=f"{spec.name}_landing_sensor",
-        description="Starts ingestion of each new or changed landed file's days.",
-        asset_selection=keys,
+        description="Starts ingestion of each new or changed landed file's days, and of labels files.",
+        asset_selection=[*keys, labels_key],
         minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
@@ -59,10 +61,7 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
                 if ingested_files(context.instance, raw_key, day).get(str(path)) != sha:
                     pending.setdefault(day, []).append(f"{path.name}@{sha[:12]}")
             seen[str(path)] = stamp
-        context.update_cursor(json.dumps(seen))
-        if not pending:
-            return dg.SkipReason("no new or changed landed files")
-        return [
+        requests = [
             dg.RunRequest(
                 run_key=f"{day}:{','.join(files)}",
                 partition_key=day,
@@ -71,8 +70,39 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
             )
             for day, files in sorted(pending.items())
         ]
+        for path, first, last in label_files(platform.settings.labels_dir_for(spec.name)):
+            stat = path.stat()
+            stamp = [stat.st_mtime_ns, stat.st_size]
+            if seen.get(str(path)) == stamp:
+                continue
+            seen[str(path)] = stamp
+            sha = file_sha256(path)
+            days = [
+                d.isoformat()
+                for d in _days(first, last)
+                if d.isoformat() in valid_days
+                and ingested_files(context.instance, labels_key, d.isoformat()).get(str(path)) != sha
+            ]
+            if days:  # one run for the file's days (raw_labels backfills a range in one run)
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"labels:{path.name}@{sha[:12]}",
+                        asset_selection=[labels_key],
+                        tags={
+                            "ml_platform/trigger": "landing",
+                            "dagster/asset_partition_range_start": days[0],
+                            "dagster/asset_partition_range_end": days[-1],
+                        },
+                    )
+                )
+        context.update_cursor(json.dumps(seen))
+        return requests or dg.SkipReason("no new or changed landed files")
 
     return landing_sensor
+
+
+def _days(first: dt.date, last: dt.date) -> list[dt.date]:
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def _rows_since(instance: dg.DagsterInstance, features_key: dg.AssetKey, since: dt.datetime) -> int:

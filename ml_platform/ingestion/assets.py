@@ -6,6 +6,7 @@ from collections.abc import Iterable
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from ml_platform.ingestion.labels import LabelFileError, labels_table, load_label_days
 from ml_platform.ingestion.raw import load_raw_partitions, raw_table
 from ml_platform.metadata import markdown_table
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
@@ -183,7 +184,34 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             }
         )
 
-    return [raw_readings, readings_quarantine]
+    labels_key = dg.AssetKey([spec.name, "raw_labels"])
+
+    @dg.asset(
+        key=labels_key,
+        group_name=spec.name,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb"},
+        description=(
+            "Anomaly windows per day, from the labels files landed for those days; labels arrive up to "
+            f"{spec.monitoring.label_lateness} after the events (a day is judged once its labels landed)."
+        ),
+    )
+    def raw_labels(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource
+    ) -> dg.MaterializeResult:
+        first, last = partition_days(context)
+        try:
+            with warehouse.get_connection() as conn:
+                metadata = load_label_days(
+                    conn, spec, platform.settings.labels_dir_for(spec.name), first, last
+                )
+        except LabelFileError as error:
+            raise dg.Failure(description=str(error), allow_retries=False) from None
+        return dg.MaterializeResult(metadata={**metadata, "table": labels_table(spec)})
+
+    return [raw_readings, readings_quarantine, raw_labels]
 
 
 def build_ingestion_checks(spec: UseCaseSpec) -> list[dg.AssetChecksDefinition]:

@@ -11,9 +11,9 @@ from dagster_duckdb import DuckDBResource
 from ml_platform.automation.conditions import after_any_update
 from ml_platform.features.assets import features_table, read_features
 from ml_platform.features.compute import EVENT_TIMESTAMP
+from ml_platform.ingestion.labels import labelled_days, read_label_windows
 from ml_platform.metadata import latest_metadata, markdown_table
 from ml_platform.monitoring.performance import (
-    label_coverage,
     latency_summary,
     live_metrics,
     matured_predictions,
@@ -23,7 +23,6 @@ from ml_platform.monitoring.performance import (
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.serving.assets import predictions_table
 from ml_platform.spec import UseCaseSpec
-from ml_platform.training.dataset import read_label_windows
 
 SKEW_TOLERANCE = 1e-6
 SKEW_SAMPLE = 500
@@ -57,6 +56,17 @@ def read_predictions(
     return pl.concat([frame.drop("features"), values], how="horizontal")
 
 
+def _day_ranges(days: list[dt.date]) -> str:
+    """``2026-01-01..2026-01-03, 2026-01-05..2026-01-05`` for the days whose labels arrived."""
+    ranges: list[list[dt.date]] = []
+    for day in sorted(days):
+        if ranges and day - ranges[-1][1] == dt.timedelta(days=1):
+            ranges[-1][1] = day
+        else:
+            ranges.append([day, day])
+    return ", ".join(f"{a}..{b}" for a, b in ranges)
+
+
 def _champion_scores(platform: PlatformResource, spec: UseCaseSpec, alias: str, frame: pl.DataFrame):
     """Scores of the model under ``alias`` on ``frame``'s features (None without such a model)."""
     from ml_platform.training import registry
@@ -87,6 +97,7 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             "serving_slo",
             "champion_guard",
             "online_features",
+            "raw_labels",
         )
     }
     on_cron = dg.AutomationCondition.on_cron(MONITOR_CRON)
@@ -104,7 +115,8 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         ),
     )
     def drift_report(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
-        from ml_platform.monitoring.drift import run_drift_report
+        from ml_platform.monitoring.drift import MAX_ROWS, run_drift_report
+        from ml_platform.monitoring.fast_drift import column_drift
         from ml_platform.training import registry
 
         settings = platform.settings
@@ -132,7 +144,10 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             reference = reference.with_columns(pl.Series("anomaly_score", ref_scores))
             current = current.with_columns(pl.Series("anomaly_score", cur_scores))
             compared.append("anomaly_score")
-        result = run_drift_report(
+        # The verdict is computed on every row with Evidently's own tests (vectorized); Evidently
+        # itself builds the HTML people read, on a bounded sample.
+        result = column_drift(reference, current, compared, spec.drift.drift_share)
+        report = run_drift_report(
             reference.select(compared).to_pandas(),
             current.select(compared).to_pandas(),
             compared,
@@ -140,13 +155,18 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             spec.drift.drift_share,
             seed=spec.model.seed,
         )
+        sample_verdicts = {c.column: c.drifted for c in report.columns}
+        agreeing = sum(sample_verdicts.get(c.column) == c.drifted for c in result.columns)
         return dg.MaterializeResult(
             metadata={
-                "report_id": result.report_id,
+                "report_id": report.report_id,
                 "dataset_drift": result.dataset_drift,
                 "drift_share": result.drift_share,
                 "drifted_columns": result.drifted_columns,
-                "report": dg.MetadataValue.path(str(result.html_path)),
+                "tests": {c.column: c.method for c in result.columns},
+                "report": dg.MetadataValue.path(str(report.html_path)),
+                "report_sample_rows": min(len(current), MAX_ROWS),
+                "report_sample_agreement": agreeing / len(result.columns) if result.columns else 1.0,
                 "reference": reference_from,
                 "reference_rows": len(reference),
                 "current_rows": len(current),
@@ -159,7 +179,7 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=key["live_performance"],
         group_name=spec.name,
-        deps=[key["predictions"]],
+        deps=[key["predictions"], key["raw_labels"]],
         pool=WAREHOUSE_POOL,
         kinds={"duckdb"},
         automation_condition=on_cron,
@@ -175,15 +195,15 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         settings = platform.settings
         predictions = read_predictions(warehouse, spec)
         now = dt.datetime.now(dt.UTC)
-        coverage = label_coverage(settings.labels_dir_for(spec.name))
+        with warehouse.get_connection() as conn:
+            windows, days = read_label_windows(conn, spec), labelled_days(conn, spec)
         if predictions.is_empty():
             matured, stats = (
                 predictions,
                 {"predictions": 0.0, "matured": 0.0, "labelled": 0.0, "label_coverage": 0.0},
             )
         else:
-            matured, stats = matured_predictions(predictions, spec, coverage, now)
-        windows = read_label_windows(settings.labels_dir_for(spec.name), spec)
+            matured, stats = matured_predictions(predictions, spec, days, now)
         labelled = with_labels(matured, windows, spec) if not matured.is_empty() else matured
         champion = registry.alias_ref(settings, spec.name, registry.CHAMPION)
         by_version = (
@@ -226,7 +246,7 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 **{f"live/{m}": v for m, v in current.items()},
                 **{f"gap_vs_previous/{m}": g for m, g in gaps.items()},
                 "by_version": markdown_table([{"version": v, **m} for v, m in sorted(by_version.items())]),
-                "labels_cover": ", ".join(f"{a}..{b}" for a, b in coverage),
+                "labels_cover": _day_ranges(days),
             },
             check_results=[
                 dg.AssetCheckResult(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -14,31 +12,14 @@ from ml_platform.spec import UseCaseSpec
 from ml_platform.training.dataset import LABEL, label_rows
 from ml_platform.training.evaluate import detection_metrics
 
-_SPAN = re.compile(r"(\d{4}-\d{2}-\d{2})_(\d{4}-\d{2}-\d{2})")
-
-
-def label_coverage(labels_dir: Path) -> list[tuple[dt.date, dt.date]]:
-    """Days the labels cover: a labels file named ``..._<first day>_<last day>.csv`` holds every
-    anomaly window of those days (a day without a window in it had none)."""
-    spans = []
-    for path in sorted(labels_dir.glob("*.csv")) if labels_dir.is_dir() else []:
-        match = _SPAN.search(path.name)
-        if match:
-            spans.append((dt.date.fromisoformat(match.group(1)), dt.date.fromisoformat(match.group(2))))
-    return spans
-
 
 def matured_predictions(
-    predictions: pl.DataFrame, spec: UseCaseSpec, coverage: list[tuple[dt.date, dt.date]], now: dt.datetime
+    predictions: pl.DataFrame, spec: UseCaseSpec, labelled_days: list[dt.date], now: dt.datetime
 ) -> tuple[pl.DataFrame, dict[str, float]]:
-    """Predictions old enough for their labels (lateness) and inside days the labels cover."""
+    """Predictions old enough for their labels (lateness) and on days whose labels have arrived."""
     horizon = now - spec.monitoring.label_lateness
     old = predictions.filter(pl.col("feature_event_timestamp") <= horizon)
-    day = pl.col("feature_event_timestamp").dt.date()
-    covered = pl.lit(False)
-    for first, last in coverage:
-        covered = covered | day.is_between(first, last)
-    matured = old.filter(covered)
+    matured = old.filter(pl.col("feature_event_timestamp").dt.date().is_in(labelled_days))
     stats = {
         "predictions": float(len(predictions)),
         "matured": float(len(old)),

@@ -83,6 +83,20 @@ def warehouse_lock(database: str) -> _FileLock:
         return _locks[database]
 
 
+def _connect(database: str, config: dict, wait_s: float = 30.0) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting while a process outside the platform (a person's DuckDB shell) holds it."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.1
+    while True:
+        try:
+            return duckdb.connect(database, config=config)
+        except duckdb.IOException as error:
+            if "lock" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
 class WarehouseResource(DuckDBResource):
     """The DuckDB warehouse, opened by Dagster runs only, by one process at a time.
 
@@ -101,9 +115,15 @@ class WarehouseResource(DuckDBResource):
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self.exclusive(), super().get_connection() as conn:
-            configure_connection(conn, self.memory_limit)
-            yield conn
+        # Closed even when the step fails (the base class leaves the file open then).
+        with self.exclusive():
+            config = {"custom_user_agent": "dagster", **self.connection_config}
+            conn = _connect(self.database, config)
+            try:
+                configure_connection(conn, self.memory_limit)
+                yield conn
+            finally:
+                conn.close()
 
 
 class PlatformResource(dg.ConfigurableResource):

@@ -11,11 +11,12 @@ from dagster_duckdb import DuckDBResource
 
 from ml_platform.features.assets import read_features
 from ml_platform.features.compute import EVENT_TIMESTAMP
+from ml_platform.ingestion.labels import read_label_windows
 from ml_platform.metadata import latest_metadata, markdown_table
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.settings import REPO_ROOT, Settings
 from ml_platform.spec import UseCaseSpec
-from ml_platform.training.dataset import LABEL, SPLIT, build_training_set, read_label_windows
+from ml_platform.training.dataset import LABEL, SPLIT, build_training_set
 
 GATE_PASSED_TAG = "gate.passed"
 LIBRARIES = ("scikit-learn", "skops", "numpy", "pandas", "polars", "duckdb", "mlflow", "dagster")
@@ -64,14 +65,22 @@ def _flat(prefix: str, values: dict[str, float]) -> dict[str, float]:
 def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     key = {
         name: dg.AssetKey([spec.name, name])
-        for name in ("features", "stg_readings", "training_set", "model", "model_evaluation", "champion")
+        for name in (
+            "features",
+            "stg_readings",
+            "raw_labels",
+            "training_set",
+            "model",
+            "model_evaluation",
+            "champion",
+        )
     }
     gate = spec.gate
 
     @dg.asset(
         key=key["training_set"],
         group_name=spec.name,
-        deps=[key["features"], key["stg_readings"]],
+        deps=[key["features"], key["stg_readings"], key["raw_labels"]],
         pool=WAREHOUSE_POOL,
         kinds={"polars", "duckdb"},
         description=(
@@ -80,8 +89,8 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         ),
     )
     def training_set(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
-        windows = read_label_windows(platform.settings.labels_dir_for(spec.name), spec)
         with warehouse.get_connection() as conn:
+            windows = read_label_windows(conn, spec)
             spine = conn.sql(f'SELECT {spec.entity}, "{spec.timestamp}" FROM {spec.name}.stg_readings').pl()
         frame = build_training_set(spine, read_features(warehouse, spec), windows, spec)
         with warehouse.get_connection() as conn:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import polars as pl
 
@@ -13,29 +12,6 @@ from ml_platform.spec import UseCaseSpec
 
 LABEL = "label"
 SPLIT = "split"
-
-
-def read_label_windows(labels_dir: Path, spec: UseCaseSpec) -> pl.DataFrame:
-    """All anomaly windows (entity, start, end) from the labels folder; empty when there is none."""
-    schema = {
-        spec.entity: pl.String,
-        "start": pl.Datetime("us", "UTC"),
-        "end": pl.Datetime("us", "UTC"),
-    }
-    files = sorted(labels_dir.glob("*.csv")) if labels_dir.is_dir() else []
-    if not files:
-        return pl.DataFrame(schema=schema)
-    frames = [pl.read_csv(f, infer_schema=False) for f in files]
-    return (
-        pl.concat(frames)
-        .select(
-            pl.col(spec.entity),
-            pl.col("start").str.to_datetime(time_zone="UTC"),
-            pl.col("end").str.to_datetime(time_zone="UTC"),
-        )
-        .unique()
-        .cast(schema)
-    )
 
 
 WINDOW = "anomaly_window"

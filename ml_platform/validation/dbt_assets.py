@@ -105,7 +105,9 @@ def build_dbt_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition
         os.environ["ML_PLATFORM_WAREHOUSE"] = warehouse.database
         args = ["build", "--vars", json.dumps(partition_vars(context))]
         with warehouse.exclusive():
-            for event in dbt.cli(args, context=context).stream():
+            # dbt's process holds the file until it exits: read table metadata after that.
+            events = list(dbt.cli(args, context=context).stream())
+            for event in events:
                 if isinstance(event, dg.Output):
                     # A model's asset key is its schema and table (UseCaseTranslator).
                     table = ".".join(context.asset_key_for_output(event.output_name).path)
