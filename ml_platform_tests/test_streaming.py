@@ -76,6 +76,7 @@ def test_consumer_restart_loses_no_acknowledged_or_queued_event(mqtt_setup):
     wait_for(lambda: restarted.processed == 3)
     restarted.stop()
 
+    # Every acknowledged event landed exactly once (files list in the order writers started).
     events = landed_events(settings)
     assert [e["value"] for e in events] == [50.0 + i for i in range(9)]
     store = make_online_store(settings)

@@ -82,7 +82,9 @@ class EventLog:
 
     def __init__(self, landing_dir: Path) -> None:
         self.landing_dir = landing_dir
-        self.writer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # Starting with the writer's start time, file names list in the order writers started.
+        started = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+        self.writer = f"{started}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
     def append(self, items: list[dict[str, Any]]) -> Path:
         day = dt.datetime.now(dt.UTC).date().isoformat()
