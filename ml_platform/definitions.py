@@ -9,6 +9,7 @@ from ml_platform.features.assets import build_feature_assets
 from ml_platform.ingestion.assets import (
     build_ingestion_assets,
     build_ingestion_checks,
+    build_label_assets,
     shared_daily_partitions,
 )
 from ml_platform.monitoring.assets import build_monitoring_assets
@@ -29,6 +30,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     for spec in USE_CASES.values():
         checks += build_ingestion_checks(spec)
         assets += build_ingestion_assets(spec)
+        assets += build_label_assets(spec)
         assets += build_feature_assets(spec)
         assets += build_training_assets(spec)
         assets += build_serving_assets(spec)

@@ -61,9 +61,16 @@ class Platform:
             **kwargs,
         )
 
-    def ingest(self, first: dt.date, last: dt.date, *, raise_on_error: bool = True):
+    def ingest(self, first: dt.date, last: dt.date, *, labels: bool = True, raise_on_error: bool = True):
+        """Load the days' readings (and their labels, which must have landed) up to features."""
         return self.materialize(
-            ["raw_readings", "readings_quarantine", "raw_labels", "stg_readings", "features"],
+            [
+                "raw_readings",
+                "readings_quarantine",
+                *(["raw_labels"] if labels else []),
+                "stg_readings",
+                "features",
+            ],
             tags=day_range_tags(first, last),
             raise_on_error=raise_on_error,
         )

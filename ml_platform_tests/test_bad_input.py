@@ -116,7 +116,7 @@ def platform(tmp_path_factory):
     for offset in range(GOOD_DAYS):
         day = FIRST_DAY + dt.timedelta(days=offset)
         generate_day(day, config)[0].to_csv(platform.landing / f"readings_{day}.csv", index=False)
-    platform.ingest(FIRST_DAY, FIRST_DAY + dt.timedelta(days=GOOD_DAYS - 1))
+    platform.ingest(FIRST_DAY, FIRST_DAY + dt.timedelta(days=GOOD_DAYS - 1), labels=False)
     platform.config = config
     return platform
 
@@ -134,7 +134,7 @@ def test_bad_input_has_its_documented_outcome(platform, case):
     case.write(path, frame.copy())
     sha_before = file_sha256(path)
 
-    result = platform.ingest(day, day, raise_on_error=False)
+    result = platform.ingest(day, day, labels=False, raise_on_error=False)
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     source = f"source_file = '{path}'"

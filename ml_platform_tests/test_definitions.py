@@ -13,7 +13,7 @@ CONTRACT_UPSTREAMS = {
     "stg_readings": {"raw_readings", "readings_quarantine"},
     "features": {"stg_readings"},
     "online_features": {"features"},
-    "training_set": {"features", "stg_readings"},
+    "training_set": {"features", "stg_readings", "raw_labels"},
     "model": {"training_set"},
     "model_evaluation": {"model"},
     "champion": {"model_evaluation"},

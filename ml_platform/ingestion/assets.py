@@ -184,12 +184,16 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             }
         )
 
+    return [raw_readings, readings_quarantine]
+
+
+def build_label_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     labels_key = dg.AssetKey([spec.name, "raw_labels"])
 
     @dg.asset(
         key=labels_key,
         group_name=spec.name,
-        partitions_def=partitions,
+        partitions_def=daily_partitions(spec),
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
         kinds={"duckdb"},
@@ -211,7 +215,7 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             raise dg.Failure(description=str(error), allow_retries=False) from None
         return dg.MaterializeResult(metadata={**metadata, "table": labels_table(spec)})
 
-    return [raw_readings, readings_quarantine, raw_labels]
+    return [raw_labels]
 
 
 def build_ingestion_checks(spec: UseCaseSpec) -> list[dg.AssetChecksDefinition]:
