@@ -122,7 +122,9 @@ def build_model(home: Path) -> Model:
         "dagster/asset_partition_range_start": first.isoformat(),
         "dagster/asset_partition_range_end": last.isoformat(),
     }
-    materialize(["raw_readings", "readings_quarantine", "stg_readings", "features"], tags=range_tags)
+    materialize(
+        ["raw_readings", "readings_quarantine", "raw_labels", "stg_readings", "features"], tags=range_tags
+    )
     materialize(["online_features", "training_set", "model", "model_evaluation", "champion"])
     ref = registry.alias_ref(settings, USE_CASE, registry.CHAMPION)
     if ref is None:

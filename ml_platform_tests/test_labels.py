@@ -111,3 +111,19 @@ def test_only_predictions_old_enough_and_on_labelled_days_are_judged():
 def test_labelled_days_read_as_ranges():
     days = [dt.date(2026, 1, d) for d in (1, 2, 3, 5)]
     assert _day_ranges(days) == "2026-01-01..2026-01-03, 2026-01-05..2026-01-05"
+
+
+def test_without_any_window_every_row_is_labelled_normal():
+    from ml_platform.training.dataset import LABEL, label_rows
+
+    rows = pl.DataFrame(
+        {
+            "sensor_id": ["s-1", "s-2", "s-1"],
+            "event_timestamp": [dt.datetime(2026, 10, 1, h, tzinfo=dt.UTC) for h in (1, 2, 3)],
+        }
+    )
+    windows = pl.DataFrame(
+        schema={"sensor_id": pl.String, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC")}
+    )
+    labels = label_rows(rows, windows, SPEC)
+    assert labels[LABEL].to_list() == [0, 0, 0]

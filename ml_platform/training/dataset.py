@@ -22,7 +22,9 @@ def label_rows(features: pl.DataFrame, windows: pl.DataFrame, spec: UseCaseSpec)
     (an id of that window, for window-level recall; null outside windows)."""
     keyed = features.select(spec.entity, EVENT_TIMESTAMP).with_row_index("_row")
     if windows.is_empty():
-        return keyed.select(pl.lit(0, pl.Int8).alias(LABEL), pl.lit(None, pl.String).alias(WINDOW))
+        return keyed.with_columns(
+            pl.lit(0, pl.Int8).alias(LABEL), pl.lit(None, pl.String).alias(WINDOW)
+        ).select(LABEL, WINDOW)
     hits = (
         keyed.join(windows, on=spec.entity)
         .filter(pl.col(EVENT_TIMESTAMP).is_between(pl.col("start"), pl.col("end")))
