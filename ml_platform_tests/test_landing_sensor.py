@@ -48,6 +48,7 @@ def test_new_files_request_their_days(platform):
     assert set(labels.asset_selection) == set(keys("raw_labels"))
     assert labels.tags["dagster/asset_partition_range_start"] == FIRST_DAY.isoformat()
     assert labels.tags["dagster/asset_partition_range_end"] == (FIRST_DAY + dt.timedelta(days=1)).isoformat()
+    assert platform.materialize(["raw_labels"], tags=labels.tags).success
 
     again, _ = evaluate(platform, cursor)
     assert again.run_requests == []
