@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,6 +55,34 @@ def cluster_address(settings: Settings) -> str | None:
     return None
 
 
+# Ray Serve 2.60's HAProxy template binds its stats and Prometheus frontends on every interface
+# (`bind *:8404`, `bind :9101`), with no setting to change it. Ray starts HAProxy (and each reload)
+# as `<binary> -db -f <config> ...`, so a wrapper given as the binary rewrites those binds to
+# loopback before running the real HAProxy.
+_HAPROXY_WRAPPER = """#!/bin/sh
+set -e
+previous=""
+for argument in "$@"; do
+  if [ "$previous" = "-f" ]; then
+    sed -i -E 's/^([[:space:]]*bind[[:space:]]+)(\\*|0\\.0\\.0\\.0|::|\\[::\\])?:/\\1127.0.0.1:/' "$argument"
+  fi
+  previous="$argument"
+done
+exec {haproxy} "$@"
+"""
+
+
+def loopback_haproxy(settings: Settings) -> Path:
+    """An executable that runs HAProxy with every frontend of its config bound to 127.0.0.1."""
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        raise RuntimeError("ML_PLATFORM_SERVE_FAST=1 needs HAProxy: make bench-deps installs it")
+    wrapper = settings.run_dir / "haproxy-loopback"
+    wrapper.write_text(_HAPROXY_WRAPPER.format(haproxy=shlex.quote(haproxy)))
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float = 90) -> subprocess.Popen:
     """Start a Ray head bound to 127.0.0.1 (dashboard off) and record its address."""
     port = free_port()
@@ -70,9 +100,13 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
         "--disable-usage-stats",
     ]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    if settings.serve_fast:
-        env |= {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
     settings.run_dir.mkdir(parents=True, exist_ok=True)
+    if settings.serve_fast:
+        env |= {
+            "RAY_SERVE_ENABLE_HA_PROXY": "1",
+            "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+            "RAY_SERVE_HAPROXY_BINARY_PATH": str(loopback_haproxy(settings)),
+        }
     log = (settings.run_dir / "ray.log").open("ab")
     # Its own session, so that stopping it can also end the agents Ray leaves behind.
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
