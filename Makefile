@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 export DAGSTER_DISABLE_TELEMETRY := true
 
-.PHONY: install demo test lint bench bench-deps browser-deps clean
+.PHONY: install demo test lint bench bench-deps browser-deps serve-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,24 +32,29 @@ install: $(VENV)/.installed
 lock: | $(BIN)/uv
 	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements.lock
 
-demo: install
+demo: install serve-deps
 	$(BIN)/ml-platform demo
 
 browser-deps:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 
-test: install browser-deps
+test: install browser-deps serve-deps
 	$(BIN)/python -m pytest ml_platform_tests
 
 lint: install
 	$(BIN)/ruff check ml_platform ml_platform_tests bench
 	$(BIN)/ruff format --check ml_platform ml_platform_tests bench
 
-# wrk drives the serving benchmark; HAProxy is the ingress of the fast serving mode.
-bench-deps:
-	@command -v wrk >/dev/null && command -v haproxy >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk haproxy >/dev/null)
+# HAProxy is Ray Serve's ingress in the fast serving mode (the default wherever it is installed).
+serve-deps:
+	@command -v haproxy >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null)
+
+# wrk drives the serving benchmark.
+bench-deps: serve-deps
+	@command -v wrk >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 
 bench: install bench-deps
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

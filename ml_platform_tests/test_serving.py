@@ -4,6 +4,7 @@ canary and shadow, and no failed request while the champion changes under load."
 import datetime as dt
 import json
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -376,3 +377,30 @@ def test_bearer_token_guards_prediction_routes(platform, monkeypatch):
     finally:
         monkeypatch.delenv("ML_PLATFORM_API_TOKEN")
         deploy(load_settings())
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:  # ended meanwhile (an HAProxy replaced by a reload)
+            return False
+        pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+    return False
+
+
+def test_the_ingress_is_haproxy_listening_on_loopback_only(platform):
+    # make test installs HAProxy, so serving takes the fast path by default.
+    assert platform.settings.serve_fast
+    listeners = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    ours = [
+        line.split()[3]
+        for line in listeners.splitlines()
+        if '"haproxy"' in line and _descends_from(int(line.split("pid=")[1].split(",")[0]), os.getpid())
+    ]
+    # The public address, and Ray's stats and Prometheus frontends (its template binds them on
+    # every interface; our wrapper rewrites them): all on loopback.
+    assert f"127.0.0.1:{platform.settings.serve_port}" in ours
+    assert len(ours) >= 3 and all(address.startswith("127.0.0.1:") for address in ours), ours

@@ -106,6 +106,9 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
             "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
             "RAY_SERVE_HAPROXY_BINARY_PATH": str(loopback_haproxy(settings)),
+            # Ports of our own, so that several heads on one machine (a demo and the tests) coexist.
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         }
     log = (settings.run_dir / "ray.log").open("ab")
     # Its own session, so that stopping it can also end the agents Ray leaves behind.
