@@ -5,6 +5,7 @@ import datetime as dt
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -404,3 +405,69 @@ def test_the_ingress_is_haproxy_listening_on_loopback_only(platform):
     # every interface; our wrapper rewrites them): all on loopback.
     assert f"127.0.0.1:{platform.settings.serve_port}" in ours
     assert len(ours) >= 3 and all(address.startswith("127.0.0.1:") for address in ours), ours
+
+
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, session id, start time) of every live process."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                table[int(entry.name)] = (int(fields[1]), int(fields[3]), fields[19])
+    return table
+
+
+def _descendants(root: int, table: dict[int, tuple[int, int, str]]) -> set[int]:
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, (parent, _, _) in table.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_serve_stops_everything_it_started_on_ctrl_c(platform):
+    from ml_platform.home import child_env
+    from ml_platform.serving.cluster import free_port
+
+    port = free_port()
+    env = {**child_env(platform.settings), "ML_PLATFORM_SERVE_PORT": str(port)}
+    env.pop("RAY_ADDRESS", None)  # its own local Ray head, as a user's `ml-platform serve`
+    serve = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ml-platform")), "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert serve.poll() is None, serve.stdout.read()
+            time.sleep(1)
+        else:
+            pytest.fail("ml-platform serve did not become ready")
+        table = _process_table()
+        started = {pid: table[pid] for pid in _descendants(serve.pid, table)}
+        sessions = {session for _, session, _ in started.values()} - {os.getsid(0)}
+        # The fast path's HAProxy runs in the Ray head's session.
+        in_sessions = [pid for pid, (_, session, _) in table.items() if session in sessions]
+        assert any(b"haproxy" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in in_sessions)
+    finally:
+        serve.send_signal(signal.SIGINT)
+        output = serve.communicate(timeout=120)[0]
+    assert serve.returncode == 0, output
+    table = _process_table()
+    left = [pid for pid, info in started.items() if table.get(pid) == info]
+    left += [pid for pid, (_, session, _) in table.items() if session in sessions]
+    assert left == []
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=2)
