@@ -389,7 +389,7 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         move = None
         if reasons and previous is not None:
             move = registry.rollback(
-                settings, spec.name, f"champion_guard run {context.run_id}", "; ".join(reasons)
+                settings, spec.name, f"champion_guard run {context.run.run_id}", "; ".join(reasons)
             )
         return dg.MaterializeResult(
             metadata={

@@ -160,7 +160,7 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             "use_case": spec.name,
             "git_commit": git_commit(),
             "dagster_code_version": context.assets_def.code_versions_by_key[key["model"]] or "",
-            "dagster_run_id": context.run_id,
+            "dagster_run_id": context.run.run_id,
             "training_rows": str(len(train)),
             "training_content_sha256": str(identity.get("content_sha256", "")),
             "training_first_event": str(identity.get("first_event", "")),
@@ -304,7 +304,7 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             version,
             registry.CHAMPION,
             reason="passed the evaluation gate",
-            actor=f"dagster run {context.run_id}",
+            actor=f"dagster run {context.run.run_id}",
             metrics=metrics,
         )
         return dg.MaterializeResult(
