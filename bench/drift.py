@@ -35,13 +35,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _measure import own_peak_rss_mb, peak_rss_mb, run_child, significant
 
 # Only the standard library at module level: the parent must stay small (see the docstring).
 
@@ -71,28 +72,6 @@ SHIFTED_TARGET = 1.0  # share of the shifted columns ours flags
 
 def log(message: str) -> None:
     print(f"[drift] {message}", file=sys.stderr, flush=True)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
-
-
-def own_peak_rss_mb() -> float:
-    """This process image's own high-water mark (VmHWM), to cross-check ru_maxrss."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def run_child(*args: str) -> dict:
-    """This script in a child process (polars limited to 2 threads); its last stdout line."""
-    env = os.environ | {"POLARS_MAX_THREADS": str(THREADS)}
-    command = [sys.executable, __file__, *args]
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"child {' '.join(command[1:])} failed with exit code {done.returncode}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # --- input data (child process) ----------------------------------------------------------------
@@ -260,7 +239,7 @@ def child(implementation: str, label: str) -> None:
 
 def measure(implementation: str, label: str, attempt: str) -> dict:
     log(f"{label} {implementation} {attempt}: running")
-    result = run_child("--child", implementation, label)
+    result = run_child(__file__, THREADS, "--child", implementation, label)
     if result["peak_rss_mb"] > result["own_peak_rss_mb"] + 20:
         log(f"warning: ru_maxrss {result['peak_rss_mb']:.0f} MB includes memory the parent held")
     log(
@@ -291,10 +270,6 @@ def compare(ours: dict[str, dict], theirs: dict[str, dict]) -> dict[str, float]:
 def shifted_found(columns: dict[str, dict]) -> float:
     shifted = shifted_columns()
     return sum(columns.get(c, {}).get("drifted", False) for c in shifted) / len(shifted)
-
-
-def significant(x: float | None, digits: int = 4) -> float | None:
-    return None if x is None else float(f"{x:.{digits}g}")
 
 
 def figure(name: str, ours: float, peer_value: float, better: str, target: float | None, **extra) -> dict:

@@ -44,7 +44,6 @@ import importlib
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from _measure import cpu_seconds, own_peak_rss_mb, peak_rss_mb, run_child, significant
 
 # Only the standard library at module level: the parent must stay small (see the docstring).
 if TYPE_CHECKING:
@@ -96,33 +97,6 @@ IMPORTS = {
 
 def log(message: str) -> None:
     print(f"[features] {message}", file=sys.stderr, flush=True)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
-
-
-def own_peak_rss_mb() -> float:
-    """This process image's own high-water mark (VmHWM), to cross-check ru_maxrss."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_child(*args: str) -> dict:
-    """This script in a child process (polars and DuckDB limited to 2 threads); its last stdout line."""
-    env = os.environ | {"POLARS_MAX_THREADS": str(THREADS)}
-    command = [sys.executable, __file__, *args]
-    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"child {' '.join(command[1:])} failed with exit code {done.returncode}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # --- input data (child process) ----------------------------------------------------------------
@@ -515,7 +489,7 @@ def online_child(calls: int) -> None:
 
 
 def check_agreement(label: str) -> None:
-    report = run_child("--compare", label)
+    report = run_child(__file__, THREADS, "--compare", label)
     log(
         f"{label}: largest difference from ours per implementation: "
         + str({i: r["max_gap"] for i, r in report.items()})
@@ -531,7 +505,7 @@ def run_size(label: str, rows: int, repeats: int) -> dict[str, list[dict]]:
     for attempt in range(repeats):
         for impl in IMPLEMENTATIONS:  # interleaved, so machine noise hits all alike
             args = ["--child", impl, label] + (["--keep-output"] if attempt == 0 else [])
-            result = run_child(*args)
+            result = run_child(__file__, THREADS, *args)
             if result["rows"] != rows:
                 raise SystemExit(f"{impl} {label} produced {result['rows']:,} rows, expected {rows:,}")
             if result["peak_rss_mb"] > result["own_peak_rss_mb"] + 20:
@@ -545,10 +519,6 @@ def run_size(label: str, rows: int, repeats: int) -> dict[str, list[dict]]:
         if attempt == 0:
             check_agreement(label)
     return runs
-
-
-def significant(x: float | None, digits: int = 4) -> float | None:
-    return None if x is None else float(f"{x:.{digits}g}")
 
 
 def figure(name: str, ours: float, peer: str, peer_value: float, better: str, target=None, **extra) -> dict:
@@ -615,7 +585,9 @@ def benchmark(quick: bool) -> None:
         runs = run_size(label, rows, repeats)
         lines += batch_figures(label, runs, at_target=label == TARGET_SIZE and not quick)
     log("online lookups and updates")
-    lines += online_figures(run_child("--online", str(1_000 if quick else 5_000)), with_targets=not quick)
+    lines += online_figures(
+        run_child(__file__, THREADS, "--online", str(1_000 if quick else 5_000)), with_targets=not quick
+    )
     for line in lines:
         print(json.dumps(line))
 

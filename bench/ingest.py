@@ -35,7 +35,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from _measure import cpu_seconds, own_peak_rss_mb, peak_rss_mb
 
 # Only the standard library at module level: the parent process must stay small, because a child
 # started with vfork + exec inherits the parent's peak RSS as the floor of its own ru_maxrss.
@@ -77,23 +78,6 @@ FAULTS = ("non_numeric_value", "value_out_of_range", "empty_sensor_id", "bad_tim
 
 def log(message: str) -> None:
     print(f"[ingest] {message}", file=sys.stderr, flush=True)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def own_peak_rss_mb() -> float:
-    """This process image's own high-water mark (VmHWM), to cross-check ru_maxrss."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def import_work_modules() -> UseCaseSpec:

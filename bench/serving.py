@@ -60,6 +60,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ml_platform.serving.processes import Proc, descendants, kill_all, processes  # stdlib only
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
 VENV_BIN = Path(sys.executable).parent
@@ -168,47 +170,12 @@ def pinned(cpus: set[int]) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-@dataclass(frozen=True)
-class Proc:
-    ppid: int
-    sid: int
-    start: str  # start time since boot: with the pid, names the process
-    ticks: int  # CPU time used (user + system), in clock ticks
-    zombie: bool
-
-
-def proc(pid: int) -> Proc | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return Proc(
-        int(fields[1]), int(fields[3]), fields[19], int(fields[11]) + int(fields[12]), fields[0] == "Z"
-    )
-
-
-def processes() -> dict[int, Proc]:
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (found := proc(int(entry.name))) is not None:
-            table[int(entry.name)] = found
-    return table
-
-
 def family(root: int) -> dict[int, Proc]:
     """``root``, its live descendants and every process of its session (a server we started in a
     session of its own: ``root`` is the session's id)."""
     table = processes()
     found = {pid: p for pid, p in table.items() if (p.sid == root or pid == root) and not p.zombie}
-    frontier = [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, p in table.items():
-            if p.ppid == parent and pid not in found and not p.zombie:
-                found[pid] = p
-                frontier.append(pid)
-    return found
+    return found | descendants(root, table)
 
 
 def family_cpu_s(root: int) -> float:
@@ -220,20 +187,8 @@ def kill_leftovers(root: int, known: dict[int, Proc]) -> None:
     the processes seen before stopping it, if still the same, and whatever is still in the session
     (Ray's HAProxy manager starts a new HAProxy, in a process group of its own, while replicas stop;
     the manager then dies and leaves it behind)."""
-    for _ in range(10):
-        table = processes()
-        alive = [
-            pid
-            for pid, p in table.items()
-            if not p.zombie and (p.sid == root or (pid in known and known[pid].start == p.start))
-        ]
-        if not alive:
-            return
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.3)
-    log(f"warning: processes of session {root} still alive after SIGKILL")
+    if kill_all(lambda pid, p: p.sid == root or (pid in known and known[pid].start == p.start)):
+        log(f"warning: processes of session {root} still alive after SIGKILL")
 
 
 def stop_process(process: subprocess.Popen, timeout_s: float = 20) -> None:

@@ -21,6 +21,7 @@ import tritonclient.http as triton
 from ml_platform.serving.app import CANARY_TAG, SHADOW_TAG
 from ml_platform.serving.deploy import deploy, wait_until_serving
 from ml_platform.serving.log import read_prediction_log
+from ml_platform.serving.processes import descendants, processes
 from ml_platform.training import registry
 from ml_platform.training.model import build_pipeline
 from ml_platform.usecases import get_use_case
@@ -380,53 +381,20 @@ def test_bearer_token_guards_prediction_routes(platform, monkeypatch):
         deploy(load_settings())
 
 
-def _descends_from(pid: int, ancestor: int) -> bool:
-    while pid > 1:
-        if pid == ancestor:
-            return True
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except FileNotFoundError:  # ended meanwhile (an HAProxy replaced by a reload)
-            return False
-        pid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
-    return False
-
-
 def test_the_ingress_is_haproxy_listening_on_loopback_only(platform):
     # make test installs HAProxy, so serving takes the fast path by default.
     assert platform.settings.serve_fast
     listeners = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    started_here = descendants(os.getpid(), processes())
     ours = [
         line.split()[3]
         for line in listeners.splitlines()
-        if '"haproxy"' in line and _descends_from(int(line.split("pid=")[1].split(",")[0]), os.getpid())
+        if '"haproxy"' in line and int(line.split("pid=")[1].split(",")[0]) in started_here
     ]
     # The public address, and Ray's stats and Prometheus frontends (its template binds them on
     # every interface; our wrapper rewrites them): all on loopback.
     assert f"127.0.0.1:{platform.settings.serve_port}" in ours
     assert len(ours) >= 3 and all(address.startswith("127.0.0.1:") for address in ours), ours
-
-
-def _process_table() -> dict[int, tuple[int, int, str]]:
-    """pid -> (parent pid, session id, start time) of every live process."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                table[int(entry.name)] = (int(fields[1]), int(fields[3]), fields[19])
-    return table
-
-
-def _descendants(root: int, table: dict[int, tuple[int, int, str]]) -> set[int]:
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, (parent, _, _) in table.items() if parent in frontier} - found
-        found |= frontier
-    return found
 
 
 def test_serve_stops_everything_it_started_on_ctrl_c(platform):
@@ -455,19 +423,19 @@ def test_serve_stops_everything_it_started_on_ctrl_c(platform):
             time.sleep(1)
         else:
             pytest.fail("ml-platform serve did not become ready")
-        table = _process_table()
-        started = {pid: table[pid] for pid in _descendants(serve.pid, table)}
-        sessions = {session for _, session, _ in started.values()} - {os.getsid(0)}
+        table = processes()
+        started = descendants(serve.pid, table)
+        sessions = {p.sid for p in started.values()} - {os.getsid(0)}
         # The fast path's HAProxy runs in the Ray head's session.
-        in_sessions = [pid for pid, (_, session, _) in table.items() if session in sessions]
+        in_sessions = [pid for pid, p in table.items() if p.sid in sessions and not p.zombie]
         assert any(b"haproxy" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in in_sessions)
     finally:
         serve.send_signal(signal.SIGINT)
         output = serve.communicate(timeout=120)[0]
     assert serve.returncode == 0, output
-    table = _process_table()
-    left = [pid for pid, info in started.items() if table.get(pid) == info]
-    left += [pid for pid, (_, session, _) in table.items() if session in sessions]
+    table = {pid: p for pid, p in processes().items() if not p.zombie}
+    left = [pid for pid, p in started.items() if pid in table and table[pid].start == p.start]
+    left += [pid for pid, p in table.items() if p.sid in sessions]
     assert left == []
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/v2/health/live", timeout=2)

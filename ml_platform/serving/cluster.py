@@ -19,6 +19,7 @@ from pathlib import Path
 
 import ray
 
+from ml_platform.serving.processes import kill_all
 from ml_platform.settings import Settings
 
 NAMESPACE = "ml_platform"
@@ -140,31 +141,8 @@ def stop_local_cluster(settings: Settings, process: subprocess.Popen, timeout_s:
     # behind): end everything still in the session the head was started in.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    for _ in range(10):
-        left = session_processes(process.pid)
-        if not left:
-            break
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.3)
+    kill_all(lambda _, p: p.sid == process.pid)
     address_file(settings).unlink(missing_ok=True)
-
-
-def session_processes(session: int) -> list[int]:
-    """Live processes (not zombies) of a session, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            # "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses.
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[3]) == session and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
 
 
 def connect(settings: Settings) -> str:
