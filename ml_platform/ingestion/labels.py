@@ -43,8 +43,9 @@ def label_files(labels_dir: Path) -> list[tuple[Path, dt.date, dt.date]]:
     return sorted(found, key=lambda f: (f[0].stat().st_mtime_ns, f[0].name))
 
 
-def covering_file(labels_dir: Path, day: dt.date) -> Path | None:
-    covering = [path for path, first, last in label_files(labels_dir) if first <= day <= last]
+def covering_file(files: list[tuple[Path, dt.date, dt.date]], day: dt.date) -> Path | None:
+    """The newest of ``files`` (as ``label_files`` lists them) that covers ``day``."""
+    covering = [path for path, first, last in files if first <= day <= last]
     return covering[-1] if covering else None
 
 
@@ -87,7 +88,8 @@ def load_label_days(
     Fails before writing anything when a day has no labels file yet or a file is bad.
     """
     days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-    sources = {day: covering_file(labels_dir, day) for day in days}
+    files_found = label_files(labels_dir)
+    sources = {day: covering_file(files_found, day) for day in days}
     uncovered = [d.isoformat() for d, path in sources.items() if path is None]
     if uncovered:
         raise LabelFileError(

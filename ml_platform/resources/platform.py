@@ -36,6 +36,7 @@ class _FileLock:
         self._guard = threading.RLock()
         self._depth = 0
         self._fd: int | None = None
+        self._acquired = 0.0  # monotonic time the lock was taken
 
     @contextmanager
     def hold(self) -> Iterator[None]:
