@@ -75,6 +75,20 @@ class Platform:
             raise_on_error=raise_on_error,
         )
 
+    def sensor(self, name: str) -> dg.SensorDefinition:
+        """The use case's sensor ``name`` (e.g. ``landing_sensor``)."""
+        return next(s for s in self.defs.sensors if s.name == f"{USE_CASE}_{name}")
+
+    def tick(self, sensor: dg.SensorDefinition, cursor: str | None = None):
+        """One evaluation of ``sensor`` on this platform: its result and the cursor it left."""
+        context = dg.build_sensor_context(
+            instance=self.instance,
+            cursor=cursor,
+            definitions=self.defs,
+            resources={"platform": self.defs.resources["platform"]},
+        )
+        return sensor.evaluate_tick(context), context.cursor
+
     @property
     def landing(self) -> Path:
         return self.settings.landing_dir_for(USE_CASE)

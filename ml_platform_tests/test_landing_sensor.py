@@ -2,13 +2,12 @@
 
 import datetime as dt
 
-import dagster as dg
 import pytest
 
 from ml_platform.automation.sensors import INGEST_ASSETS
 from ml_platform.ingestion.landing import file_sha256
 
-from .conftest import FIRST_DAY, USE_CASE, keys, land_days, make_platform
+from .conftest import FIRST_DAY, keys, land_days, make_platform
 
 
 @pytest.fixture
@@ -16,20 +15,9 @@ def platform(tmp_path):
     return make_platform(tmp_path / "home")
 
 
-def evaluate(platform, cursor=None):
-    sensor = next(s for s in platform.defs.sensors if s.name == f"{USE_CASE}_landing_sensor")
-    context = dg.build_sensor_context(
-        instance=platform.instance,
-        cursor=cursor,
-        definitions=platform.defs,
-        resources={"platform": platform.defs.resources["platform"]},
-    )
-    return sensor.evaluate_tick(context), context.cursor
-
-
 def test_new_files_request_their_days(platform):
     files = land_days(platform, FIRST_DAY, 2)
-    result, cursor = evaluate(platform)
+    result, cursor = platform.tick(platform.sensor("landing_sensor"))
     requests = sorted((r for r in result.run_requests if r.partition_key), key=lambda r: r.partition_key)
     assert [r.partition_key for r in requests] == [
         FIRST_DAY.isoformat(),
@@ -50,19 +38,19 @@ def test_new_files_request_their_days(platform):
     assert labels.tags["dagster/asset_partition_range_end"] == (FIRST_DAY + dt.timedelta(days=1)).isoformat()
     assert platform.materialize(["raw_labels"], tags=labels.tags).success
 
-    again, _ = evaluate(platform, cursor)
+    again, _ = platform.tick(platform.sensor("landing_sensor"), cursor)
     assert again.run_requests == []
 
 
 def test_ingested_files_are_not_requested_again_and_changed_ones_are(platform):
     files = land_days(platform, FIRST_DAY, 1)
     platform.ingest(FIRST_DAY, FIRST_DAY)
-    result, cursor = evaluate(platform)
+    result, cursor = platform.tick(platform.sensor("landing_sensor"))
     assert result.run_requests == []  # the partition already holds this file at this content
 
     readings = next(p for p in files if p.name.startswith("readings_"))
     readings.write_text(readings.read_text().replace("s-1,", "s-9,", 1))  # an upstream correction
-    changed, _ = evaluate(platform, cursor)
+    changed, _ = platform.tick(platform.sensor("landing_sensor"), cursor)
     assert [r.partition_key for r in changed.run_requests] == [FIRST_DAY.isoformat()]
     assert file_sha256(readings)[:12] in changed.run_requests[0].run_key
 
@@ -76,6 +64,6 @@ def test_a_file_spanning_days_requests_each_day(platform):
         "s-1,2026-10-04T00:00:00,2.0\n"
         "s-1,2026-10-04T01:00:00+02:00,3.0\n"
     )
-    result, _ = evaluate(platform)
+    result, _ = platform.tick(platform.sensor("landing_sensor"))
     # The third row is 2026-10-03T23:00Z: offsets are honoured, naive times are UTC.
     assert sorted(r.partition_key for r in result.run_requests) == ["2026-10-03", "2026-10-04"]

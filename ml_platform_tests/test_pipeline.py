@@ -220,21 +220,9 @@ def test_clean_data_shows_no_drift(platform):
     assert all(column in text for column in ("value_mean_12", "vibration"))
 
 
-def _evaluate_drift_sensor(platform, cursor):
-    sensor = next(s for s in platform.defs.sensors if s.name == f"{USE_CASE}_retrain_sensor")
-    context = dg.build_sensor_context(
-        instance=platform.instance,
-        cursor=cursor,
-        definitions=platform.defs,
-        resources={"platform": platform.defs.resources["platform"]},
-    )
-    result = sensor.evaluate_tick(context)
-    return result, context.cursor
-
-
 def test_drifted_batch_requests_exactly_one_retrain(platform):
     # Handle the clean report first, as the running sensor would have.
-    _, cursor = _evaluate_drift_sensor(platform, None)
+    _, cursor = platform.tick(platform.sensor("retrain_sensor"), None)
     drift_from = LAST_DAY - dt.timedelta(days=1)
     config = SensorDataConfig(sensors=SENSORS, drift_from=drift_from)
     for day in (drift_from, LAST_DAY):
@@ -247,7 +235,7 @@ def test_drifted_batch_requests_exactly_one_retrain(platform):
     assert report["dataset_drift"] is True, report
     assert report["report_sample_agreement"] >= 0.9
 
-    result, cursor = _evaluate_drift_sensor(platform, cursor)
+    result, cursor = platform.tick(platform.sensor("retrain_sensor"), cursor)
     assert len(result.run_requests) == 1
     request = result.run_requests[0]
     champion = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
@@ -255,7 +243,7 @@ def test_drifted_batch_requests_exactly_one_retrain(platform):
     assert report["report_id"] in request.tags["ml_platform/reasons"]
     assert set(request.asset_selection) == set(keys(*RETRAIN_ASSETS))
 
-    again, _ = _evaluate_drift_sensor(platform, cursor)
+    again, _ = platform.tick(platform.sensor("retrain_sensor"), cursor)
     assert again.run_requests == []
     assert "no drift" in again.skip_message
 

@@ -222,16 +222,6 @@ def _retrain_sensor(platform, **monitoring):
     return build_retrain_sensor(spec, 30)
 
 
-def _tick(platform, sensor, cursor=None):
-    context = dg.build_sensor_context(
-        instance=platform.instance,
-        cursor=cursor,
-        definitions=platform.defs,
-        resources={"platform": platform.defs.resources["platform"]},
-    )
-    return sensor.evaluate_tick(context), context.cursor
-
-
 def test_drift_and_staleness_together_ask_for_one_retrain_with_a_stable_key(platform):
     platform.instance.report_runless_asset_event(
         dg.AssetMaterialization(
@@ -240,36 +230,36 @@ def test_drift_and_staleness_together_ask_for_one_retrain_with_a_stable_key(plat
         )
     )
     sensor = _retrain_sensor(platform, champion_max_age=dt.timedelta(0), min_new_rows=0)
-    first, cursor = _tick(platform, sensor)
+    first, cursor = platform.tick(sensor)
     assert len(first.run_requests) == 1
     reasons = first.run_requests[0].tags["ml_platform/reasons"]
     assert "test-report-1" in reasons and "older than" in reasons  # both events, one run
 
     # A daemon that died before saving its cursor evaluates the same tick again: same key, which
     # Dagster launches only once.
-    repeated, _ = _tick(platform, sensor)
+    repeated, _ = platform.tick(sensor)
     assert [r.run_key for r in repeated.run_requests] == [first.run_requests[0].run_key]
 
     # Once handled, the drift event does not ask again (staleness alone still would).
     fresh_sensor = _retrain_sensor(platform, min_new_rows=0)
-    after, _ = _tick(platform, fresh_sensor, cursor)
+    after, _ = platform.tick(fresh_sensor, cursor)
     assert after.run_requests == [] and "no drift" in after.skip_message
 
 
 def test_retrain_waits_for_the_cool_down_and_for_new_data(platform):
     stale = dict(champion_max_age=dt.timedelta(0))
-    too_little, _ = _tick(platform, _retrain_sensor(platform, min_new_rows=10**9, **stale))
+    too_little, _ = platform.tick(_retrain_sensor(platform, min_new_rows=10**9, **stale))
     assert too_little.run_requests == [] and "new rows" in too_little.skip_message
 
     platform.materialize(
         ["training_set"], tags={"ml_platform/trigger": "retrain", "ml_platform/use_case": USE_CASE}
     )
-    cooling, _ = _tick(
-        platform, _retrain_sensor(platform, min_new_rows=0, retrain_cooldown=dt.timedelta(hours=1), **stale)
+    cooling, _ = platform.tick(
+        _retrain_sensor(platform, min_new_rows=0, retrain_cooldown=dt.timedelta(hours=1), **stale)
     )
     assert cooling.run_requests == [] and "cool-down" in cooling.skip_message
-    cooled, _ = _tick(
-        platform, _retrain_sensor(platform, min_new_rows=0, retrain_cooldown=dt.timedelta(0), **stale)
+    cooled, _ = platform.tick(
+        _retrain_sensor(platform, min_new_rows=0, retrain_cooldown=dt.timedelta(0), **stale)
     )
     assert len(cooled.run_requests) == 1
 
