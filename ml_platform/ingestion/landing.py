@@ -1,9 +1,9 @@
 """The landing zone: files an outside system drops, read (never modified) through DuckDB.
 
-Every file is read with all columns as text, so typing is a validation rule and not a reason
-to lose a row. Lines that do not parse (wrong column count, bad encoding, invalid JSON) are kept
-as rows carrying ``parse_error`` and the raw line, so they reach the quarantine instead of
-vanishing.
+Every file is read with all columns as text and typed as it is staged, so a value that does not
+parse is a validation failure and not a reason to lose a row (the row keeps its text). Lines that
+do not split into fields (wrong column count, bad encoding, invalid JSON) are kept as rows
+carrying ``parse_error`` and the raw line, so they reach the quarantine instead of vanishing.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+
+from ml_platform.spec import UseCaseSpec
+from ml_platform.validation.rules import typed_select
 
 KINDS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
 _DATE_IN_NAME = re.compile(r"(\d{4}-\d{2}-\d{2})")
@@ -114,31 +117,28 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:300]
 
 
-def stage_file(
-    conn: duckdb.DuckDBPyConnection, path: Path, schema: FileSchema, columns: list[str], table: str
-) -> None:
-    """Create temp ``table``: ``columns`` as text, ``source_row``, ``parse_error``, ``raw_line``.
+def stage_file(conn: duckdb.DuckDBPyConnection, path: Path, schema: FileSchema, spec: UseCaseSpec) -> str:
+    """Create temp table ``staged``: the file's rows typed (``typed_select``) plus ``parse_error``.
 
-    ``source_row`` numbers data rows from 1 in file order (the header is not a row). Lines the
-    reader rejects keep their place in that numbering.
+    Returns the SQL giving each staged row's ``source_row``, numbering data rows from 1 in file
+    order (the header is not a row); lines the reader rejects keep their place in that numbering.
+    A clean CSV is numbered by the staged table's own row order (DuckDB keeps insertion order),
+    which leaves its parallel reader parallel.
     """
     present = set(schema.columns)
     try:
         if schema.kind == "csv":
-            _stage_csv(conn, path, present, columns, table)
-        elif schema.kind == "parquet":
-            selected = ", ".join(
-                f'CAST("{c}" AS VARCHAR) AS "{c}"' if c in present else f'NULL::VARCHAR AS "{c}"'
-                for c in columns
-            )
+            return _stage_csv(conn, path, spec, present)
+        if schema.kind == "parquet":
             conn.sql(
-                f"""CREATE OR REPLACE TEMP TABLE {table} AS
-                    SELECT {selected}, file_row_number + 1 AS source_row,
-                        NULL::VARCHAR AS parse_error, NULL::VARCHAR AS raw_line
+                f"""CREATE OR REPLACE TEMP TABLE staged AS
+                    SELECT {typed_select(spec, present)}, NULL::VARCHAR AS parse_error,
+                        file_row_number + 1 AS source_row
                     FROM read_parquet({_literal(path)}, file_row_number=true)"""
             )
-        else:
-            _stage_jsonl(conn, path, columns, table)
+            return "source_row"
+        _stage_jsonl(conn, path, spec)
+        return "source_row"
     except duckdb.Error as exc:
         raise LandingFileError(f"{path}: cannot be read ({_first_line(exc)})") from None
 
@@ -148,44 +148,52 @@ def _clear_rejects(conn: duckdb.DuckDBPyConnection) -> None:
         conn.sql(f"DROP TABLE IF EXISTS temp.{name}")
 
 
-def _merge_rejects(
-    conn: duckdb.DuckDBPyConnection, table: str, columns: list[str], header_lines: int
-) -> None:
-    """Put lines the reader rejected back as rows, in their place in the row numbering."""
+def _rejected_lines(conn: duckdb.DuckDBPyConnection, header_lines: int) -> int:
+    """Temp table ``rejected_rows`` (source_row, error_type, csv_line) of the lines the reader
+    rejected; returns how many there are."""
     exists = conn.sql(
         "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = 'landing_rejects'"
     ).fetchall()[0][0]
-    if not exists or not conn.sql("SELECT count(*) FROM landing_rejects").fetchall()[0][0]:
-        return
+    if not exists:
+        return 0
     conn.sql(
         f"""CREATE OR REPLACE TEMP TABLE rejected_rows AS
             SELECT DISTINCT ON (line) line - {header_lines} AS source_row, error_type,
                 left(csv_line, 500) AS csv_line
             FROM landing_rejects ORDER BY line"""
     )
-    # The scan numbered accepted rows 1..n; an accepted row moves down by the number of
-    # rejected rows that come before it.
-    conn.sql(
-        f"""UPDATE {table} SET source_row = source_row + (
-                SELECT count(*) FROM (
-                    SELECT source_row - row_number() OVER (ORDER BY source_row) AS accepted_before
-                    FROM rejected_rows) r
-                WHERE r.accepted_before < {table}.source_row)"""
-    )
-    nulls = ", ".join("NULL" for _ in columns)
-    conn.sql(f"INSERT INTO {table} SELECT {nulls}, source_row, error_type, csv_line FROM rejected_rows")
+    return conn.sql("SELECT count(*) FROM rejected_rows").fetchall()[0][0]
 
 
-def _stage_csv(conn, path: Path, present: set[str], columns: list[str], table: str) -> None:
-    selected = ", ".join(f'"{c}"' if c in present else f'NULL::VARCHAR AS "{c}"' for c in columns)
+def _stage_csv(conn: duckdb.DuckDBPyConnection, path: Path, spec: UseCaseSpec, present: set[str]) -> str:
     _clear_rejects(conn)
     conn.sql(
-        f"""CREATE OR REPLACE TEMP TABLE {table} AS
-            SELECT {selected}, row_number() OVER () AS source_row,
-                NULL::VARCHAR AS parse_error, NULL::VARCHAR AS raw_line
-            FROM {_csv_source(path)}"""
+        f"""CREATE OR REPLACE TEMP TABLE staged AS
+            SELECT {typed_select(spec, present)}, NULL::VARCHAR AS parse_error FROM {_csv_source(path)}"""
     )
-    _merge_rejects(conn, table, columns, header_lines=1)
+    if not _rejected_lines(conn, header_lines=1):
+        return "rowid + 1"
+    # The k-th accepted row moves down by the number of rejected lines before it: those whose
+    # count of accepted rows before them is below k.
+    conn.sql(
+        """CREATE OR REPLACE TEMP TABLE reject_shifts AS
+            SELECT source_row - n AS accepted_before, max(n) AS rejected
+            FROM (SELECT source_row, row_number() OVER (ORDER BY source_row) AS n FROM rejected_rows)
+            GROUP BY 1"""
+    )
+    conn.sql(
+        """CREATE OR REPLACE TEMP TABLE staged_numbered AS
+            SELECT s.* EXCLUDE (accepted), s.accepted + coalesce(j.rejected, 0) AS source_row
+            FROM (SELECT *, rowid + 1 AS accepted FROM staged) s
+            ASOF LEFT JOIN reject_shifts j ON s.accepted > j.accepted_before"""
+    )
+    conn.sql(
+        """INSERT INTO staged_numbered (parse_error, raw_text, source_row)
+            SELECT error_type, csv_line, source_row FROM rejected_rows"""
+    )
+    conn.sql("DROP TABLE staged")
+    conn.sql("ALTER TABLE staged_numbered RENAME TO staged")
+    return "source_row"
 
 
 def _json_field(column: str) -> str:
@@ -196,11 +204,11 @@ def _json_field(column: str) -> str:
     )
 
 
-def _stage_jsonl(conn, path: Path, columns: list[str], table: str) -> None:
-    fields = ", ".join(_json_field(c) for c in columns)
+def _stage_jsonl(conn: duckdb.DuckDBPyConnection, path: Path, spec: UseCaseSpec) -> None:
+    fields = ", ".join(_json_field(c) for c in spec.column_names)
     _clear_rejects(conn)
     conn.sql(
-        f"""CREATE OR REPLACE TEMP TABLE {table} AS
+        f"""CREATE OR REPLACE TEMP TABLE staged AS
             WITH numbered AS (
                 SELECT line, row_number() OVER () AS source_row FROM {_lines_source(path)}
             ), checked AS (
@@ -208,10 +216,17 @@ def _stage_jsonl(conn, path: Path, columns: list[str], table: str) -> None:
                     AS valid
                 FROM numbered
                 WHERE trim(line) <> ''
+            ), fields AS (
+                SELECT {fields}, source_row,
+                    CASE WHEN valid THEN NULL ELSE 'INVALID JSON' END AS parse_error,
+                    CASE WHEN valid THEN NULL ELSE left(line, 500) END AS raw_line
+                FROM checked
             )
-            SELECT {fields}, source_row,
-                CASE WHEN valid THEN NULL ELSE 'INVALID JSON' END AS parse_error,
-                CASE WHEN valid THEN NULL ELSE left(line, 500) END AS raw_line
-            FROM checked"""
+            SELECT {typed_select(spec, set(spec.column_names), line="raw_line")}, parse_error, source_row
+            FROM fields"""
     )
-    _merge_rejects(conn, table, columns, header_lines=0)
+    if _rejected_lines(conn, header_lines=0):
+        conn.sql(
+            """INSERT INTO staged (parse_error, raw_text, source_row)
+                SELECT error_type, csv_line, source_row FROM rejected_rows"""
+        )

@@ -1,12 +1,18 @@
-"""Sources -> the raw table: one row per input row, in its own daily partition, with provenance.
+"""Sources -> the raw table: one typed row per input row, in its own daily partition, with provenance.
 
 Loading days ``first..last`` deletes exactly those days' rows and inserts them again from what the
 sources hold now, in one transaction: loading the same file twice never duplicates a row, a late
 file for an old day lands in that day, and a file whose content changed replaces its old rows.
 
-Everything is pushed down into DuckDB (its parallel CSV reader, set-based partition assignment),
-so a file is never held in Python memory. An index of landed files (size, mtime, sha256, days)
-lets a partition run skip the files that hold none of its days.
+Layout: ``raw_rows`` holds the typed values, the row's number in its source and ``raw_text`` (the
+input as text, kept only for a row that did not parse); ``raw_sources`` holds, once per loaded
+source, its file path (or table), sha256 and ingestion time; the view ``raw_readings`` joins them
+into one row per input row with its full provenance. Keeping per-source constants out of the
+rows keeps a 10M-row load from writing the same path and hash 10M times.
+
+Everything is pushed down into DuckDB (its parallel readers, set-based placement), so a file is
+never held in Python memory. An index of landed files (size, mtime, sha256, days) lets a
+partition run skip the files that hold none of its days.
 """
 
 from __future__ import annotations
@@ -27,9 +33,7 @@ from ml_platform.ingestion.landing import (
     stage_file,
 )
 from ml_platform.spec import LandingFiles, UseCaseSpec
-from ml_platform.validation.rules import parsed
-
-PROVENANCE_COLUMNS = ("source_file", "source_row", "file_sha256", "ingested_at", "parse_error", "raw_line")
+from ml_platform.validation.rules import SQL_TYPES, typed_select
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,28 @@ class RawLoad:
         return sum(self.rows_by_day.values())
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a staged source's rows go: their days, and the day of rows without a valid one."""
+
+    first_day: dt.date | None
+    last_day: dt.date | None
+    rows: int
+    fallback: dt.date | None
+    unplaced: int  # rows with no valid day of their own and no fallback
+
+
 def raw_table(spec: UseCaseSpec) -> str:
+    """The view users and downstream assets read: typed rows with their provenance."""
     return f"{spec.name}.raw_readings"
+
+
+def rows_table(spec: UseCaseSpec) -> str:
+    return f"{spec.name}.raw_rows"
+
+
+def sources_table(spec: UseCaseSpec) -> str:
+    return f"{spec.name}.raw_sources"
 
 
 def index_table(spec: UseCaseSpec) -> str:
@@ -61,12 +85,24 @@ def index_table(spec: UseCaseSpec) -> str:
 
 
 def ensure_raw_tables(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> None:
-    columns = ", ".join(f'"{c}" VARCHAR' for c in spec.column_names)
     conn.sql(f"CREATE SCHEMA IF NOT EXISTS {spec.name}")
+    columns = ", ".join(f'"{c.name}" {SQL_TYPES[c.dtype]}' for c in spec.columns)
     conn.sql(
-        f"""CREATE TABLE IF NOT EXISTS {raw_table(spec)} (
-            partition_date DATE, {columns}, source_file VARCHAR, source_row BIGINT,
-            file_sha256 VARCHAR, ingested_at TIMESTAMPTZ, parse_error VARCHAR, raw_line VARCHAR)"""
+        f"""CREATE TABLE IF NOT EXISTS {rows_table(spec)} (
+            partition_date DATE, {columns}, source_id INTEGER, source_row BIGINT,
+            parse_error VARCHAR, raw_text VARCHAR)"""
+    )
+    conn.sql(
+        f"""CREATE TABLE IF NOT EXISTS {sources_table(spec)} (
+            source_id INTEGER PRIMARY KEY, source_file VARCHAR, file_sha256 VARCHAR,
+            ingested_at TIMESTAMPTZ)"""
+    )
+    selected = ", ".join(f'r."{c}"' for c in spec.column_names)
+    conn.sql(
+        f"""CREATE OR REPLACE VIEW {raw_table(spec)} AS
+            SELECT r.partition_date, {selected}, r.source_id, s.source_file, r.source_row,
+                s.file_sha256, s.ingested_at, r.parse_error, r.raw_text
+            FROM {rows_table(spec)} r JOIN {sources_table(spec)} s USING (source_id)"""
     )
     conn.sql(
         f"""CREATE TABLE IF NOT EXISTS {index_table(spec)} (
@@ -80,53 +116,90 @@ def last_valid_day() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
-def place_rows(
-    conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, staged: str, fallback_day: str | None
-) -> str:
-    """Create temp table ``placed``: the staged rows with their ``partition_date``.
+def _valid_day(spec: UseCaseSpec) -> str:
+    return (
+        f"CASE WHEN event_day BETWEEN DATE '{spec.partitions_start}'"
+        f" AND DATE '{last_valid_day().isoformat()}' THEN event_day END"
+    )
+
+
+def place_staged(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, fallback: str | None) -> Placement:
+    """Where the rows of temp table ``staged`` go.
 
     A row goes to the UTC day of its timestamp. A row whose timestamp does not parse, or whose
     day has no partition (before the first, or in the future), goes to the first valid day of
-    its source (else the day in the file name), so that it is quarantined exactly once rather
-    than lost.
+    its source (else ``fallback``, e.g. the day in the file name), so that it is quarantined
+    exactly once rather than lost.
     """
-    ts = parsed(spec.timestamp, "timestamp")
-    fallback = f"DATE '{fallback_day}'" if fallback_day else "NULL::DATE"
-    conn.sql(
-        f"""CREATE OR REPLACE TEMP TABLE placed AS
-            WITH days AS (
-                SELECT *, CAST(timezone('UTC', {ts}) AS DATE) AS event_day FROM {staged}
-            ), valid AS (
-                SELECT *, CASE WHEN event_day BETWEEN DATE '{spec.partitions_start}'
-                    AND DATE '{last_valid_day().isoformat()}' THEN event_day END AS valid_day
-                FROM days
-            )
-            SELECT * EXCLUDE (event_day, valid_day),
-                COALESCE(valid_day, min(valid_day) OVER (), {fallback}) AS partition_date
-            FROM valid"""
-    )
-    return "placed"
+    low, high, rows, invalid = conn.sql(
+        f"""SELECT min(valid_day), max(valid_day), count(*), count(*) FILTER (WHERE valid_day IS NULL)
+            FROM (SELECT {_valid_day(spec)} AS valid_day FROM staged)"""
+    ).fetchall()[0]
+    day = low or (dt.date.fromisoformat(fallback) if fallback else None)
+    if low is None and invalid and day is not None:
+        low = high = day
+    return Placement(low, high, rows, day, invalid if day is None else 0)
 
 
-def _insert_placed(
+def _register_source(
+    conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, name: str, sha: str, ingested_at: dt.datetime
+) -> int:
+    table = sources_table(spec)
+    source_id = conn.sql(f"SELECT coalesce(max(source_id), 0) + 1 FROM {table}").fetchall()[0][0]
+    conn.sql(f"INSERT INTO {table} VALUES (?, ?, ?, ?)", params=[source_id, name, sha, ingested_at])
+    return source_id
+
+
+def _insert_staged(
     conn: duckdb.DuckDBPyConnection,
     spec: UseCaseSpec,
-    source: str,
-    sha: str,
-    ingested_at: dt.datetime,
+    source_id: int,
+    source_row: str,
+    placement: Placement,
     first_day: dt.date,
     last_day: dt.date,
 ) -> int:
+    """Insert the staged rows of days ``first_day..last_day``; returns how many."""
+    fallback = f"DATE '{placement.fallback.isoformat()}'" if placement.fallback else "NULL::DATE"
     columns = ", ".join(f'"{c}"' for c in spec.column_names)
-    before = conn.sql(f"SELECT count(*) FROM {raw_table(spec)}").fetchall()[0][0]
-    conn.sql(
-        f"""INSERT INTO {raw_table(spec)} (partition_date, {columns}, source_file, source_row,
-                file_sha256, ingested_at, parse_error, raw_line)
-            SELECT partition_date, {columns}, ?, source_row, ?, ?, parse_error, raw_line
-            FROM placed WHERE partition_date BETWEEN ? AND ?""",
-        params=[source, sha, ingested_at, first_day, last_day],
-    )
-    return conn.sql(f"SELECT count(*) FROM {raw_table(spec)}").fetchall()[0][0] - before
+    # Row numbers are computed in the SELECT, so the insert need not keep the staged order: left
+    # free, DuckDB writes whole row groups from both threads instead of ordered partial ones.
+    keep_order = conn.sql("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    conn.sql("SET preserve_insertion_order = false")
+    try:
+        inserted = conn.sql(
+            f"""INSERT INTO {rows_table(spec)} (partition_date, {columns}, source_id, source_row,
+                    parse_error, raw_text)
+                SELECT * FROM (
+                    SELECT coalesce({_valid_day(spec)}, {fallback}) AS partition_date, {columns},
+                        {source_id} AS source_id, {source_row} AS source_row, parse_error, raw_text
+                    FROM staged)
+                WHERE partition_date BETWEEN ? AND ?""",
+            params=[first_day, last_day],
+        ).fetchall()[0][0]
+    finally:
+        conn.sql(f"SET preserve_insertion_order = {str(keep_order).lower()}")
+    return inserted
+
+
+def _load_staged(
+    conn: duckdb.DuckDBPyConnection,
+    spec: UseCaseSpec,
+    name: str,
+    sha: str,
+    source_row: str,
+    placement: Placement,
+    window: tuple[dt.date, dt.date],
+    ingested_at: dt.datetime,
+) -> int:
+    """Register the source and insert its staged rows of the window's days; returns how many."""
+    if placement.first_day is None or not _overlaps((placement.first_day, placement.last_day), *window):
+        return 0
+    source_id = _register_source(conn, spec, name, sha, ingested_at)
+    inserted = _insert_staged(conn, spec, source_id, source_row, placement, *window)
+    if not inserted:
+        conn.sql(f"DELETE FROM {sources_table(spec)} WHERE source_id = ?", params=[source_id])
+    return inserted
 
 
 def _overlaps(days: tuple[str, ...] | tuple[dt.date, dt.date], first: dt.date, last: dt.date) -> bool:
@@ -149,6 +222,25 @@ def _record(conn, spec: UseCaseSpec, path: Path, sha: str, days, rows: int, erro
         f"""INSERT OR REPLACE INTO {index_table(spec)} VALUES (?, ?, ?, ?, ?, ?, ?, ?, now())""",
         params=[str(path), stat.st_size, stat.st_mtime_ns, sha, days[0], days[1], rows, error],
     )
+
+
+def _stage_landed(
+    conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, path: Path
+) -> tuple[set[str], str, Placement]:
+    """Stage one landed file: its columns, the SQL of its row numbers and its placement."""
+    schema = inspect_file(conn, path)
+    missing = [c for c in spec.required_columns if c not in schema.columns]
+    if missing:
+        raise LandingFileError(f"{path}: missing required column(s) {', '.join(missing)}")
+    source_row = stage_file(conn, path, schema, spec)
+    name_days = days_in_name(path)
+    placement = place_staged(conn, spec, name_days[0] if name_days else None)
+    if placement.unplaced:
+        raise LandingFileError(
+            f"{path}: no row has a timestamp inside the partitions and the file name holds"
+            " no date (YYYY-MM-DD), so its rows cannot be placed in a day"
+        )
+    return set(schema.columns), source_row, placement
 
 
 def _load_landing_files(
@@ -175,33 +267,16 @@ def _load_landing_files(
             continue
         sha = file_sha256(path)
         try:
-            schema = inspect_file(conn, path)
-            missing = [c for c in spec.required_columns if c not in schema.columns]
-            if missing:
-                raise LandingFileError(f"{path}: missing required column(s) {', '.join(missing)}")
-            stage_file(conn, path, schema, spec.column_names, "staged_file")
-            place_rows(conn, spec, "staged_file", name_days[0] if name_days else None)
-            low, high, rows, unplaced = conn.sql(
-                "SELECT min(partition_date), max(partition_date), count(*),"
-                " count(*) FILTER (WHERE partition_date IS NULL) FROM placed"
-            ).fetchall()[0]
-            if unplaced:
-                raise LandingFileError(
-                    f"{path}: no row has a timestamp inside the partitions and the file name holds"
-                    " no date (YYYY-MM-DD), so its rows cannot be placed in a day"
-                )
+            columns, source_row, placement = _stage_landed(conn, spec, path)
         except LandingFileError as exc:
             _record(conn, spec, path, sha, (None, None), 0, str(exc))
             if not name_days or _overlaps(name_days, first_day, last_day):
                 load.rejected.append(RejectedFile(str(path), sha, str(exc), name_days))
             continue
-        _record(conn, spec, path, sha, (low, high), rows, None)
-        load.columns_seen[str(path)] = set(schema.columns)
-        if (
-            low is not None
-            and _overlaps((low, high), first_day, last_day)
-            and _insert_placed(conn, spec, str(path), sha, ingested_at, first_day, last_day)
-        ):
+        _record(conn, spec, path, sha, (placement.first_day, placement.last_day), placement.rows, None)
+        load.columns_seen[str(path)] = columns
+        window = (first_day, last_day)
+        if _load_staged(conn, spec, str(path), sha, source_row, placement, window, ingested_at):
             load.files[str(path)] = sha
 
 
@@ -218,24 +293,20 @@ def _load_pulled(
     """Rows pulled from a database or an API: staged from Arrow, placed and inserted like a file."""
     from ml_platform.ingestion.pull import content_sha256
 
+    present = set(table.column_names) - {"source_row"}
     conn.register("pulled_rows", table)
     try:
-        present = set(table.column_names)
-        selected = ", ".join(
-            f'CAST("{c}" AS VARCHAR) AS "{c}"' if c in present else f'NULL::VARCHAR AS "{c}"'
-            for c in spec.column_names
-        )
         conn.sql(
-            f"""CREATE OR REPLACE TEMP TABLE staged_pull AS
-                SELECT {selected}, source_row, NULL::VARCHAR AS parse_error, NULL::VARCHAR AS raw_line
+            f"""CREATE OR REPLACE TEMP TABLE staged AS
+                SELECT {typed_select(spec, present)}, NULL::VARCHAR AS parse_error, source_row
                 FROM pulled_rows"""
         )
     finally:
         conn.unregister("pulled_rows")
-    place_rows(conn, spec, "staged_pull", first_day.isoformat())
+    placement = place_staged(conn, spec, first_day.isoformat())
     sha = content_sha256(table)
-    load.columns_seen[name] = set(table.column_names) - {"source_row"}
-    if _insert_placed(conn, spec, name, sha, ingested_at, first_day, last_day):
+    load.columns_seen[name] = present
+    if _load_staged(conn, spec, name, sha, "source_row", placement, (first_day, last_day), ingested_at):
         load.files[name] = sha
 
 
@@ -261,7 +332,7 @@ def load_raw_partitions(
     conn.begin()
     try:
         conn.sql(
-            f"DELETE FROM {raw_table(spec)} WHERE partition_date BETWEEN ? AND ?",
+            f"DELETE FROM {rows_table(spec)} WHERE partition_date BETWEEN ? AND ?",
             params=[first_day, last_day],
         )
         for source in spec.sources:
@@ -269,12 +340,19 @@ def load_raw_partitions(
                 _load_landing_files(conn, spec, landing_dir, first_day, last_day, load, ingested_at)
         for name, table in pulled:
             _load_pulled(conn, spec, name, table, first_day, last_day, load, ingested_at)
+        # Sources whose rows were all replaced are no longer anyone's provenance.
+        conn.sql(
+            f"""DELETE FROM {sources_table(spec)}
+                WHERE source_id NOT IN (SELECT DISTINCT source_id FROM {rows_table(spec)})"""
+        )
         conn.commit()
     except Exception:
         conn.rollback()
         raise
+    finally:
+        conn.sql("DROP TABLE IF EXISTS temp.staged")
     for day, count in conn.sql(
-        f"""SELECT CAST(partition_date AS VARCHAR), count(*) FROM {raw_table(spec)}
+        f"""SELECT CAST(partition_date AS VARCHAR), count(*) FROM {rows_table(spec)}
             WHERE partition_date BETWEEN ? AND ? GROUP BY 1 ORDER BY 1""",
         params=[first_day, last_day],
     ).fetchall():
@@ -292,12 +370,13 @@ def file_days(path: Path, spec: UseCaseSpec) -> list[str]:
             schema = inspect_file(conn, path)
             if spec.timestamp not in schema.columns:
                 return list(days_in_name(path))
-            stage_file(conn, path, schema, spec.column_names, "staged_file")
+            stage_file(conn, path, schema, spec)
             name_days = days_in_name(path)
-            place_rows(conn, spec, "staged_file", name_days[0] if name_days else None)
+            placement = place_staged(conn, spec, name_days[0] if name_days else None)
+            fallback = f"DATE '{placement.fallback.isoformat()}'" if placement.fallback else "NULL::DATE"
             days = conn.sql(
-                "SELECT DISTINCT CAST(partition_date AS VARCHAR) FROM placed"
-                " WHERE partition_date IS NOT NULL ORDER BY 1"
+                f"""SELECT DISTINCT CAST(coalesce({_valid_day(spec)}, {fallback}) AS VARCHAR) AS day
+                    FROM staged WHERE day IS NOT NULL ORDER BY 1"""
             ).fetchall()
         except LandingFileError:
             return list(days_in_name(path))

@@ -1,34 +1,79 @@
-"""Row-level expectations of a use case, compiled to one SQL expression.
+"""How raw text becomes typed values, and the row-level expectations of a use case as SQL.
 
-The same expression decides which rows are quarantined and what the blocking checks count, so
-the checks and the quarantine can never disagree.
+Typing happens once, when rows land: each column is parsed to its declared type, and a row
+with a value that does not parse keeps its original text (``raw_text``, a JSON object of its
+fields) so nothing is lost. The row rules then run on typed columns; one CASE expression decides
+which rows are quarantined and what the blocking checks count, so the two can never disagree.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ml_platform.spec import UseCaseSpec
+from ml_platform.spec import Column, UseCaseSpec
+
+SQL_TYPES = {"string": "VARCHAR", "timestamp": "TIMESTAMPTZ", "float": "DOUBLE"}
 
 
 @dataclass(frozen=True)
 class Rule:
     name: str  # e.g. "not_null:value"; stored as the quarantine reason
     check: str  # the asset check that counts it
-    violated: str  # SQL predicate, true when the row breaks the rule
+    violated: str  # SQL predicate over a raw row, true when the row breaks the rule
 
 
 def _q(column: str) -> str:
     return f'"{column}"'
 
 
-def parsed(column: str, dtype: str) -> str:
-    """SQL that parses a raw text column to its declared type (NULL when it does not parse)."""
-    if dtype == "timestamp":
-        return f"TRY_CAST({_q(column)} AS TIMESTAMPTZ)"
-    if dtype == "float":
-        return f"TRY_CAST({_q(column)} AS DOUBLE)"
-    return _q(column)
+def typed(column: Column) -> str:
+    """SQL parsing a source column (text, or already typed) to the column's declared type."""
+    if column.dtype == "string":
+        return f"CAST({_q(column.name)} AS VARCHAR)"
+    return f"TRY_CAST({_q(column.name)} AS {SQL_TYPES[column.dtype]})"
+
+
+def _has_text(text: str) -> str:
+    return f"nullif(trim({text}), '') IS NOT NULL"
+
+
+def raw_text(columns: list[Column]) -> str:
+    """SQL keeping a source row's fields as a JSON object of text, only if a value does not parse."""
+    unparsed = " OR ".join(
+        f"({typed(c)} IS NULL AND {_has_text(f'CAST({_q(c.name)} AS VARCHAR)')})"
+        for c in columns
+        if c.dtype != "string"
+    )
+    fields = ", ".join(f"{_q(c.name)} := CAST({_q(c.name)} AS VARCHAR)" for c in columns)
+    if not unparsed:
+        return "NULL::VARCHAR"
+    return f"CASE WHEN {unparsed} THEN CAST(to_json(struct_pack({fields})) AS VARCHAR) END"
+
+
+def typed_select(spec: UseCaseSpec, present: set[str], line: str | None = None) -> str:
+    """The SELECT list typing a source's rows: every column of the spec (NULL when the source
+    lacks it); ``raw_text``: ``line`` (the unsplit input) when given and set, else the fields of a
+    row with a value that does not parse; and ``event_day``, the UTC day of the row's timestamp."""
+    columns = list(spec.columns)
+    by_name = {c.name: c for c in columns}
+    values = [typed(c) if c.name in present else f"NULL::{SQL_TYPES[c.dtype]}" for c in columns]
+    text = raw_text([c for c in columns if c.name in present])
+    if line is not None:
+        text = f"coalesce({line}, {text})"
+    timestamp = typed(by_name[spec.timestamp]) if spec.timestamp in present else "NULL::TIMESTAMPTZ"
+    selected = [f"{value} AS {_q(c.name)}" for value, c in zip(values, columns, strict=True)]
+    return ", ".join([*selected, f"{text} AS raw_text", f"{utc_day(timestamp)} AS event_day"])
+
+
+def utc_day(timestamp: str) -> str:
+    """The UTC date of a TIMESTAMPTZ, by arithmetic on its epoch (no time-zone library per row)."""
+    return f"(DATE '1970-01-01' + CAST(floor(epoch_us({timestamp}) / 86400000000) AS INTEGER))"
+
+
+def _text_of(column: str) -> str:
+    """The original text of a typed column that did not parse (NULL when it parsed or was absent)."""
+    # parse_error rows keep their unsplit line in raw_text, which is not JSON.
+    return f"CASE WHEN parse_error IS NULL AND raw_text IS NOT NULL THEN raw_text ->> '{column}' END"
 
 
 def row_rules(spec: UseCaseSpec) -> list[Rule]:
@@ -36,39 +81,39 @@ def row_rules(spec: UseCaseSpec) -> list[Rule]:
     # A line the reader could not split into fields (its reason is the reader's error type).
     rules: list[Rule] = [Rule("parse", "parse", "parse_error IS NOT NULL")]
     for column in spec.columns:
-        if column.required:
-            rules.append(
-                Rule(
-                    f"not_null:{column.name}",
-                    "not_null",
-                    f"{_q(column.name)} IS NULL OR trim({_q(column.name)}) = ''",
-                )
-            )
+        if not column.required:
+            continue
+        if column.dtype == "string":
+            missing = f"{_q(column.name)} IS NULL OR trim({_q(column.name)}) = ''"
+        else:
+            missing = f"{_q(column.name)} IS NULL AND NOT {_has_text(_text_of(column.name))}"
+        rules.append(Rule(f"not_null:{column.name}", "not_null", missing))
     for column in spec.columns:
         if column.dtype == "string":
             continue
-        value = parsed(column.name, column.dtype)
-        present = f"{_q(column.name)} IS NOT NULL AND trim({_q(column.name)}) <> ''"
-        bad_type = f"{value} IS NULL"
+        bad_type = f"{_q(column.name)} IS NULL AND {_has_text(_text_of(column.name))}"
         if column.dtype == "float":
-            bad_type += f" OR isnan({value}) OR isinf({value})"
-        rules.append(Rule(f"type:{column.name}", "types", f"({present}) AND ({bad_type})"))
+            bad_type += f" OR isnan({_q(column.name)}) OR isinf({_q(column.name)})"
+        rules.append(Rule(f"type:{column.name}", "types", bad_type))
     for column in spec.numeric_columns:
         bounds = []
-        value = parsed(column.name, column.dtype)
         if column.min_value is not None:
-            bounds.append(f"{value} < {column.min_value!r}")
+            bounds.append(f"{_q(column.name)} < {column.min_value!r}")
         if column.max_value is not None:
-            bounds.append(f"{value} > {column.max_value!r}")
+            bounds.append(f"{_q(column.name)} > {column.max_value!r}")
         if bounds:
             rules.append(Rule(f"range:{column.name}", "value_range", " OR ".join(bounds)))
     for column in spec.columns:
         if column.allowed_values:
             allowed = ", ".join("'" + v.replace("'", "''") + "'" for v in column.allowed_values)
             rules.append(
-                Rule(f"allowed:{column.name}", "allowed_values", f"{_q(column.name)} NOT IN ({allowed})")
+                Rule(
+                    f"allowed:{column.name}",
+                    "allowed_values",
+                    f"CAST({_q(column.name)} AS VARCHAR) NOT IN ({allowed})",
+                )
             )
-    ts = parsed(spec.timestamp, "timestamp")
+    ts = _q(spec.timestamp)
     floor = spec.expectations.timestamp_floor or spec.partitions_start
     future = int(spec.expectations.max_future.total_seconds())
     rules.append(Rule(f"future:{spec.timestamp}", "timestamps", f"{ts} > now() + INTERVAL {future} SECOND"))
@@ -76,9 +121,8 @@ def row_rules(spec: UseCaseSpec) -> list[Rule]:
     return rules
 
 
-def key_expressions(spec: UseCaseSpec) -> list[str]:
-    by_name = {c.name: c for c in spec.columns}
-    return [parsed(name, by_name[name].dtype) for name in spec.expectations.key]
+def key_columns(spec: UseCaseSpec) -> list[str]:
+    return [_q(name) for name in spec.expectations.key]
 
 
 def reason_sql(spec: UseCaseSpec) -> str:

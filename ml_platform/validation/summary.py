@@ -1,9 +1,10 @@
 """Validating raw rows once, into a narrow table of rejects that the checks, the samples and
 the quarantine all read.
 
-Row rules are one CASE expression over each row. Duplicate keys are found among the rows that
-pass: a hash aggregate finds the keys that repeat (few), and only rows with those keys are ranked
-(the first landed, by file then row number, is kept). Nothing sorts the whole partition.
+Row rules are one CASE expression over each typed row. Duplicate keys are found among the rows
+that pass: an aggregate over one hash per row finds the keys that repeat (few), and only rows
+with those keys are ranked (the first landed, by file then row number, is kept). Nothing sorts
+the whole partition.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from typing import Any
 
 import duckdb
 
-from ml_platform.ingestion.raw import raw_table
+from ml_platform.ingestion.raw import raw_table, rows_table, sources_table
 from ml_platform.spec import UseCaseSpec
-from ml_platform.validation.rules import CHECK_NAMES, check_of_reason, key_expressions, reason_sql
+from ml_platform.validation.rules import CHECK_NAMES, check_of_reason, key_columns, reason_sql
 
 SAMPLE_ROWS = 5
-ROW_ID = ("partition_date", "source_file", "source_row")
+ROW_ID = ("partition_date", "source_id", "source_row")
 
 
 @dataclass
@@ -56,43 +57,52 @@ def record_rejects(
 ) -> None:
     """Replace the rejects of days ``first_day..last_day``: (row id, reason) of every row that fails."""
     scope = partition_filter(first_day, last_day)
-    keys = key_expressions(spec)
-    key_columns = ", ".join(f"k{i}" for i in range(len(keys)))
+    keys = ", ".join(key_columns(spec))
+    row_id = ", ".join(ROW_ID)
     conn.sql(
         f"""CREATE TABLE IF NOT EXISTS {rejects_table(spec)} (
-            partition_date DATE, source_file VARCHAR, source_row BIGINT, reject_reason VARCHAR)"""
+            partition_date DATE, source_id INTEGER, source_row BIGINT, reject_reason VARCHAR)"""
     )
     conn.sql(
-        f"""CREATE OR REPLACE TEMP TABLE row_reasons AS
-            SELECT partition_date, source_file, source_row, {reason_sql(spec)} AS reason,
-                {", ".join(f"{k} AS k{i}" for i, k in enumerate(keys))}
-            FROM {raw_table(spec)} WHERE {scope}"""
+        f"""CREATE OR REPLACE TEMP TABLE row_rejects AS
+            SELECT * FROM (SELECT {row_id}, {reason_sql(spec)} AS reject_reason
+                FROM {rows_table(spec)} WHERE {scope})
+            WHERE reject_reason IS NOT NULL"""
+    )
+    # Keys that repeat, found by their hash over every row (one narrow aggregate); only rows with
+    # those hashes are compared on the key itself and ranked: the first landed (by file, then
+    # row number) is kept, the others are duplicates.
+    conn.sql(
+        f"""CREATE OR REPLACE TEMP TABLE duplicate_rejects AS
+            WITH repeated AS (
+                SELECT hash({keys}) AS key_hash FROM {rows_table(spec)} WHERE {scope}
+                GROUP BY 1 HAVING count(*) > 1
+            ), candidates AS (
+                SELECT r.*, s.source_file
+                FROM (SELECT * FROM {rows_table(spec)} WHERE {scope}
+                    AND hash({keys}) IN (SELECT key_hash FROM repeated)) r
+                ANTI JOIN row_rejects USING ({row_id})
+                JOIN {sources_table(spec)} s USING (source_id)
+            )
+            SELECT {row_id}, 'duplicate_key' AS reject_reason FROM candidates
+            QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY source_file, source_row) > 1"""
     )
     conn.begin()
     conn.sql(f"DELETE FROM {rejects_table(spec)} WHERE {scope}")
     conn.sql(
         f"""INSERT INTO {rejects_table(spec)}
-            SELECT partition_date, source_file, source_row, reason FROM row_reasons WHERE reason IS NOT NULL
-            UNION ALL
-            SELECT partition_date, source_file, source_row, 'duplicate_key' FROM (
-                SELECT *, row_number() OVER (PARTITION BY {key_columns} ORDER BY source_file, source_row) AS n
-                FROM row_reasons
-                SEMI JOIN (
-                    SELECT {key_columns} FROM row_reasons WHERE reason IS NULL
-                    GROUP BY ALL HAVING count(*) > 1
-                ) AS repeated USING ({key_columns})
-                WHERE reason IS NULL
-            ) WHERE n > 1"""
+            SELECT * FROM row_rejects UNION ALL SELECT * FROM duplicate_rejects"""
     )
     conn.commit()
-    conn.sql("DROP TABLE row_reasons")
+    conn.sql("DROP TABLE row_rejects")
+    conn.sql("DROP TABLE duplicate_rejects")
 
 
-def rejected_rows_sql(spec: UseCaseSpec, scope: str, extra: str = "") -> str:
-    """Raw rows of ``scope`` joined with their reject reason (only rejected rows)."""
+def rejected_rows_sql(spec: UseCaseSpec, scope: str) -> str:
+    """Raw rows of ``scope`` (with provenance) joined with their reject reason (only rejected rows)."""
     return f"""SELECT r.*, j.reject_reason FROM {raw_table(spec)} r
-        JOIN {rejects_table(spec)} j USING ({", ".join(ROW_ID)})
-        WHERE r.{scope} {extra}"""
+        JOIN (SELECT * FROM {rejects_table(spec)} WHERE {scope}) j USING ({", ".join(ROW_ID)})
+        WHERE r.{scope}"""
 
 
 def summarize(
@@ -100,7 +110,7 @@ def summarize(
 ) -> ValidationSummary:
     """Counts per reason and a few sample rows per check, from the recorded rejects."""
     scope = partition_filter(first_day, last_day)
-    rows = conn.sql(f"SELECT count(*) FROM {raw_table(spec)} WHERE {scope}").fetchall()[0][0]
+    rows = conn.sql(f"SELECT count(*) FROM {rows_table(spec)} WHERE {scope}").fetchall()[0][0]
     summary = ValidationSummary(rows=rows)
     for reason, count in conn.sql(
         f"SELECT reject_reason, count(*) FROM {rejects_table(spec)} WHERE {scope} GROUP BY 1"
@@ -109,9 +119,10 @@ def summarize(
     sample = conn.sql(
         f"""SELECT r.*, j.reject_reason FROM {raw_table(spec)} r JOIN (
                 SELECT * FROM {rejects_table(spec)} WHERE {scope}
-                QUALIFY row_number() OVER (PARTITION BY reject_reason ORDER BY source_file, source_row)
+                QUALIFY row_number() OVER (PARTITION BY reject_reason ORDER BY source_id, source_row)
                     <= {SAMPLE_ROWS}
             ) j USING ({", ".join(ROW_ID)})
+            WHERE r.{scope}
             ORDER BY j.reject_reason, r.source_file, r.source_row"""
     )
     names = sample.columns

@@ -1,5 +1,7 @@
--- Typed, deduplicated readings: every raw row that was not quarantined, exactly once per key.
--- A Dagster partition run passes its days as vars (min_date, max_date) and rebuilds only those.
+-- Deduplicated readings: every raw row that was not quarantined, exactly once per key.
+-- Raw rows arrive typed (a value that does not parse is quarantined); this model keeps the ones
+-- that passed. A Dagster partition run passes its days as vars (min_date, max_date) and rebuilds
+-- only those.
 {{ config(
     schema='sensor_anomaly',
     materialized='incremental',
@@ -13,24 +15,24 @@ with raw as (
 ),
 
 quarantined as (
-    select source_file, source_row, file_sha256
+    select partition_date, source_id, source_row
     from {{ source('sensor_anomaly', 'readings_quarantine') }}
     where partition_date between '{{ var("min_date") }}' and '{{ var("max_date") }}'
 )
 
 select
     raw.sensor_id,
-    cast(raw."timestamp" as timestamptz) as "timestamp",
-    cast(raw.value as double) as value,
-    try_cast(raw.temperature as double) as temperature,
-    try_cast(raw.vibration as double) as vibration,
+    raw."timestamp",
+    raw.value,
+    raw.temperature,
+    raw.vibration,
     raw.partition_date,
     raw.source_file,
     raw.source_row,
     raw.file_sha256
 from raw
-anti join quarantined using (source_file, source_row, file_sha256)
+anti join quarantined using (partition_date, source_id, source_row)
 qualify row_number() over (
-    partition by raw.sensor_id, cast(raw."timestamp" as timestamptz)
+    partition by raw.sensor_id, raw."timestamp"
     order by raw.source_file, raw.source_row
 ) = 1
