@@ -171,8 +171,11 @@ def _stage_csv(conn: duckdb.DuckDBPyConnection, path: Path, spec: UseCaseSpec, p
         f"""CREATE OR REPLACE TEMP TABLE staged AS
             SELECT {typed_select(spec, present)}, NULL::VARCHAR AS parse_error FROM {_csv_source(path)}"""
     )
+    # Row ids are contiguous in insertion order; inside a transaction they start at an offset.
+    first_rowid = conn.sql("SELECT coalesce(min(rowid), 0) FROM staged").fetchall()[0][0]
+    accepted = f"rowid - {first_rowid} + 1"
     if not _rejected_lines(conn, header_lines=1):
-        return "rowid + 1"
+        return accepted
     # The k-th accepted row moves down by the number of rejected lines before it: those whose
     # count of accepted rows before them is below k.
     conn.sql(
@@ -182,9 +185,9 @@ def _stage_csv(conn: duckdb.DuckDBPyConnection, path: Path, spec: UseCaseSpec, p
             GROUP BY 1"""
     )
     conn.sql(
-        """CREATE OR REPLACE TEMP TABLE staged_numbered AS
+        f"""CREATE OR REPLACE TEMP TABLE staged_numbered AS
             SELECT s.* EXCLUDE (accepted), s.accepted + coalesce(j.rejected, 0) AS source_row
-            FROM (SELECT *, rowid + 1 AS accepted FROM staged) s
+            FROM (SELECT *, {accepted} AS accepted FROM staged) s
             ASOF LEFT JOIN reject_shifts j ON s.accepted > j.accepted_before"""
     )
     conn.sql(

@@ -84,8 +84,20 @@ def index_table(spec: UseCaseSpec) -> str:
     return f"{spec.name}.landed_files"
 
 
+def _table_type(conn: duckdb.DuckDBPyConnection, qualified: str) -> str | None:
+    schema, name = qualified.split(".")
+    found = conn.sql(
+        "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        params=[schema, name],
+    ).fetchall()
+    return found[0][0] if found else None
+
+
 def ensure_raw_tables(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> None:
     conn.sql(f"CREATE SCHEMA IF NOT EXISTS {spec.name}")
+    if _table_type(conn, raw_table(spec)) == "BASE TABLE":
+        _upgrade_text_layout(conn, spec)
+        return
     columns = ", ".join(f'"{c.name}" {SQL_TYPES[c.dtype]}' for c in spec.columns)
     conn.sql(
         f"""CREATE TABLE IF NOT EXISTS {rows_table(spec)} (
@@ -109,6 +121,55 @@ def ensure_raw_tables(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> Non
             path VARCHAR PRIMARY KEY, size BIGINT, mtime_ns BIGINT, sha256 VARCHAR,
             first_day DATE, last_day DATE, rows BIGINT, error VARCHAR, indexed_at TIMESTAMPTZ)"""
     )
+
+
+def _upgrade_text_layout(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> None:
+    """Convert a warehouse whose ``raw_readings`` is a table of text (before raw rows were typed).
+
+    Rows are typed by the same expressions as new loads (text kept where a value does not parse),
+    each distinct (file, sha256, ingestion time) becomes a source, and the rejects and quarantine
+    are carried over to the new row ids: nothing is re-read and nothing is lost.
+    """
+    from ml_platform.validation.summary import rejected_rows_sql, rejects_table
+
+    old = f"{spec.name}.raw_readings_text"
+    conn.begin()
+    try:
+        conn.sql(f"ALTER TABLE {raw_table(spec)} RENAME TO raw_readings_text")
+        ensure_raw_tables(conn, spec)
+        conn.sql(
+            f"""INSERT INTO {sources_table(spec)}
+                SELECT row_number() OVER (ORDER BY ingested_at, source_file, file_sha256),
+                    source_file, file_sha256, ingested_at
+                FROM (SELECT DISTINCT source_file, file_sha256, ingested_at FROM {old})"""
+        )
+        columns = ", ".join(f't."{c}"' for c in spec.column_names)
+        conn.sql(
+            f"""INSERT INTO {rows_table(spec)}
+                SELECT t.partition_date, {columns}, s.source_id, t.source_row, t.parse_error, t.raw_text
+                FROM (SELECT partition_date, source_file, file_sha256, ingested_at, source_row, parse_error,
+                        {typed_select(spec, set(spec.column_names), line="raw_line")}
+                    FROM {old}) t
+                JOIN {sources_table(spec)} s USING (source_file, file_sha256, ingested_at)"""
+        )
+        if _table_type(conn, rejects_table(spec)):
+            conn.sql(
+                f"""CREATE OR REPLACE TABLE {rejects_table(spec)} AS
+                    SELECT j.partition_date, v.source_id, j.source_row, j.reject_reason
+                    FROM {rejects_table(spec)} j
+                    JOIN {raw_table(spec)} v USING (partition_date, source_file, source_row)"""
+            )
+            quarantine = f"{spec.name}.readings_quarantine"
+            if _table_type(conn, quarantine):
+                conn.sql(f"DROP TABLE {quarantine}")
+                conn.sql(
+                    f"CREATE TABLE {quarantine} AS {rejected_rows_sql(spec, 'partition_date IS NOT NULL')}"
+                )
+        conn.sql(f"DROP TABLE {old}")
+        conn.commit()
+    except Exception:
+        conn.rollback()
+        raise
 
 
 def last_valid_day() -> dt.date:
