@@ -1,11 +1,14 @@
-"""The Dagster UI renders the asset graph: headless Chromium finds every contract key."""
+"""The Dagster UI in headless Chromium: the asset graph shows every contract key, and a bad file
+shows its failed checks, the quarantine counts and the offending rows as they arrived."""
 
+import datetime as dt
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pytest
 from selenium import webdriver
@@ -13,10 +16,13 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from ml_platform.definitions import build_definitions
 from ml_platform.home import child_env, prepare_home
+from ml_platform.ingestion.generate import SensorDataConfig, generate_day
 from ml_platform.serving.cluster import free_port
 from ml_platform.settings import REPO_ROOT, load_settings
 
+from .conftest import USE_CASE, keys
 from .test_definitions import CONTRACT_UPSTREAMS
 
 
@@ -95,3 +101,49 @@ def test_asset_graph_shows_every_contract_key(webserver, browser, tmp_path):
     finally:
         browser.save_screenshot(str(tmp_path / "asset_graph.png"))
     assert (tmp_path / "asset_graph.png").stat().st_size > 10_000
+
+
+def _text_appears(browser, text: str, timeout: float = 120) -> str:
+    """The page's text once it contains ``text`` (pages load their data after rendering)."""
+    WebDriverWait(browser, timeout, poll_frequency=1).until(
+        lambda d: text in d.find_element(By.TAG_NAME, "body").text
+    )
+    return browser.find_element(By.TAG_NAME, "body").text
+
+
+def test_a_bad_file_shows_its_failed_checks_counts_and_rows(webserver, browser, tmp_path):
+    settings = load_settings()  # the webserver's home
+    day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)
+    frame = generate_day(day, SensorDataConfig(sensors=3))[0].astype(str)
+    frame.loc[[3, 7], "value"] = "twelve"
+    frame.loc[9, "value"] = "5000"
+    landing = settings.landing_dir_for(USE_CASE)
+    landing.mkdir(parents=True, exist_ok=True)
+    path = landing / f"bad_{day}.csv"
+    frame.to_csv(path, index=False)
+    defs = build_definitions(settings)
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        result = dg.materialize(
+            defs.assets,
+            selection=keys("raw_readings", "readings_quarantine"),
+            instance=instance,
+            resources=defs.resources,
+            partition_key=day.isoformat(),
+        )
+    assert result.success
+
+    try:
+        browser.get(f"{webserver}/assets/{USE_CASE}/raw_readings?view=checks&checkDetail=types")
+        page = _text_appears(browser, "violations")
+        assert "types\nFailed" in page and "value_range\nFailed" in page and "violations 2" in page
+        show_sample = "//*[normalize-space(text())='sample']/ancestor::tr[1]//*[text()='[Show Markdown]']"
+        browser.find_element(By.XPATH, show_sample).click()
+        dialog = _text_appears(browser, "twelve")
+        assert "type:value" in dialog and path.name in dialog
+        browser.save_screenshot(str(tmp_path / "types_check_sample.png"))
+
+        browser.get(f"{webserver}/assets/{USE_CASE}/readings_quarantine")
+        page = _text_appears(browser, "by_reason")
+        assert "Row count\n3" in page and "type:value 2" in page and "range:value 1" in page
+    finally:
+        browser.save_screenshot(str(tmp_path / "last_page.png"))

@@ -117,7 +117,11 @@ def summarize(
     ).fetchall():
         summary.rejected_by_reason[reason] = count
     sample = conn.sql(
-        f"""SELECT r.*, j.reject_reason FROM {raw_table(spec)} r JOIN (
+        # What a person reading the check needs first: the rule, where the row came from, and
+        # the row as it arrived; then its typed values.
+        f"""SELECT j.reject_reason, r.source_file, r.source_row, coalesce(r.raw_text, '') AS raw_text,
+                {", ".join(f'r."{c}"' for c in spec.column_names)}, r.partition_date
+            FROM {raw_table(spec)} r JOIN (
                 SELECT * FROM {rejects_table(spec)} WHERE {scope}
                 QUALIFY row_number() OVER (PARTITION BY reject_reason ORDER BY source_id, source_row)
                     <= {SAMPLE_ROWS}
