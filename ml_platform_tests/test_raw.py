@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ml_platform.ingestion.landing import file_sha256
+from ml_platform.ingestion.landing import file_sha256, typing_in_sql
 from ml_platform.ingestion.raw import (
     ensure_raw_tables,
     load_raw_partitions,
@@ -69,6 +69,16 @@ def test_every_row_of_a_large_csv_keeps_its_line_number(tmp_path, conn, bad_rows
     assert rejected == [(n, "TOO MANY COLUMNS") for n in sorted(bad)]
     numbers = _rows(conn, f"SELECT count(DISTINCT source_row), min(source_row), max(source_row) FROM {table}")
     assert numbers == [(LARGE_ROWS, 1, LARGE_ROWS)]
+
+
+def test_a_value_that_does_not_parse_is_null_not_a_failed_file(tmp_path, conn):
+    """Guards against DuckDB pushing TRY_CAST into the CSV reader as a hard cast (duckdb#23818)."""
+    path = tmp_path / "one_column.csv"
+    path.write_text("x\n1\nnope\n2\n")
+    with typing_in_sql(conn):
+        values = _rows(conn, f"SELECT TRY_CAST(x AS DOUBLE) FROM read_csv('{path}', all_varchar=true)")
+    assert values == [(1.0,), (None,), (2.0,)]
+    assert _rows(conn, "SELECT current_setting('disabled_optimizers')") == [("",)]  # restored
 
 
 def _write_small_csv(path: Path) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +119,23 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:300]
 
 
+@contextmanager
+def typing_in_sql(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Keep ``TRY_CAST`` in the query instead of letting DuckDB push it into the file reader.
+
+    DuckDB 2.0 pushes a cast of a column into its reader as the column's type, and the reader
+    then fails the whole file on the first value that does not parse instead of giving NULL
+    (duckdb/duckdb#23818): one bad value would reject a file whose other rows are good.
+    """
+    disabled = conn.sql("SELECT current_setting('disabled_optimizers')").fetchall()[0][0]
+    names = [name.strip() for name in disabled.split(",") if name.strip()]
+    conn.sql(f"SET disabled_optimizers = '{','.join([*names, 'type_pushdown'])}'")
+    try:
+        yield
+    finally:
+        conn.sql(f"SET disabled_optimizers = '{disabled}'")
+
+
 def stage_file(conn: duckdb.DuckDBPyConnection, path: Path, schema: FileSchema, spec: UseCaseSpec) -> str:
     """Create temp table ``staged``: the file's rows typed (``typed_select``) plus ``parse_error``.
 
@@ -127,18 +146,19 @@ def stage_file(conn: duckdb.DuckDBPyConnection, path: Path, schema: FileSchema, 
     """
     present = set(schema.columns)
     try:
-        if schema.kind == "csv":
-            return _stage_csv(conn, path, spec, present)
-        if schema.kind == "parquet":
-            conn.sql(
-                f"""CREATE OR REPLACE TEMP TABLE staged AS
-                    SELECT {typed_select(spec, present)}, NULL::VARCHAR AS parse_error,
-                        file_row_number + 1 AS source_row
-                    FROM read_parquet({_literal(path)}, file_row_number=true)"""
-            )
+        with typing_in_sql(conn):
+            if schema.kind == "csv":
+                return _stage_csv(conn, path, spec, present)
+            if schema.kind == "parquet":
+                conn.sql(
+                    f"""CREATE OR REPLACE TEMP TABLE staged AS
+                        SELECT {typed_select(spec, present)}, NULL::VARCHAR AS parse_error,
+                            file_row_number + 1 AS source_row
+                        FROM read_parquet({_literal(path)}, file_row_number=true)"""
+                )
+                return "source_row"
+            _stage_jsonl(conn, path, spec)
             return "source_row"
-        _stage_jsonl(conn, path, spec)
-        return "source_row"
     except duckdb.Error as exc:
         raise LandingFileError(f"{path}: cannot be read ({_first_line(exc)})") from None
 

@@ -31,6 +31,7 @@ from ml_platform.ingestion.landing import (
     inspect_file,
     list_landing_files,
     stage_file,
+    typing_in_sql,
 )
 from ml_platform.spec import LandingFiles, UseCaseSpec
 from ml_platform.validation.rules import SQL_TYPES, typed_select
@@ -357,11 +358,12 @@ def _load_pulled(
     present = set(table.column_names) - {"source_row"}
     conn.register("pulled_rows", table)
     try:
-        conn.sql(
-            f"""CREATE OR REPLACE TEMP TABLE staged AS
-                SELECT {typed_select(spec, present)}, NULL::VARCHAR AS parse_error, source_row
-                FROM pulled_rows"""
-        )
+        with typing_in_sql(conn):
+            conn.sql(
+                f"""CREATE OR REPLACE TEMP TABLE staged AS
+                    SELECT {typed_select(spec, present)}, NULL::VARCHAR AS parse_error, source_row
+                    FROM pulled_rows"""
+            )
     finally:
         conn.unregister("pulled_rows")
     placement = place_staged(conn, spec, first_day.isoformat())
