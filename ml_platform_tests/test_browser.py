@@ -1,6 +1,7 @@
 """The Dagster UI in headless Chromium: the asset graph shows every contract key, and a bad file
 shows its failed checks, the quarantine counts and the offending rows as they arrived."""
 
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -12,6 +13,7 @@ import dagster as dg
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import ElementClickInterceptedException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -111,6 +113,22 @@ def _text_appears(browser, text: str, timeout: float = 120) -> str:
     return browser.find_element(By.TAG_NAME, "body").text
 
 
+def _click(browser, xpath: str, timeout: float = 60) -> None:
+    """Click ``xpath``, first dismissing the newsletter dialog a first visit shows over the page."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for button in browser.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):
+            with contextlib.suppress(WebDriverException):  # still fading in: the next round clicks it
+                button.click()
+        try:
+            browser.find_element(By.XPATH, xpath).click()
+            return
+        except ElementClickInterceptedException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 def test_a_bad_file_shows_its_failed_checks_counts_and_rows(webserver, browser, tmp_path):
     settings = load_settings()  # the webserver's home
     day = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3)
@@ -137,7 +155,7 @@ def test_a_bad_file_shows_its_failed_checks_counts_and_rows(webserver, browser, 
         page = _text_appears(browser, "violations")
         assert "types\nFailed" in page and "value_range\nFailed" in page and "violations 2" in page
         show_sample = "//*[normalize-space(text())='sample']/ancestor::tr[1]//*[text()='[Show Markdown]']"
-        browser.find_element(By.XPATH, show_sample).click()
+        _click(browser, show_sample)
         dialog = _text_appears(browser, "twelve")
         assert "type:value" in dialog and path.name in dialog
         browser.save_screenshot(str(tmp_path / "types_check_sample.png"))
