@@ -203,6 +203,12 @@ def place_staged(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, fallback: s
     return Placement(low, high, rows, day, invalid if day is None else 0)
 
 
+def _placed_day(spec: UseCaseSpec, placement: Placement) -> str:
+    """SQL of a staged row's partition: its own valid day, else the placement's fallback."""
+    fallback = f"DATE '{placement.fallback.isoformat()}'" if placement.fallback else "NULL::DATE"
+    return f"coalesce({_valid_day(spec)}, {fallback})"
+
+
 def _register_source(
     conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, name: str, sha: str, ingested_at: dt.datetime
 ) -> int:
@@ -222,7 +228,6 @@ def _insert_staged(
     last_day: dt.date,
 ) -> int:
     """Insert the staged rows of days ``first_day..last_day``; returns how many."""
-    fallback = f"DATE '{placement.fallback.isoformat()}'" if placement.fallback else "NULL::DATE"
     columns = ", ".join(f'"{c}"' for c in spec.column_names)
     # Row numbers are computed in the SELECT, so the insert need not keep the staged order: left
     # free, DuckDB writes whole row groups from both threads instead of ordered partial ones.
@@ -233,7 +238,7 @@ def _insert_staged(
             f"""INSERT INTO {rows_table(spec)} (partition_date, {columns}, source_id, source_row,
                     parse_error, raw_text)
                 SELECT * FROM (
-                    SELECT coalesce({_valid_day(spec)}, {fallback}) AS partition_date, {columns},
+                    SELECT {_placed_day(spec, placement)} AS partition_date, {columns},
                         {source_id} AS source_id, {source_row} AS source_row, parse_error, raw_text
                     FROM staged)
                 WHERE partition_date BETWEEN ? AND ?""",
@@ -436,9 +441,8 @@ def file_days(path: Path, spec: UseCaseSpec) -> list[str]:
             stage_file(conn, path, schema, spec)
             name_days = days_in_name(path)
             placement = place_staged(conn, spec, name_days[0] if name_days else None)
-            fallback = f"DATE '{placement.fallback.isoformat()}'" if placement.fallback else "NULL::DATE"
             days = conn.sql(
-                f"""SELECT DISTINCT CAST(coalesce({_valid_day(spec)}, {fallback}) AS VARCHAR) AS day
+                f"""SELECT DISTINCT CAST({_placed_day(spec, placement)} AS VARCHAR) AS day
                     FROM staged WHERE day IS NOT NULL ORDER BY 1"""
             ).fetchall()
         except LandingFileError:
