@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +120,17 @@ def _first_line(exc: Exception) -> str:
 
 
 @contextmanager
-def typing_in_sql(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+def session_setting(conn: duckdb.DuckDBPyConnection, name: str, value: str) -> Iterator[None]:
+    """``SET name = value`` on the connection for the block, then the setting as it was."""
+    before = conn.sql(f"SELECT current_setting('{name}')").fetchall()[0][0]
+    conn.sql(f"SET {name} = '{value}'")
+    try:
+        yield
+    finally:
+        conn.sql(f"SET {name} = '{before}'")
+
+
+def typing_in_sql(conn: duckdb.DuckDBPyConnection) -> AbstractContextManager[None]:
     """Keep ``TRY_CAST`` in the query instead of letting DuckDB push it into the file reader.
 
     DuckDB 2.0 pushes a cast of a column into its reader as the column's type, and the reader
@@ -129,11 +139,7 @@ def typing_in_sql(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """
     disabled = conn.sql("SELECT current_setting('disabled_optimizers')").fetchall()[0][0]
     names = [name.strip() for name in disabled.split(",") if name.strip()]
-    conn.sql(f"SET disabled_optimizers = '{','.join([*names, 'type_pushdown'])}'")
-    try:
-        yield
-    finally:
-        conn.sql(f"SET disabled_optimizers = '{disabled}'")
+    return session_setting(conn, "disabled_optimizers", ",".join([*names, "type_pushdown"]))
 
 
 def stage_file(conn: duckdb.DuckDBPyConnection, path: Path, schema: FileSchema, spec: UseCaseSpec) -> str:
@@ -185,6 +191,14 @@ def _rejected_lines(conn: duckdb.DuckDBPyConnection, header_lines: int) -> int:
     return conn.sql("SELECT count(*) FROM rejected_rows").fetchall()[0][0]
 
 
+def _insert_rejected_lines(conn: duckdb.DuckDBPyConnection, table: str) -> None:
+    """The rejected lines as rows of ``table``: no values, the reader's error and the line."""
+    conn.sql(
+        f"""INSERT INTO {table} (parse_error, raw_text, source_row)
+            SELECT error_type, csv_line, source_row FROM rejected_rows"""
+    )
+
+
 def _stage_csv(conn: duckdb.DuckDBPyConnection, path: Path, spec: UseCaseSpec, present: set[str]) -> str:
     _clear_rejects(conn)
     conn.sql(
@@ -210,10 +224,7 @@ def _stage_csv(conn: duckdb.DuckDBPyConnection, path: Path, spec: UseCaseSpec, p
             FROM (SELECT *, {accepted} AS accepted FROM staged) s
             ASOF LEFT JOIN reject_shifts j ON s.accepted > j.accepted_before"""
     )
-    conn.sql(
-        """INSERT INTO staged_numbered (parse_error, raw_text, source_row)
-            SELECT error_type, csv_line, source_row FROM rejected_rows"""
-    )
+    _insert_rejected_lines(conn, "staged_numbered")
     conn.sql("DROP TABLE staged")
     conn.sql("ALTER TABLE staged_numbered RENAME TO staged")
     return "source_row"
@@ -249,7 +260,4 @@ def _stage_jsonl(conn: duckdb.DuckDBPyConnection, path: Path, spec: UseCaseSpec)
             FROM fields"""
     )
     if _rejected_lines(conn, header_lines=0):
-        conn.sql(
-            """INSERT INTO staged (parse_error, raw_text, source_row)
-                SELECT error_type, csv_line, source_row FROM rejected_rows"""
-        )
+        _insert_rejected_lines(conn, "staged")

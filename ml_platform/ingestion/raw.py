@@ -30,6 +30,7 @@ from ml_platform.ingestion.landing import (
     file_sha256,
     inspect_file,
     list_landing_files,
+    session_setting,
     stage_file,
     typing_in_sql,
 )
@@ -231,10 +232,8 @@ def _insert_staged(
     columns = ", ".join(f'"{c}"' for c in spec.column_names)
     # Row numbers are computed in the SELECT, so the insert need not keep the staged order: left
     # free, DuckDB writes whole row groups from both threads instead of ordered partial ones.
-    keep_order = conn.sql("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
-    conn.sql("SET preserve_insertion_order = false")
-    try:
-        inserted = conn.sql(
+    with session_setting(conn, "preserve_insertion_order", "false"):
+        return conn.sql(
             f"""INSERT INTO {rows_table(spec)} (partition_date, {columns}, source_id, source_row,
                     parse_error, raw_text)
                 SELECT * FROM (
@@ -244,9 +243,6 @@ def _insert_staged(
                 WHERE partition_date BETWEEN ? AND ?""",
             params=[first_day, last_day],
         ).fetchall()[0][0]
-    finally:
-        conn.sql(f"SET preserve_insertion_order = {str(keep_order).lower()}")
-    return inserted
 
 
 def _load_staged(

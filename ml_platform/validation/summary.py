@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from ml_platform.ingestion.raw import raw_table, rows_table, sources_table
+from ml_platform.ingestion.raw import raw_table, rows_table
 from ml_platform.spec import UseCaseSpec
 from ml_platform.validation.rules import CHECK_NAMES, check_of_reason, key_columns, reason_sql
 
@@ -78,11 +78,8 @@ def record_rejects(
                 SELECT hash({keys}) AS key_hash FROM {rows_table(spec)} WHERE {scope}
                 GROUP BY 1 HAVING count(*) > 1
             ), candidates AS (
-                SELECT r.*, s.source_file
-                FROM (SELECT * FROM {rows_table(spec)} WHERE {scope}
-                    AND hash({keys}) IN (SELECT key_hash FROM repeated)) r
-                ANTI JOIN row_rejects USING ({row_id})
-                JOIN {sources_table(spec)} s USING (source_id)
+                SELECT * FROM {raw_table(spec)} ANTI JOIN row_rejects USING ({row_id})
+                WHERE {scope} AND hash({keys}) IN (SELECT key_hash FROM repeated)
             )
             SELECT {row_id}, 'duplicate_key' AS reject_reason FROM candidates
             QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY source_file, source_row) > 1"""
