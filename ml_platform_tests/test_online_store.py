@@ -1,6 +1,7 @@
 """The online store's two backends behave alike: atomic snapshots, atomic stream updates."""
 
 import datetime as dt
+import sqlite3
 import threading
 import uuid
 
@@ -81,6 +82,25 @@ def test_concurrent_stream_updates_lose_no_event(store):
     vector = store.get("uc", "s-1")
     assert vector.event_timestamp == START + dt.timedelta(minutes=4 * 9 + 3)
     assert vector.features == state.vector
+
+
+def test_a_new_sqlite_store_opens_while_another_connection_writes(tmp_path):
+    """Switching a new file to WAL does not wait for other connections by itself (SQLite answers
+    busy at once); the store must, or a replica opening it beside a writer fails."""
+    path = tmp_path / "online.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE other (i)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO other VALUES (1)")
+    release = threading.Timer(0.3, lambda: writer.execute("COMMIT"))
+    release.start()
+    try:
+        assert SqliteOnlineStore(path).get("uc", "s-1") is None
+    finally:
+        release.join()
+        writer.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 def test_backend_is_chosen_by_configuration_alone(monkeypatch, tmp_path):

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,27 @@ class OnlineStore(Protocol):
     def describe(self) -> str: ...
 
 
+BUSY_TIMEOUT_S = 30
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Put the store file in WAL mode (once per file; a no-op after).
+
+    Switching needs the file to itself for a moment, and unlike other statements SQLite answers
+    busy at once instead of waiting: connections opened together on a new store (serving replicas,
+    the events endpoint) must retry, or one of them fails with "database is locked".
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SqliteOnlineStore:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -73,8 +95,8 @@ class SqliteOnlineStore:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            _enable_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(
                 """CREATE TABLE IF NOT EXISTS online_features (
