@@ -8,7 +8,6 @@ and watches; every decision is taken by the platform's sensors, automation and g
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 import time
 from collections import Counter
@@ -20,10 +19,22 @@ import dagster as dg
 import httpx
 import polars as pl
 
-from ml_platform.ingestion.generate import SensorDataConfig, generate_day
+from ml_platform.ingestion.generate import SensorDataConfig, redeliver_drifted
+from ml_platform.metadata import describe_failed_check, failed_checks
 from ml_platform.settings import Settings
 
 USE_CASE = "sensor_anomaly"
+# What a failed gate check shows of itself: the rows it judged on and metric by metric figures.
+EXPLAINING_FIELDS = (
+    "champion_version",
+    "compared_rows_from",
+    "compared_rows_to",
+    "compared_rows",
+    "compared_positive_events",
+    "value",
+    "threshold",
+    "comparison",
+)
 
 
 class ScenarioError(RuntimeError):
@@ -112,15 +123,8 @@ def land_drifted_days(landing: Path, days: int = 2) -> list[Path]:
     if len(files) < days:
         raise ScenarioError(f"{landing} holds fewer than {days} days of readings")
     sensors = pl.read_csv(files[-1], columns=["sensor_id"])["sensor_id"].n_unique()
-    first = dt.date.fromisoformat(files[0].stem.removeprefix("readings_"))
-    config = SensorDataConfig(sensors=sensors, drift_from=first)
-    for path in files:
-        day = dt.date.fromisoformat(path.stem.removeprefix("readings_"))
-        frame, _ = generate_day(day, config)
-        tmp = path.with_name(f".{path.name}.tmp")
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)  # a complete new version, never half a file
-    return files
+    chosen = [dt.date.fromisoformat(path.stem.removeprefix("readings_")) for path in files]
+    return redeliver_drifted(landing, chosen, SensorDataConfig(sensors=sensors))
 
 
 def run_drift_scenario(
@@ -176,6 +180,8 @@ def run_drift_scenario(
                 log,
             )
             step(f"retrain run finished: {finished.status.value}")
+            for check in failed_checks(instance, run.run_id):
+                step(describe_failed_check(check, EXPLAINING_FIELDS))
             after = registry.alias_ref(settings, USE_CASE, registry.CHAMPION)
             if after.version != champion.version:
                 _wait(

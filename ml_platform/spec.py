@@ -134,8 +134,14 @@ class GateSpec:
     """What a candidate must show on held-out data before it becomes champion."""
 
     min_metrics: dict[str, float] = field(default_factory=dict)
-    # Largest allowed drop below the champion (same test rows), overall and on every slice.
+    # Largest allowed drop below the champion (same test rows), overall and on every slice: the
+    # candidate is refused where it falls further *and* the rows leave no doubt about it (the
+    # `confidence` interval of a paired bootstrap over positive events lies below zero).
     max_regression: dict[str, float] = field(default_factory=dict)
+    # A scope (all test rows, or one slice) with fewer positive events (anomaly windows, or
+    # positive rows without windows) than this is shown but not judged: it cannot tell.
+    min_positive_events: int = 5
+    confidence: float = 0.95
     slices: tuple[Slice, ...] = ()
     # Behaviour: small noise (noise_scale x each feature's std) flips at most this share of decisions.
     noise_scale: float = 0.01

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from ml_platform.automation.sensors import RETRAIN_ASSETS
-from ml_platform.ingestion.generate import SensorDataConfig, generate_day
+from ml_platform.ingestion.generate import SensorDataConfig, redeliver_drifted
 from ml_platform.metadata import latest_metadata
 from ml_platform.serving.log import read_prediction_log
 from ml_platform.training import registry
@@ -224,11 +224,8 @@ def test_drifted_batch_requests_exactly_one_retrain(platform):
     # Handle the clean report first, as the running sensor would have.
     _, cursor = platform.tick(platform.sensor("retrain_sensor"), None)
     drift_from = LAST_DAY - dt.timedelta(days=1)
-    config = SensorDataConfig(sensors=SENSORS, drift_from=drift_from)
-    for day in (drift_from, LAST_DAY):
-        # The outside system re-delivers the last two days, shifted: a new version of each file.
-        frame, _ = generate_day(day, config)
-        frame.to_csv(platform.landing / f"readings_{day.isoformat()}.csv", index=False)
+    # The outside system re-delivers the last two days, shifted: a new version of each file.
+    redeliver_drifted(platform.landing, [drift_from, LAST_DAY], SensorDataConfig(sensors=SENSORS))
     platform.ingest(drift_from, LAST_DAY)
     platform.materialize(["online_features", "drift_report"])
     report = latest_metadata(platform.instance, key("drift_report"))
@@ -239,7 +236,7 @@ def test_drifted_batch_requests_exactly_one_retrain(platform):
     assert len(result.run_requests) == 1
     request = result.run_requests[0]
     champion = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
-    assert request.run_key.startswith(f"retrain:{USE_CASE}:champion-v{champion.version}:data-")
+    assert request.run_key.startswith(f"retrain:{USE_CASE}:champion-v{champion.version}:features-")
     assert report["report_id"] in request.tags["ml_platform/reasons"]
     assert set(request.asset_selection) == set(keys(*RETRAIN_ASSETS))
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from ml_platform.cli import main
 from ml_platform.home import prepare_home
-from ml_platform.metadata import latest_metadata
+from ml_platform.metadata import describe_failed_check, failed_checks, latest_metadata
 from ml_platform.training import registry
 from ml_platform.training.assets import GATE_PASSED_TAG, build_training_assets, read_split
 from ml_platform.training.evaluate import model_input
@@ -82,20 +82,32 @@ def test_a_better_candidate_is_promoted(platform):
     assert run.data.params["seed"] == str(SPEC.model.seed) and "selected_on" in run.data.params
 
 
+# A deliberately weak model, judged only by the comparison with the champion.
+WORSE = dataclasses.replace(
+    SPEC,
+    model=dataclasses.replace(
+        SPEC.model, params={"n_estimators": 2, "max_samples": 8, "contamination": 0.02}, search_space={}
+    ),
+    gate=dataclasses.replace(SPEC.gate, min_metrics={}),
+)
+
+
 def test_a_worse_candidate_is_stopped_by_the_gate(platform):
     before = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
-    worse = dataclasses.replace(
-        SPEC,
-        model=dataclasses.replace(
-            SPEC.model, params={"n_estimators": 2, "max_samples": 8, "contamination": 0.02}, search_space={}
-        ),
-        gate=dataclasses.replace(SPEC.gate, min_metrics={}),  # only the comparison with the champion
-    )
-    result = train_with(platform, worse)
+    result = train_with(platform, WORSE)
     assert not result.success
     gate = checks(result)["not_worse_than_champion"]
     assert gate.passed is False
     assert "average_precision" in gate.metadata["regressions"].value
+    # The refusal explains itself: the rows compared, and champion against candidate per metric.
+    test_rows = latest_metadata(platform.instance, key("training_set"))["test_rows"]
+    assert gate.metadata["compared_rows"].value == test_rows
+    assert gate.metadata["compared_positive_events"].value >= SPEC.gate.min_positive_events
+    assert gate.metadata["champion_version"].value == before.version
+    assert (
+        gate.metadata["candidate/average_precision"].value < gate.metadata["champion/average_precision"].value
+    )
+    assert "| overall | average_precision |" in gate.metadata["comparison"].value
     materialized = {e.asset_key for e in result.get_asset_materialization_events()}
     assert key("champion") not in materialized
     assert registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION) == before
@@ -286,3 +298,36 @@ def test_champion_guard_rolls_back_a_champion_doing_worse_live(platform):
     registry.move_alias(
         platform.settings, USE_CASE, champion.version, registry.CHAMPION, "test restore", "test"
     )
+
+
+def test_a_refused_retrain_is_not_asked_for_again_until_the_data_changes(platform):
+    from ml_platform.automation.sensors import STATE_TAG
+
+    sensor = _retrain_sensor(
+        platform, champion_max_age=dt.timedelta(0), min_new_rows=0, retrain_cooldown=dt.timedelta(0)
+    )
+    asked, _ = platform.tick(sensor)
+    (request,) = asked.run_requests
+    refused = dg.materialize(
+        build_training_assets(WORSE),
+        selection=[key(n) for n in ("model", "model_evaluation", "champion")],
+        instance=platform.instance,
+        resources=platform.defs.resources,
+        tags=request.tags,
+        raise_on_error=False,
+    )
+    assert not refused.success
+
+    again, _ = platform.tick(sensor)
+    assert again.run_requests == []
+    assert "already made" in again.skip_message and refused.run_id[:8] in again.skip_message
+    assert f"{USE_CASE}/model_evaluation not_worse_than_champion" in again.skip_message
+    (failed,) = failed_checks(platform.instance, refused.run_id)
+    shown = describe_failed_check(failed, ("compared_rows", "comparison"))
+    assert "not_worse_than_champion failed" in shown and "| overall | average_precision |" in shown
+
+    # New data is a new state: the sensor asks again.
+    platform.ingest(FIRST_DAY + dt.timedelta(days=DAYS - 1), FIRST_DAY + dt.timedelta(days=DAYS - 1))
+    renewed, _ = platform.tick(sensor)
+    (new_request,) = renewed.run_requests
+    assert new_request.tags[STATE_TAG] != request.tags[STATE_TAG]

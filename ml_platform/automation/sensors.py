@@ -9,7 +9,7 @@ import dagster as dg
 from ml_platform.ingestion.labels import label_files
 from ml_platform.ingestion.landing import file_sha256, list_landing_files
 from ml_platform.ingestion.raw import file_days
-from ml_platform.metadata import latest_metadata
+from ml_platform.metadata import failed_checks, latest_metadata
 from ml_platform.resources.platform import PlatformResource
 from ml_platform.spec import UseCaseSpec
 
@@ -17,6 +17,7 @@ from ml_platform.spec import UseCaseSpec
 # automation (eager conditions).
 INGEST_ASSETS = ("raw_readings", "readings_quarantine")
 RETRAIN_ASSETS = ("training_set", "model", "model_evaluation", "champion", "deployment")
+STATE_TAG = "ml_platform/retrain_state"
 
 
 def ingested_files(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) -> dict[str, str]:
@@ -158,12 +159,35 @@ def retrain_reasons(
     return reasons, seen
 
 
+def retrain_state(instance: dg.DagsterInstance, spec: UseCaseSpec, champion_version: str) -> str:
+    """What a retrain would start from: the champion's version and the newest feature data (the
+    storage id of the latest ``features`` materialization, which any new or re-delivered day
+    changes)."""
+    records = instance.fetch_materializations(dg.AssetKey([spec.name, "features"]), limit=1).records
+    return f"champion-v{champion_version}:features-{records[0].storage_id if records else 'none'}"
+
+
+def earlier_retrain(instance: dg.DagsterInstance, spec: UseCaseSpec, state: str) -> str | None:
+    """How the retrain already started from ``state`` went (None when there was none)."""
+    records = instance.get_run_records(
+        dg.RunsFilter(tags={"ml_platform/use_case": spec.name, STATE_TAG: state}), limit=1
+    )
+    if not records:
+        return None
+    run = records[0].dagster_run
+    refused = [f"{e.asset_key.to_user_string()} {e.check_name}" for e in failed_checks(instance, run.run_id)]
+    outcome = f"run {run.run_id[:8]} {run.status.value}"
+    return f"{outcome}, failed check(s): {', '.join(refused)}" if refused else outcome
+
+
 def build_retrain_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinition:
     """One sensor for every reason to retrain, so that reasons arriving together give one run.
 
-    The run key is the champion's version and the newest day of features: whatever fires, and
-    however often a tick is evaluated (a restarted daemon repeats the tick it was in), the same
-    state asks for the same run, which Dagster launches once.
+    A retrain is asked for at most once per state (the champion's version and the newest feature
+    data): whatever fires, and however often a tick is evaluated (a restarted daemon repeats the
+    tick it was in), the same state asks for the same run (one run key), and once that run has
+    been made, for instance refused by the gate, the same state does not ask again; new data or a
+    new champion does.
     """
     retrain = [dg.AssetKey([spec.name, name]) for name in RETRAIN_ASSETS]
     features_key = dg.AssetKey([spec.name, "features"])
@@ -194,6 +218,15 @@ def build_retrain_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
         if not reasons:
             context.update_cursor(json.dumps(seen))
             return dg.SkipReason("no drift, no performance drop, champion fresh")
+        state = retrain_state(context.instance, spec, champion.version)
+        done = earlier_retrain(context.instance, spec, state)
+        if done is not None:
+            # These reasons concern data a retrain has already been made from: consumed.
+            context.update_cursor(json.dumps(seen))
+            return dg.SkipReason(
+                f"{'; '.join(reasons)}: a retrain from this state ({state}) was already made ({done}); "
+                "waiting for new data or another champion"
+            )
         # Guard rails: the events stay pending (cursor kept) until a retrain may run.
         if _recent_retrain(context.instance, spec.name, monitoring.retrain_cooldown):
             return dg.SkipReason(f"cool-down: a retrain started less than {monitoring.retrain_cooldown} ago")
@@ -202,17 +235,14 @@ def build_retrain_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
             return dg.SkipReason(
                 f"only {new_rows} new rows since the champion's data; {monitoring.min_new_rows} needed"
             )
-        newest = context.instance.get_latest_materialization_event(features_key)
-        data_mark = (
-            newest.asset_materialization.partition if newest and newest.asset_materialization else "none"
-        )
         context.update_cursor(json.dumps(seen))
         return dg.RunRequest(
-            run_key=f"retrain:{spec.name}:champion-v{champion.version}:data-{data_mark}",
+            run_key=f"retrain:{spec.name}:{state}",
             asset_selection=retrain,
             tags={
                 "ml_platform/trigger": "retrain",
                 "ml_platform/use_case": spec.name,
+                STATE_TAG: state,
                 "ml_platform/reasons": "; ".join(reasons)[:250],
             },
         )

@@ -1,12 +1,16 @@
 """Seeded synthetic sensor readings, written into the landing zone as an outside system would.
 
-Every day is generated from its own random stream (seed, day), so generating more days later, or
-the same days again, gives identical files. Anomalies are injected as windows and written to a
-labels file; ``drift_from`` shifts the distribution from that day on.
+Every day is generated from its own random stream (seed, days since the data set's anchor day),
+so generating more days later, or the same days again, gives identical files, and the same seed
+gives data of the same shape whatever the calendar: moved to other dates, the readings, hours and
+anomaly windows move with them (the pattern depends on the hour of day, never on the weekday or
+the date). Anomalies are injected as windows and written to a labels file; ``drift_from`` shifts
+the distribution from that day on without changing the windows, so labels stay true.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from dataclasses import dataclass
@@ -25,11 +29,31 @@ class SensorDataConfig:
     seed: int = 42
     drift_from: dt.date | None = None
     drift_shift: float = 3.0  # in units of the value's noise standard deviation
+    # The day random streams count from; default: the landing zone's recorded anchor, else `start`.
+    anchor: dt.date | None = None
 
     def start_date(self) -> dt.date:
         if self.start is not None:
             return self.start
         return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=self.days)
+
+    def anchor_date(self) -> dt.date:
+        return self.anchor if self.anchor is not None else self.start_date()
+
+
+ANCHOR_FILE = ".synthetic_anchor"  # a dot file: the landing sensor never lists it
+
+
+def landed_anchor(landing_dir: Path) -> dt.date | None:
+    """The anchor day recorded when synthetic data first landed in ``landing_dir``."""
+    path = landing_dir / ANCHOR_FILE
+    return dt.date.fromisoformat(path.read_text().strip()) if path.exists() else None
+
+
+def _day_stream(day: dt.date, config: SensorDataConfig) -> np.random.Generator:
+    offset = (day - config.anchor_date()).days
+    # Seed sequences take non-negative entropy: days before the anchor map to odd numbers.
+    return np.random.default_rng([config.seed, 2 * offset if offset >= 0 else -2 * offset - 1])
 
 
 def sensor_ids(n: int) -> list[str]:
@@ -48,7 +72,7 @@ def generate_day(
     day: dt.date, config: SensorDataConfig
 ) -> tuple[pd.DataFrame, list[tuple[str, dt.datetime, dt.datetime]]]:
     """Readings of every sensor for one day, plus the anomaly windows injected into them."""
-    rng = np.random.default_rng([config.seed, day.toordinal()])
+    rng = _day_stream(day, config)
     steps = 24 * 60 // config.interval_minutes
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     times = [start + dt.timedelta(minutes=config.interval_minutes * i) for i in range(steps)]
@@ -102,30 +126,72 @@ def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _label_frame(windows: list[tuple[str, dt.datetime, dt.datetime]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(s, a.strftime("%Y-%m-%dT%H:%M:%SZ"), b.strftime("%Y-%m-%dT%H:%M:%SZ")) for s, a, b in windows],
+        columns=["sensor_id", "start", "end"],
+    )
+
+
+def _write_text_atomically(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text + "\n")
+    os.replace(tmp, path)
+
+
 def write_sensor_data(landing_dir: Path, config: SensorDataConfig) -> list[Path]:
-    """Write one CSV per day (skipping days already landed) and a labels file; return new paths."""
+    """Write one CSV per day not landed yet and one labels file covering exactly those days;
+    return the new paths. The first call records its anchor in the landing zone, so later calls
+    (more days, another day's `make demo`) continue the same data set."""
     landing_dir.mkdir(parents=True, exist_ok=True)
     labels_dir = landing_dir / "labels"
     labels_dir.mkdir(exist_ok=True)
+    recorded = landed_anchor(landing_dir)
+    if config.anchor is None:
+        config = dataclasses.replace(config, anchor=recorded or config.start_date())
+    if recorded is None:
+        _write_text_atomically(config.anchor_date().isoformat(), landing_dir / ANCHOR_FILE)
     written: list[Path] = []
     labels: list[tuple[str, dt.datetime, dt.datetime]] = []
-    first = config.start_date()
+    days: list[dt.date] = []
     for offset in range(config.days):
-        day = first + dt.timedelta(days=offset)
-        frame, windows = generate_day(day, config)
-        labels += windows
+        day = config.start_date() + dt.timedelta(days=offset)
         path = landing_dir / f"readings_{day.isoformat()}.csv"
         if path.exists():
             continue
+        frame, windows = generate_day(day, config)
         _write_atomically(frame, path)
         written.append(path)
-    last = first + dt.timedelta(days=config.days - 1)
-    labels_path = labels_dir / f"anomalies_{first.isoformat()}_{last.isoformat()}.csv"
-    if not labels_path.exists():
-        label_frame = pd.DataFrame(
-            [(s, a.strftime("%Y-%m-%dT%H:%M:%SZ"), b.strftime("%Y-%m-%dT%H:%M:%SZ")) for s, a, b in labels],
-            columns=["sensor_id", "start", "end"],
-        )
-        _write_atomically(label_frame, labels_path)
+        labels += windows
+        days.append(day)
+    if days:
+        labels_path = labels_dir / f"anomalies_{days[0].isoformat()}_{days[-1].isoformat()}.csv"
+        _write_atomically(_label_frame(labels), labels_path)
         written.append(labels_path)
     return written
+
+
+def redeliver_drifted(landing_dir: Path, days: list[dt.date], config: SensorDataConfig) -> list[Path]:
+    """Land new versions of ``days`` with readings shifted from the first of them on, and a labels
+    file for those days (their anomaly windows are unchanged by the shift).
+
+    Without an explicit anchor the landing zone's recorded one is used, so each day keeps its
+    original random stream; a zone without a record (written before anchors were recorded) counts
+    from its earliest readings file."""
+    if config.anchor is None:
+        landed = sorted(landing_dir.glob("readings_????-??-??.csv"))
+        earliest = dt.date.fromisoformat(landed[0].stem.removeprefix("readings_")) if landed else days[0]
+        config = dataclasses.replace(config, anchor=landed_anchor(landing_dir) or earliest)
+    config = dataclasses.replace(config, drift_from=min(days))
+    written, labels = [], []
+    for day in sorted(days):
+        frame, windows = generate_day(day, config)
+        path = landing_dir / f"readings_{day.isoformat()}.csv"
+        _write_atomically(frame, path)  # a complete new version, never half a file
+        written.append(path)
+        labels += windows
+    first, last = min(days), max(days)
+    labels_path = landing_dir / "labels" / f"anomalies_{first.isoformat()}_{last.isoformat()}.csv"
+    labels_path.parent.mkdir(exist_ok=True)
+    _write_atomically(_label_frame(labels), labels_path)
+    return [*written, labels_path]

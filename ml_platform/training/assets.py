@@ -11,14 +11,17 @@ from dagster_duckdb import DuckDBResource
 
 from ml_platform.features.assets import read_features
 from ml_platform.features.compute import EVENT_TIMESTAMP
-from ml_platform.ingestion.labels import read_label_windows
+from ml_platform.ingestion.labels import labelled_days, read_label_windows
 from ml_platform.metadata import latest_metadata, markdown_table
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.settings import REPO_ROOT, Settings
 from ml_platform.spec import UseCaseSpec
-from ml_platform.training.dataset import LABEL, SPLIT, build_training_set
+from ml_platform.training.compare import positive_events
+from ml_platform.training.dataset import LABEL, SPLIT, UNLABELLED, WINDOW, build_training_set
+from ml_platform.training.gate import NOT_WORSE, check_names
 
 GATE_PASSED_TAG = "gate.passed"
+SPLITS = ("train", "validation", "test")
 LIBRARIES = ("scikit-learn", "skops", "numpy", "pandas", "polars", "duckdb", "mlflow", "dagster")
 
 
@@ -58,10 +61,6 @@ def _features(frame: pl.DataFrame, spec: UseCaseSpec) -> pd.DataFrame:
     return model_input(frame.select(names).to_pandas(), names)
 
 
-def _flat(prefix: str, values: dict[str, float]) -> dict[str, float]:
-    return {f"{prefix}{k}": v for k, v in values.items()}
-
-
 def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     key = {
         name: dg.AssetKey([spec.name, name])
@@ -90,9 +89,9 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     )
     def training_set(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
-            windows = read_label_windows(conn, spec)
+            windows, days = read_label_windows(conn, spec), labelled_days(conn, spec)
             spine = conn.sql(f'SELECT {spec.entity}, "{spec.timestamp}" FROM {spec.name}.stg_readings').pl()
-        frame = build_training_set(spine, read_features(warehouse, spec), windows, spec)
+        frame = build_training_set(spine, read_features(warehouse, spec), windows, spec, days)
         with warehouse.get_connection() as conn:
             conn.register("training_rows", frame.to_arrow())
             conn.sql(f"CREATE OR REPLACE TABLE {training_table(spec)} AS SELECT * FROM training_rows")
@@ -105,12 +104,16 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         )
         counts = {row[SPLIT]: row["rows"] for row in bounds.iter_rows(named=True)}
         windows = {row[SPLIT]: (str(row["from"]), str(row["to"])) for row in bounds.iter_rows(named=True)}
+        test = frame.filter(pl.col(SPLIT) == "test")
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(frame),
-                **{f"{split}_rows": counts.get(split, 0) for split in ("train", "validation", "test")},
+                **{f"{split}_rows": counts.get(split, 0) for split in (*SPLITS, UNLABELLED)},
                 "splits": markdown_table(bounds.sort("from").to_dicts()),
-                "label_share": float(frame[LABEL].mean()),
+                "label_share": float(frame[LABEL].mean() or 0.0),
+                "test_from": windows.get("test", ("", ""))[0],
+                "test_to": windows.get("test", ("", ""))[1],
+                "test_positive_events": positive_events(test[LABEL].to_numpy(), test[WINDOW].to_numpy()),
                 "train_from": windows.get("train", ("", ""))[0],
                 "train_to": windows.get("train", ("", ""))[1],
                 "first_event": str(frame[EVENT_TIMESTAMP].min()),
@@ -132,20 +135,13 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource
     ) -> dg.MaterializeResult:
         from ml_platform.training import registry  # MLflow is slow to import: load it in runs only
-        from ml_platform.training.model import build_pipeline
-        from ml_platform.training.tune import tune
+        from ml_platform.training.tune import fit_candidate
 
         settings = platform.settings
         train, valid = read_split(warehouse, spec, "train"), read_split(warehouse, spec, "validation")
         identity = latest_metadata(context.instance, key["training_set"])
-        best, trials, scored_on = tune(
-            spec.model,
-            _features(train, spec),
-            _features(valid, spec),
-            valid[LABEL].to_numpy(),
-            settings.ray_address,
-        )
-        pipeline = build_pipeline(spec.model, best.params).fit(_features(train, spec))
+        candidate = fit_candidate(spec, train, valid, settings.ray_address)
+        best, trials, scored_on = candidate.chosen, candidate.trials, candidate.selected_on
         params = {
             "algorithm": spec.model.algorithm,
             **spec.model.params,
@@ -172,7 +168,7 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         }
         metrics = {"train_rows": float(len(train)), f"validation_{spec.model.selection_metric}": best.score}
         ref = registry.log_candidate(
-            settings, spec.name, pipeline, _features(train, spec).head(100), params, metrics, tags
+            settings, spec.name, candidate.pipeline, _features(train, spec).head(100), params, metrics, tags
         )
         experiment_id = registry.ensure_experiment(settings, spec.name)
         return dg.MaterializeResult(
@@ -185,15 +181,19 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 "selected_params": best.params,
                 f"validation_{spec.model.selection_metric}": best.score,
                 "selected_on": scored_on,
-                "trials": markdown_table([{**t.params, "score": round(t.score, 5)} for t in trials]),
+                "trials": markdown_table(
+                    [
+                        {
+                            **t.params,
+                            "score": round(t.score, 5),
+                            "clearly_better_than_spec_params": t.clearly_better,
+                            "chosen": t is best,
+                        }
+                        for t in trials
+                    ]
+                ),
             }
         )
-
-    check_names = [f"gate_{metric}" for metric in gate.min_metrics] + [
-        "not_worse_than_champion",
-        "behaviour_noise",
-        "behaviour_invariance",
-    ]
 
     @dg.asset(
         key=key["model_evaluation"],
@@ -203,14 +203,16 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         kinds={"mlflow"},
         description="Held-out metrics (overall, per slice), behavioural tests, latency and size; the gate.",
         check_specs=[
-            dg.AssetCheckSpec(name, asset=key["model_evaluation"], blocking=True) for name in check_names
+            dg.AssetCheckSpec(name, asset=key["model_evaluation"], blocking=True)
+            for name in check_names(spec)
         ],
     )
     def model_evaluation(
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource
     ) -> dg.MaterializeResult:
         from ml_platform.training import registry
-        from ml_platform.training.evaluate import behaviour, evaluate, latency_ms, regressions
+        from ml_platform.training.evaluate import latency_ms
+        from ml_platform.training.gate import judge
 
         settings = platform.settings
         cache = settings.run_dir / "model_cache"
@@ -218,66 +220,29 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         ref = registry.model_ref(settings, spec.name, version)
         pipeline = registry.load_verified_model(ref, cache)
         test = read_split(warehouse, spec, "test")
-        overall, slices = evaluate(pipeline, test, spec)
-        features = _features(test, spec)
-        behaved = behaviour(pipeline, features, gate, spec.entity, spec.model.seed)
-        speed = latency_ms(pipeline, features)
-        size = sum(p.stat().st_size for p in (cache / spec.name / version).rglob("*") if p.is_file())
-
         champion_ref = registry.alias_ref(settings, spec.name, registry.CHAMPION)
-        worse, champion_overall = [], {}
+        champion_model = None
         if champion_ref is not None and champion_ref.version != version:
-            champion_eval = evaluate(registry.load_verified_model(champion_ref, cache), test, spec)
-            champion_overall = champion_eval[0]
-            worse = regressions((overall, slices), champion_eval, gate)
-
-        results = [
-            dg.AssetCheckResult(
-                check_name=f"gate_{metric}",
-                passed=overall.get(metric, float("-inf")) >= threshold,
-                metadata={"value": overall.get(metric, float("nan")), "threshold": threshold},
-            )
-            for metric, threshold in gate.min_metrics.items()
-        ]
-        results += [
-            dg.AssetCheckResult(
-                check_name="not_worse_than_champion",
-                passed=not worse,
-                metadata={
-                    "champion_version": champion_ref.version if champion_ref else "none",
-                    "regressions": markdown_table(worse),
-                    **_flat(
-                        "champion/", {k: v for k, v in champion_overall.items() if k in gate.max_regression}
-                    ),
-                },
-            ),
-            dg.AssetCheckResult(
-                check_name="behaviour_noise",
-                passed=behaved["noise_flip_rate"] <= gate.max_flip_rate,
-                metadata={"noise_flip_rate": behaved["noise_flip_rate"], "max_flip_rate": gate.max_flip_rate},
-            ),
-            dg.AssetCheckResult(
-                check_name="behaviour_invariance",
-                passed=behaved["irrelevant_fields_max_change"] == 0
-                and behaved["single_vs_batch_max_change"] == 0,
-                metadata={k: v for k, v in behaved.items() if k != "noise_flip_rate"},
-            ),
-        ]
-        passed = all(r.passed for r in results)
-        registry.log_evaluation(settings, ref, {**overall, **behaved, **speed, "artifact_bytes": float(size)})
+            champion_model = registry.load_verified_model(champion_ref, cache)
+        result = judge(pipeline, champion_model, champion_ref.version if champion_ref else None, test, spec)
+        speed = latency_ms(pipeline, _features(test, spec))
+        size = sum(p.stat().st_size for p in (cache / spec.name / version).rglob("*") if p.is_file())
+        logged = {**result.overall, **result.behaviour, **speed, "artifact_bytes": float(size)}
+        registry.log_evaluation(settings, ref, logged)
         client = registry.configure(settings)
-        client.set_model_version_tag(spec.name, version, GATE_PASSED_TAG, str(passed).lower())
+        client.set_model_version_tag(spec.name, version, GATE_PASSED_TAG, str(result.passed).lower())
         return dg.MaterializeResult(
             metadata={
                 "model_version": version,
-                "gate_passed": passed,
-                **overall,
-                **behaved,
-                **speed,
-                "artifact_bytes": size,
-                "slices": markdown_table([{"slice": name, **m} for name, m in slices.items()]),
+                "gate_passed": result.passed,
+                **logged,
+                "slices": markdown_table([{"slice": name, **m} for name, m in result.slices.items()]),
+                **result.check(NOT_WORSE).metadata,
             },
-            check_results=results,
+            check_results=[
+                dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.metadata)
+                for c in result.checks
+            ],
         )
 
     @dg.asset(

@@ -12,9 +12,9 @@ from ml_platform.spec import UseCaseSpec
 
 LABEL = "label"
 SPLIT = "split"
-
-
 WINDOW = "anomaly_window"
+# Rows whose labels have not arrived: neither negatives nor positives, so never validated or tested on.
+UNLABELLED = "unlabelled"
 
 
 def label_rows(features: pl.DataFrame, windows: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
@@ -48,11 +48,20 @@ def split_boundaries(timestamps: pl.Series, validation_fraction: float, test_fra
 
 
 def build_training_set(
-    spine: pl.DataFrame, features: pl.DataFrame, windows: pl.DataFrame, spec: UseCaseSpec
+    spine: pl.DataFrame,
+    features: pl.DataFrame,
+    windows: pl.DataFrame,
+    spec: UseCaseSpec,
+    labelled_days: list[dt.date] | None = None,
 ) -> pl.DataFrame:
     """Training rows for the spine's (entity, timestamp) pairs of the last ``training_days``:
     features as known at each timestamp (point-in-time), labels, and a split by time into
     train, validation and test windows.
+
+    With ``labelled_days`` (the days whose labels have arrived), a row of another day has a null
+    label, and the windows are cut from the rows up to the newest labelled day: the test window is
+    the most recent *labelled* data, and a row whose labels are still to come is ``unlabelled``
+    (never a negative). Without it, every row counts as labelled.
     """
     newest = spine[spec.timestamp].max()
     recent = spine.filter(pl.col(spec.timestamp) > newest - dt.timedelta(days=spec.model.training_days))
@@ -62,16 +71,32 @@ def build_training_set(
         .select(spec.entity, EVENT_TIMESTAMP, *spec.features.feature_names())
         .sort(spec.entity, EVENT_TIMESTAMP)
     )
+    frame = pl.concat([rows, label_rows(rows, windows, spec)], how="horizontal")
+    if labelled_days:
+        covered = pl.col(EVENT_TIMESTAMP).dt.convert_time_zone("UTC").dt.date().is_in(labelled_days)
+        frame = frame.with_columns(
+            pl.when(covered).then(pl.col(LABEL)).alias(LABEL), covered.alias("_covered")
+        )
+    else:
+        frame = frame.with_columns(pl.lit(True).alias("_covered"))
+    labelled = frame.filter("_covered")[EVENT_TIMESTAMP]
+    if labelled.is_empty():
+        return frame.with_columns(pl.lit(UNLABELLED).alias(SPLIT)).drop("_covered")
     validation_from, test_from = split_boundaries(
-        rows[EVENT_TIMESTAMP], spec.model.validation_fraction, spec.model.test_fraction
+        frame.filter(pl.col(EVENT_TIMESTAMP) <= labelled.max())[EVENT_TIMESTAMP],
+        spec.model.validation_fraction,
+        spec.model.test_fraction,
     )
+    ts = pl.col(EVENT_TIMESTAMP)
     split = (
-        pl.when(pl.col(EVENT_TIMESTAMP) >= test_from)
+        pl.when(ts > labelled.max())
+        .then(pl.lit(UNLABELLED))
+        .when((ts >= validation_from) & ~pl.col("_covered"))
+        .then(pl.lit(UNLABELLED))
+        .when(ts >= test_from)
         .then(pl.lit("test"))
-        .when(pl.col(EVENT_TIMESTAMP) >= validation_from)
+        .when(ts >= validation_from)
         .then(pl.lit("validation"))
         .otherwise(pl.lit("train"))
     )
-    return pl.concat([rows, label_rows(rows, windows, spec)], how="horizontal").with_columns(
-        split.alias(SPLIT)
-    )
+    return frame.with_columns(split.alias(SPLIT)).drop("_covered")

@@ -20,6 +20,7 @@ from sklearn.metrics import average_precision_score, f1_score, precision_score, 
 from sklearn.pipeline import Pipeline
 
 from ml_platform.spec import GateSpec, Slice, UseCaseSpec
+from ml_platform.training.compare import Comparison, compare_scopes
 from ml_platform.training.dataset import LABEL, WINDOW
 from ml_platform.training.model import anomaly_scores
 
@@ -124,26 +125,31 @@ def evaluate(
     )
 
 
-def regressions(
-    candidate: tuple[dict[str, float], dict[str, dict[str, float]]],
-    champion: tuple[dict[str, float], dict[str, dict[str, float]]],
-    gate: GateSpec,
-) -> list[dict[str, Any]]:
-    """Where the candidate is worse than the champion by more than the allowed margin."""
-    found = []
-    scopes = [("overall", candidate[0], champion[0])] + [
-        (name, candidate[1][name], champion[1].get(name, {})) for name in candidate[1]
-    ]
-    for scope, ours, theirs in scopes:
-        for metric, margin in gate.max_regression.items():
-            if metric in ours and metric in theirs and ours[metric] < theirs[metric] - margin:
-                found.append(
-                    {
-                        "scope": scope,
-                        "metric": metric,
-                        "candidate": ours[metric],
-                        "champion": theirs[metric],
-                        "allowed_drop": margin,
-                    }
-                )
-    return found
+def gate_scopes(test: pl.DataFrame, slices: tuple[Slice, ...]) -> dict[str, np.ndarray]:
+    """Row masks the gate compares on: every row (``overall``), then each group of each slice."""
+    scopes = {"overall": np.ones(len(test), dtype=bool)}
+    for slice_ in slices:
+        groups = slice_labels(test, slice_).cast(pl.String).to_numpy()
+        for group in sorted({g for g in groups if g is not None}):
+            scopes[f"{slice_.name}={group}"] = groups == group
+    return scopes
+
+
+def compare_with_champion(
+    candidate: Pipeline, champion: Pipeline, test: pl.DataFrame, spec: UseCaseSpec
+) -> list[Comparison]:
+    """The candidate against the champion, both scored on the same test rows, per metric of the
+    gate's ``max_regression``, overall and per slice (see ``compare.compare_scopes``)."""
+    names = spec.features.feature_names()
+    features = model_input(test.select(names).to_pandas(), names)
+    return compare_scopes(
+        anomaly_scores(candidate, features),
+        anomaly_scores(champion, features),
+        test[LABEL].to_numpy(),
+        test[WINDOW].to_numpy(),
+        gate_scopes(test, spec.gate.slices),
+        spec.gate.max_regression,
+        min_positive_events=spec.gate.min_positive_events,
+        seed=spec.model.seed,
+        confidence=spec.gate.confidence,
+    )
