@@ -100,7 +100,8 @@ def serve(detach: bool) -> None:
 
 
 def _announce_move(settings, use_case: str, move: dict) -> None:
-    """Show a hand-made move in Dagster (a materialization of the champion asset) and redeploy."""
+    """Show a hand-made move in Dagster (a materialization of the champion asset) and wait until
+    serving answers with the new champion."""
     import dagster as dg
 
     from ml_platform.serving.cluster import cluster_address
@@ -119,13 +120,13 @@ def _announce_move(settings, use_case: str, move: dict) -> None:
                     },
                 )
             )
-    if move["changed"] and cluster_address(settings) is not None:
-        from ml_platform.serving.deploy import deploy, wait_until_serving
+    # Replicas follow the registry's aliases by themselves; redeploying from this shell would hand
+    # them this shell's settings (a token not exported here would be dropped).
+    if move["changed"] and move["alias"] == "champion" and cluster_address(settings) is not None:
+        from ml_platform.serving.deploy import wait_until_serving
 
-        deploy(settings)
-        if move["alias"] == "champion":
-            wait_until_serving(settings, use_case, move["to_version"])
-        click.echo("serving updated")
+        wait_until_serving(settings, use_case, move["to_version"])
+        click.echo(f"serving v{move['to_version']}")
 
 
 def _actor() -> str:

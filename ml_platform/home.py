@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ml_platform.resources.platform import WAREHOUSE_POOL
-from ml_platform.settings import Settings
+from ml_platform.settings import Settings, settings_env
 
 # The Dagster instance of a platform home. Every pool defaults to one slot, so assets of the
 # `warehouse` pool run one at a time across all runs: DuckDB allows one writing process.
@@ -37,11 +37,11 @@ def prepare_home(settings: Settings) -> None:
 
 
 def child_env(settings: Settings) -> dict[str, str]:
-    """Environment for processes we start: the same home, Dagster home and venv tools."""
+    """Environment for processes we start: every setting, the Dagster home and the venv's tools."""
     venv_bin = str(Path(sys.executable).parent)
     return {
         **os.environ,
-        "ML_PLATFORM_HOME": str(settings.home),
+        **settings_env(settings),
         "DAGSTER_HOME": str(settings.dagster_home),
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
         "PYTHONUNBUFFERED": "1",

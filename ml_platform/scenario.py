@@ -41,12 +41,18 @@ class ScenarioError(RuntimeError):
     pass
 
 
+def auth_headers(settings: Settings) -> dict[str, str]:
+    """What a client of this platform sends: the bearer token, when one is configured."""
+    return {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+
+
 @dataclass
 class Traffic:
     """Clients calling the predict endpoint until stopped; every outcome is counted."""
 
     url: str
     sensors: list[str]
+    headers: dict[str, str] = field(default_factory=dict)
     clients: int = 4
     outcomes: Counter = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
@@ -58,7 +64,7 @@ class Traffic:
         ]
 
     def _run(self, index: int) -> None:
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, headers=self.headers) as client:
             i = index
             while not self._stop.is_set():
                 sensor = self.sensors[i % len(self.sensors)]
@@ -153,7 +159,7 @@ def run_drift_scenario(
         started = time.time()
         retrains_before = len(_retrain_runs(instance))
         sensors = [f"s-{i}" for i in range(1, 4)]
-        with Traffic(predict_url, sensors) as traffic:
+        with Traffic(predict_url, sensors, auth_headers(settings)) as traffic:
             landed = land_drifted_days(settings.landing_dir_for(USE_CASE))
             step(f"landed drifted versions of {', '.join(p.name for p in landed)}")
             report = _wait(

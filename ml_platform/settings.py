@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -86,20 +87,56 @@ def _serve_fast(value: str) -> bool:
     return value.strip() == "1"
 
 
-def load_settings() -> Settings:
-    home = Path(os.environ.get("ML_PLATFORM_HOME", REPO_ROOT / ".ml_platform")).resolve()
+# Each setting and the environment variable that sets it. `load_settings` reads them and
+# `settings_env` writes them, so a process handed `settings_env(s)` loads exactly `s`.
+ENV_VARS = {
+    "home": "ML_PLATFORM_HOME",
+    "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
+    "ray_address": "RAY_ADDRESS",
+    "serve_host": "ML_PLATFORM_SERVE_HOST",
+    "serve_port": "ML_PLATFORM_SERVE_PORT",
+    "api_token": "ML_PLATFORM_API_TOKEN",
+    "mlflow_ui_url": "ML_PLATFORM_MLFLOW_UI",
+    "online_store_url": "ML_PLATFORM_ONLINE_STORE",
+    "online_store_namespace": "ML_PLATFORM_ONLINE_NAMESPACE",
+    "mqtt_url": "ML_PLATFORM_MQTT_URL",
+    "serve_fast": "ML_PLATFORM_SERVE_FAST",
+    "serve_replicas": "ML_PLATFORM_SERVE_REPLICAS",
+    "sensor_interval_s": "ML_PLATFORM_SENSOR_INTERVAL_S",
+}
+# Never written into Dagster run config or shown in its UI (the resource reads it as a dg.EnvVar).
+SECRET_VARS = frozenset({"ML_PLATFORM_API_TOKEN"})
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``environ`` (default: this process's environment)."""
+    env = os.environ if environ is None else environ
+    home = Path(env.get("ML_PLATFORM_HOME") or REPO_ROOT / ".ml_platform").resolve()
     return Settings(
         home=home,
-        mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
-        ray_address=os.environ.get("RAY_ADDRESS") or None,
-        serve_host=os.environ.get("ML_PLATFORM_SERVE_HOST", "127.0.0.1"),
-        serve_port=int(os.environ.get("ML_PLATFORM_SERVE_PORT", "8000")),
-        api_token=os.environ.get("ML_PLATFORM_API_TOKEN") or None,
-        mlflow_ui_url=os.environ.get("ML_PLATFORM_MLFLOW_UI", "http://127.0.0.1:5000"),
-        online_store_url=os.environ.get("ML_PLATFORM_ONLINE_STORE") or None,
-        online_store_namespace=os.environ.get("ML_PLATFORM_ONLINE_NAMESPACE", "mlp"),
-        mqtt_url=os.environ.get("ML_PLATFORM_MQTT_URL", "mqtt://127.0.0.1:1883"),
-        serve_fast=_serve_fast(os.environ.get("ML_PLATFORM_SERVE_FAST", "")),
-        serve_replicas=int(os.environ.get("ML_PLATFORM_SERVE_REPLICAS", "1")),
-        sensor_interval_s=int(os.environ.get("ML_PLATFORM_SENSOR_INTERVAL_S", "30")),
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
+        ray_address=env.get("RAY_ADDRESS") or None,
+        serve_host=env.get("ML_PLATFORM_SERVE_HOST") or "127.0.0.1",
+        serve_port=int(env.get("ML_PLATFORM_SERVE_PORT") or "8000"),
+        api_token=env.get("ML_PLATFORM_API_TOKEN") or None,
+        mlflow_ui_url=env.get("ML_PLATFORM_MLFLOW_UI") or "http://127.0.0.1:5000",
+        online_store_url=env.get("ML_PLATFORM_ONLINE_STORE") or None,
+        online_store_namespace=env.get("ML_PLATFORM_ONLINE_NAMESPACE") or "mlp",
+        mqtt_url=env.get("ML_PLATFORM_MQTT_URL") or "mqtt://127.0.0.1:1883",
+        serve_fast=_serve_fast(env.get("ML_PLATFORM_SERVE_FAST", "")),
+        serve_replicas=int(env.get("ML_PLATFORM_SERVE_REPLICAS") or "1"),
+        sensor_interval_s=int(env.get("ML_PLATFORM_SENSOR_INTERVAL_S") or "30"),
     )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every setting as the environment variable that sets it, resolved (an unset one is "")."""
+
+    def text(value: object) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "1" if value else "0"
+        return str(value)
+
+    return {ENV_VARS[f.name]: text(getattr(settings, f.name)) for f in fields(Settings)}

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import httpx
 import pytest
 
 from ml_platform.definitions import build_definitions
@@ -16,9 +17,24 @@ from ml_platform.home import child_env, prepare_home
 from ml_platform.scenario import run_drift_scenario
 from ml_platform.settings import REPO_ROOT, load_settings
 
-from .conftest import DAYS, FIRST_DAY, Platform, land_days
+from .conftest import DAYS, FIRST_DAY, USE_CASE, Platform, land_days
 
 TRAIN_AND_SERVE = ["online_features", "training_set", "model", "model_evaluation", "champion", "deployment"]
+TOKEN = "scenario-t0ken"
+
+
+def assert_guarded(settings, when: str) -> None:
+    """Prediction and event routes refuse a request without the token and answer one with it."""
+    reading = {"sensor_id": "s-1", "timestamp": dt.datetime.now(dt.UTC).isoformat(), "value": 50.0}
+    for path, body, ok in (
+        (f"/v1/models/{USE_CASE}/predict", {"sensor_id": "s-1"}, 200),
+        (f"/v1/events/{USE_CASE}", reading, 202),
+    ):
+        url = f"{settings.serve_url}{path}"
+        refused = httpx.post(url, json=body, timeout=30)
+        assert refused.status_code == 401, (when, path, refused.text)
+        allowed = httpx.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        assert allowed.status_code == ok, (when, path, allowed.text)
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +43,8 @@ def running_platform(tmp_path_factory, ray_cluster):
     mp = pytest.MonkeyPatch()
     mp.setenv("ML_PLATFORM_HOME", str(home))
     mp.setenv("ML_PLATFORM_SENSOR_INTERVAL_S", "5")
+    # The whole loop runs with a token: every redeploy on the way must keep it.
+    mp.setenv("ML_PLATFORM_API_TOKEN", TOKEN)
     settings = load_settings()
     prepare_home(settings)
     instance = dg.DagsterInstance.from_config(str(settings.dagster_home))
@@ -44,6 +62,7 @@ def running_platform(tmp_path_factory, ray_cluster):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    platform.daemon = daemon
     try:
         yield platform
     finally:
@@ -68,3 +87,20 @@ def test_drift_is_detected_retrained_once_promoted_and_served_without_a_failed_r
     runs = running_platform.instance.get_runs(dg.RunsFilter(tags={"ml_platform/trigger": "retrain"}))
     assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
     assert "drift report" in runs[0].tags["ml_platform/reasons"]
+    # The daemon that ran it was handed every setting, the token included.
+    environ = Path(f"/proc/{running_platform.daemon.pid}/environ").read_bytes().split(b"\0")
+    daemon_env = dict(item.decode().split("=", 1) for item in environ if b"=" in item)
+    assert load_settings(daemon_env) == settings
+
+
+def test_the_token_guards_serving_through_the_whole_loop(running_platform, monkeypatch):
+    settings = running_platform.settings
+    assert_guarded(settings, "after the deployment asset and the drift-triggered retrain")
+    # By hand, from a shell where the token is not exported: serving keeps it.
+    monkeypatch.delenv("ML_PLATFORM_API_TOKEN")
+    cli = str(Path(sys.executable).with_name("ml-platform"))
+    env = {k: v for k, v in child_env(settings).items() if k != "ML_PLATFORM_API_TOKEN"}
+    for command in (["rollback", USE_CASE], ["promote", USE_CASE]):
+        done = subprocess.run([cli, *command], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert_guarded(settings, f"after ml-platform {command[0]}")

@@ -351,6 +351,20 @@ def test_a_model_that_fails_verification_is_never_switched_to(platform):
     wait_for_version(platform, before)
 
 
+def replica_environments() -> list[dict[str, str]]:
+    """The environment of every live Ray Serve replica process of the app."""
+    found = []
+    for pid, p in processes().items():
+        try:
+            if p.zombie or b"ServeReplica:ml_platform" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            raw = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue  # ended meanwhile
+        found.append(dict(item.decode().split("=", 1) for item in raw.split(b"\0") if b"=" in item))
+    return found
+
+
 def test_bearer_token_guards_prediction_routes(platform, monkeypatch):
     monkeypatch.setenv("ML_PLATFORM_API_TOKEN", "s3cret-for-test")
     from ml_platform.settings import load_settings
@@ -368,6 +382,14 @@ def test_bearer_token_guards_prediction_routes(platform, monkeypatch):
                 break
             time.sleep(1)
         assert refused.status_code == 401 and "bearer token" in refused.json()["error"]
+        # Each replica was handed every setting: it loads the same settings as the deploying process.
+        deadline = time.monotonic() + 60
+        while True:  # replicas of the previous deployment drain for up to 10 s
+            replicas = replica_environments()
+            if replicas and all(load_settings(env) == settings for env in replicas):
+                break
+            assert time.monotonic() < deadline, [load_settings(env) for env in replicas]
+            time.sleep(1)
         allowed = httpx.post(
             url(platform, f"/v1/models/{USE_CASE}/predict"),
             json={"sensor_id": "s-1"},

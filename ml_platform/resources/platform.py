@@ -14,8 +14,9 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from ml_platform.settings import Settings
+from ml_platform.settings import SECRET_VARS, Settings, load_settings, settings_env
 
+TOKEN_VAR = "ML_PLATFORM_API_TOKEN"
 WAREHOUSE_POOL = "warehouse"  # DuckDB has one writing process: every asset touching it queues here
 
 
@@ -128,40 +129,25 @@ class WarehouseResource(DuckDBResource):
 
 
 class PlatformResource(dg.ConfigurableResource):
-    """Where the platform keeps its state; built from ``Settings`` so paths come from one place."""
+    """Every setting, carried into each run as the environment variables that set them and read
+    back by the one reader (``load_settings``); secrets (the API token) through ``dg.EnvVar``,
+    so they never appear in run config or the UI."""
 
-    home: str
-    mlflow_tracking_uri: str
-    ray_address: str = ""
-    serve_host: str = "127.0.0.1"
-    serve_port: int = 8000
-    online_store_url: str = ""
-    online_store_namespace: str = "mlp"
+    environment: dict[str, str]
+    api_token: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlatformResource:
+        env = settings_env(settings)
+        secrets = {name: env.pop(name) for name in SECRET_VARS}
         return cls(
-            home=str(settings.home),
-            mlflow_tracking_uri=settings.mlflow_tracking_uri,
-            ray_address=settings.ray_address or "",
-            serve_host=settings.serve_host,
-            serve_port=settings.serve_port,
-            online_store_url=settings.online_store_url or "",
-            online_store_namespace=settings.online_store_namespace,
+            environment=env,
+            api_token=dg.EnvVar(TOKEN_VAR) if secrets[TOKEN_VAR] else "",
         )
 
     @property
     def settings(self) -> Settings:
-        return Settings(
-            home=Path(self.home),
-            mlflow_tracking_uri=self.mlflow_tracking_uri,
-            ray_address=self.ray_address or None,
-            serve_host=self.serve_host,
-            serve_port=self.serve_port,
-            api_token=None,
-            online_store_url=self.online_store_url or None,
-            online_store_namespace=self.online_store_namespace,
-        )
+        return load_settings({**self.environment, TOKEN_VAR: self.api_token})
 
 
 def build_resources(settings: Settings) -> dict[str, object]:

@@ -9,7 +9,7 @@ from ray import serve
 
 from ml_platform.serving.app import build_app
 from ml_platform.serving.cluster import connect
-from ml_platform.settings import Settings
+from ml_platform.settings import Settings, settings_env
 from ml_platform.training.registry import CHAMPION, ModelRef, alias_ref
 from ml_platform.usecases import USE_CASES
 
@@ -26,15 +26,9 @@ def champions(settings: Settings) -> dict[str, ModelRef]:
 
 
 def replica_env(settings: Settings) -> dict[str, str]:
-    return {
-        "ML_PLATFORM_HOME": str(settings.home),
-        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-        # One OpenMP thread per replica: on 2 cores, thread pools fight and latency explodes.
-        "OMP_NUM_THREADS": "1",
-        "ML_PLATFORM_ONLINE_STORE": settings.online_store_url or "",
-        "ML_PLATFORM_ONLINE_NAMESPACE": settings.online_store_namespace,
-        "ML_PLATFORM_API_TOKEN": settings.api_token or "",
-    }
+    """Every setting, so that a replica loads the same settings as the process deploying it."""
+    # One OpenMP thread per replica: on 2 cores, thread pools fight and latency explodes.
+    return {**settings_env(settings), "OMP_NUM_THREADS": "1"}
 
 
 def deploy(settings: Settings) -> dict[str, ModelRef]:

@@ -1,0 +1,93 @@
+"""One carrier for settings: every setting, set to something other than its default, arrives
+intact in a Dagster run, in what the deployment hands its replicas and in the processes the
+platform starts; the token never enters Dagster's run config."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from ml_platform.home import child_env
+from ml_platform.resources.platform import PlatformResource, build_resources
+from ml_platform.serving.deploy import replica_env
+from ml_platform.settings import ENV_VARS, SECRET_VARS, Settings, load_settings, settings_env
+
+
+@pytest.fixture
+def unusual(tmp_path, monkeypatch) -> Settings:
+    """Every setting away from its default, set through the environment as a user would."""
+    values = {
+        "ML_PLATFORM_HOME": str(tmp_path / "elsewhere"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'tracking.db'}",
+        "RAY_ADDRESS": "127.0.0.1:6391",
+        "ML_PLATFORM_SERVE_HOST": "127.0.0.2",
+        "ML_PLATFORM_SERVE_PORT": "18123",
+        "ML_PLATFORM_API_TOKEN": "t0ken-for-settings-test",
+        "ML_PLATFORM_MLFLOW_UI": "http://127.0.0.1:5999",
+        "ML_PLATFORM_ONLINE_STORE": "redis://127.0.0.1:6379/3",
+        "ML_PLATFORM_ONLINE_NAMESPACE": "settings-test",
+        "ML_PLATFORM_MQTT_URL": "mqtt://127.0.0.1:1999",
+        "ML_PLATFORM_SERVE_FAST": "0",
+        "ML_PLATFORM_SERVE_REPLICAS": "3",
+        "ML_PLATFORM_SENSOR_INTERVAL_S": "7",
+    }
+    assert set(values) == set(ENV_VARS.values())  # a new setting must be added here too
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    defaults = load_settings({})
+    unchanged = [
+        f.name for f in dataclasses.fields(Settings) if getattr(settings, f.name) == getattr(defaults, f.name)
+    ]
+    assert unchanged == [], f"still at their defaults: {unchanged}"
+    return settings
+
+
+def test_every_setting_has_one_variable_and_survives_the_round_trip(unusual):
+    assert set(ENV_VARS) == {f.name for f in dataclasses.fields(Settings)}
+    assert load_settings(settings_env(unusual)) == unusual
+
+
+def test_every_setting_reaches_a_dagster_run(unusual):
+    seen: list[Settings] = []
+
+    @dg.asset
+    def reads_settings(platform: PlatformResource) -> None:
+        seen.append(platform.settings)
+
+    result = dg.materialize([reads_settings], resources=build_resources(unusual))
+    assert result.success
+    assert seen == [unusual]
+
+
+def test_the_token_is_read_from_the_environment_never_stored_in_run_config(unusual):
+    resource = PlatformResource.from_settings(unusual)
+    assert not SECRET_VARS & set(resource.environment)
+    assert unusual.api_token not in json.dumps(resource.environment)
+    assert isinstance(resource.api_token, dg.EnvVar) and resource.api_token.env_var_name in SECRET_VARS
+
+
+def test_every_setting_reaches_replicas_and_the_processes_the_platform_starts(unusual, monkeypatch):
+    assert load_settings(replica_env(unusual)) == unusual
+    assert replica_env(unusual)["OMP_NUM_THREADS"] == "1"
+    # A child started with a clean environment of its own loads the same settings.
+    for name in ENV_VARS.values():
+        monkeypatch.delenv(name)
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json; from ml_platform.settings import load_settings, settings_env;"
+            "print(json.dumps(settings_env(load_settings())))",
+        ],
+        env=child_env(unusual),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(child.stdout.strip().splitlines()[-1]) == settings_env(unusual)
