@@ -722,12 +722,12 @@ def time_steps(model: Model) -> None:
     from ml_platform.settings import load_settings
     from ml_platform.training import registry
     from ml_platform.training.model import anomaly_scores
-    from ml_platform.usecases import USE_CASES
+    from ml_platform.usecases import get_use_case
 
     settings = load_settings()
     ref = registry.model_ref(settings, USE_CASE, model.version)
     pipeline = registry.load_verified_model(ref, settings.home / "bench_cache")
-    signature = Signature.of(USE_CASES[USE_CASE])
+    signature = Signature.of(get_use_case(USE_CASE, settings))
     names = list(signature.names)
     body = body_of(model.rows[:1])
     row = model.rows[0]

@@ -21,9 +21,55 @@ def _date(value: str | None) -> dt.date | None:
         raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _use_case(name: str):
+    """The named use case's spec, or a message naming what is known (no traceback)."""
+    from ml_platform.spec_file import UseCaseError
+    from ml_platform.usecases import get_use_case
+
+    try:
+        return get_use_case(name)
+    except (KeyError, UseCaseError) as error:
+        raise click.ClickException(str(error).strip('"')) from None
+
+
 @click.group(help="ml_platform: an end-to-end ML platform on Dagster, MLflow and Ray Serve.")
 def main() -> None:
     pass
+
+
+@main.command(
+    help="Create the home: folders, Dagster's instance (DAGSTER_HOME) with its pools, and dbt models."
+)
+def init() -> None:
+    from ml_platform.home import prepare_home
+    from ml_platform.spec_file import UseCaseError
+    from ml_platform.usecases import use_cases
+    from ml_platform.validation.dbt_assets import prepare_dbt_project
+
+    settings = load_settings()
+    prepare_home(settings)
+    try:
+        found = use_cases(settings)
+    except UseCaseError as error:
+        raise click.ClickException(str(error)) from None
+    prepare_dbt_project(found.values())
+    click.echo(
+        f"home {settings.home} ready (DAGSTER_HOME {settings.dagster_home}); use cases: {', '.join(found)}"
+    )
+
+
+@main.command("use-cases", help="List the use cases found (shipped, ML_PLATFORM_USE_CASES, entry points).")
+def list_use_cases() -> None:
+    from ml_platform.spec_file import UseCaseError
+    from ml_platform.usecases import origins, use_cases
+
+    settings = load_settings()
+    try:
+        found, where = use_cases(settings), origins(settings)
+    except UseCaseError as error:
+        raise click.ClickException(str(error)) from None
+    for name, spec in found.items():
+        click.echo(f"{name}\t{where[name]}\t{spec.description}")
 
 
 @main.group(help="Generate demo data into the landing zone.")
@@ -40,9 +86,11 @@ def generate() -> None:
 @click.option("--drift-from", default=None, help="Shift the distribution from this day on (YYYY-MM-DD).")
 @click.option("--drift-shift", default=3.0, show_default=True, type=float)
 def generate_sensors(sensors, days, start, interval_minutes, seed, drift_from, drift_shift) -> None:
+    from ml_platform.home import prepare_home
     from ml_platform.ingestion.generate import SensorDataConfig, write_sensor_data
 
     settings = load_settings()
+    prepare_home(settings)
     config = SensorDataConfig(
         sensors=sensors,
         days=days,
@@ -143,9 +191,8 @@ def _actor() -> str:
 def promote(use_case: str, version: str | None, alias: str, reason: str) -> None:
     from ml_platform.training import registry
     from ml_platform.training.assets import GATE_PASSED_TAG
-    from ml_platform.usecases import get_use_case
 
-    get_use_case(use_case)
+    _use_case(use_case)
     settings = load_settings()
     client = registry.configure(settings)
     if version is None:
@@ -168,9 +215,8 @@ def promote(use_case: str, version: str | None, alias: str, reason: str) -> None
 @click.option("--reason", default="rolled back by hand", show_default=True)
 def rollback(use_case: str, version: str | None, reason: str) -> None:
     from ml_platform.training import registry
-    from ml_platform.usecases import get_use_case
 
-    get_use_case(use_case)
+    _use_case(use_case)
     settings = load_settings()
     try:
         if version is None:
@@ -195,9 +241,8 @@ def rollback(use_case: str, version: str | None, reason: str) -> None:
 def canary(use_case: str, share: float | None, shadow: bool, version: str | None) -> None:
     from ml_platform.serving.app import CANARY_TAG, SHADOW_TAG
     from ml_platform.training import registry
-    from ml_platform.usecases import get_use_case
 
-    get_use_case(use_case)
+    _use_case(use_case)
     settings = load_settings()
     client = registry.configure(settings)
     if version is not None:
@@ -217,7 +262,6 @@ def canary(use_case: str, share: float | None, shadow: bool, version: str | None
 @click.option("--client-id", default=None, help="Persistent session id; default: ml_platform-<use case>")
 def consume(use_case: str, topic: str | None, client_id: str | None) -> None:
     from ml_platform.serving.mqtt import MqttConsumer, default_topic
-    from ml_platform.usecases import get_use_case
 
     settings = load_settings()
     stop = threading.Event()
@@ -225,7 +269,7 @@ def consume(use_case: str, topic: str | None, client_id: str | None) -> None:
         signal.signal(sig, lambda *_: stop.set())
     consumer = MqttConsumer(
         settings,
-        get_use_case(use_case),
+        _use_case(use_case),
         topic or default_topic(use_case),
         client_id or f"ml_platform-{use_case}",
     )

@@ -16,18 +16,23 @@ from ml_platform.monitoring.assets import build_monitoring_assets
 from ml_platform.resources.platform import build_resources
 from ml_platform.serving.assets import build_serving_assets
 from ml_platform.settings import Settings, load_settings
+from ml_platform.spec import UseCaseSpec
 from ml_platform.training.assets import build_training_assets
-from ml_platform.usecases import USE_CASES
+from ml_platform.usecases import use_cases as find_use_cases
 from ml_platform.validation.dbt_assets import build_dbt_assets
 
 
-def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+def build_definitions(
+    settings: Settings | None = None, use_cases: list[UseCaseSpec] | None = None
+) -> dg.Definitions:
+    """The code location for ``use_cases`` (default: every use case the settings declare)."""
     settings = settings or load_settings()
+    specs = list(find_use_cases(settings).values()) if use_cases is None else use_cases
     # All use cases share daily partitions from the earliest start, so dbt runs one day at a time.
-    assets: list = [build_dbt_assets(shared_daily_partitions(USE_CASES.values()))]
+    assets: list = [build_dbt_assets(shared_daily_partitions(specs), specs)]
     sensors: list = []
     checks: list = []
-    for spec in USE_CASES.values():
+    for spec in specs:
         checks += build_ingestion_checks(spec)
         assets += build_ingestion_assets(spec)
         assets += build_label_assets(spec)

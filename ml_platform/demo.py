@@ -23,7 +23,6 @@ from ml_platform.home import child_env, prepare_home
 from ml_platform.settings import REPO_ROOT, Settings
 
 USE_CASE = "sensor_anomaly"
-INGEST = ["raw_readings", "readings_quarantine", "raw_labels", "stg_readings", "features"]
 TRAIN_AND_SERVE = [
     "online_features",
     "training_set",
@@ -129,7 +128,7 @@ def _missing_raw_days(settings: Settings) -> list[str]:
     from ml_platform.usecases import get_use_case
 
     spec = get_use_case(USE_CASE)
-    key = dg.AssetKey([USE_CASE, "raw_readings"])
+    key = dg.AssetKey([USE_CASE, spec.raw_name])
     missing: set[str] = set()
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         for path in list_landing_files(settings.landing_dir_for(USE_CASE)):
@@ -157,9 +156,17 @@ def _predict(settings: Settings, sensor_id: str) -> httpx.Response:
     )
 
 
+def _ingest_assets() -> list[str]:
+    from ml_platform.usecases import get_use_case
+
+    spec = get_use_case(USE_CASE)
+    return [spec.raw_name, spec.quarantine_name, "raw_labels", spec.staged_name, "features"]
+
+
 def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 5000) -> int:
     from ml_platform.ingestion.generate import SensorDataConfig, write_sensor_data
-    from ml_platform.validation.dbt_assets import ensure_manifest
+    from ml_platform.usecases import use_cases
+    from ml_platform.validation.dbt_assets import prepare_dbt_project
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -176,7 +183,8 @@ def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 50
         written = write_sensor_data(landing, SensorDataConfig())
         if written:
             print(f"  generated {len(written)} files of sensor readings in {landing}")
-        ensure_manifest()  # parse dbt once, before several processes load the definitions
+        # Generate staging and parse dbt once, before several processes load the definitions.
+        prepare_dbt_project(use_cases(settings).values())
 
         supervisor.start(
             "dagster-webserver",
@@ -210,7 +218,7 @@ def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 50
 
         days = _missing_raw_days(settings)
         if days:
-            _materialize(env, INGEST, log_dir, ["--partition-range", f"{days[0]}...{days[-1]}"])
+            _materialize(env, _ingest_assets(), log_dir, ["--partition-range", f"{days[0]}...{days[-1]}"])
         supervisor.start("serving", [_bin("ml-platform"), "serve"])
         if not _wait_http(f"{settings.serve_url}/v2/health/live", 180, stop):
             raise RuntimeError(f"serving did not come up; see {log_dir / 'serving.log'}")

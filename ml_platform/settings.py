@@ -35,6 +35,8 @@ class Settings:
     serve_replicas: int = 1
     # How often sensors and declarative automation evaluate (shorter in tests and scenarios).
     sensor_interval_s: int = 30
+    # The user's own use cases: comma-separated module paths, .py or .yaml files (see usecases/).
+    use_cases: str = ""
 
     @property
     def warehouse_path(self) -> Path:
@@ -87,6 +89,14 @@ def _serve_fast(value: str) -> bool:
     return value.strip() == "1"
 
 
+def _absolute_entries(value: str) -> str:
+    """Spec files as absolute paths (processes started elsewhere find them); module paths as given."""
+    entries = [e.strip() for e in value.split(",") if e.strip()]
+    return ",".join(
+        str(Path(e).expanduser().resolve()) if e.endswith((".py", ".yaml", ".yml")) else e for e in entries
+    )
+
+
 # Each setting and the environment variable that sets it. `load_settings` reads them and
 # `settings_env` writes them, so a process handed `settings_env(s)` loads exactly `s`.
 ENV_VARS = {
@@ -103,6 +113,7 @@ ENV_VARS = {
     "serve_fast": "ML_PLATFORM_SERVE_FAST",
     "serve_replicas": "ML_PLATFORM_SERVE_REPLICAS",
     "sensor_interval_s": "ML_PLATFORM_SENSOR_INTERVAL_S",
+    "use_cases": "ML_PLATFORM_USE_CASES",
 }
 # Never written into Dagster run config or shown in its UI (the resource reads it as a dg.EnvVar).
 SECRET_VARS = frozenset({"ML_PLATFORM_API_TOKEN"})
@@ -126,6 +137,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         serve_fast=_serve_fast(env.get("ML_PLATFORM_SERVE_FAST", "")),
         serve_replicas=int(env.get("ML_PLATFORM_SERVE_REPLICAS") or "1"),
         sensor_interval_s=int(env.get("ML_PLATFORM_SENSOR_INTERVAL_S") or "30"),
+        use_cases=_absolute_entries(env.get("ML_PLATFORM_USE_CASES", "")),
     )
 
 

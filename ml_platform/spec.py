@@ -196,6 +196,20 @@ class UseCaseSpec:
     partitions_start: str  # first daily partition, YYYY-MM-DD
     sources: tuple[Source, ...] = (LandingFiles(),)
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
+    # What one input row is called: its tables are raw_<table>, <table>_quarantine, stg_<table>.
+    table: str = "events"
+
+    @property
+    def raw_name(self) -> str:
+        return f"raw_{self.table}"
+
+    @property
+    def quarantine_name(self) -> str:
+        return f"{self.table}_quarantine"
+
+    @property
+    def staged_name(self) -> str:
+        return f"stg_{self.table}"
 
     @property
     def required_columns(self) -> list[str]:

@@ -4,7 +4,6 @@ import datetime as dt
 
 import pytest
 
-from ml_platform.automation.sensors import INGEST_ASSETS
 from ml_platform.ingestion.landing import file_sha256
 
 from .conftest import FIRST_DAY, keys, land_days, make_platform
@@ -29,7 +28,7 @@ def test_new_files_request_their_days(platform):
         strict=True,
     ):
         assert path.name in request.run_key and file_sha256(path)[:12] in request.run_key
-        assert set(request.asset_selection) == set(keys(*INGEST_ASSETS))
+        assert set(request.asset_selection) == set(keys("raw_readings", "readings_quarantine"))
 
     # The labels file of those days: one run of raw_labels over the days it covers.
     (labels,) = [r for r in result.run_requests if not r.partition_key]

@@ -13,9 +13,6 @@ from ml_platform.metadata import failed_checks, latest_metadata
 from ml_platform.resources.platform import PlatformResource
 from ml_platform.spec import UseCaseSpec
 
-# The landing sensor ingests; staging, features and online features follow by declarative
-# automation (eager conditions).
-INGEST_ASSETS = ("raw_readings", "readings_quarantine")
 RETRAIN_ASSETS = ("training_set", "model", "model_evaluation", "champion", "deployment")
 STATE_TAG = "ml_platform/retrain_state"
 
@@ -33,7 +30,8 @@ def ingested_files(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) -> 
 
 
 def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinition:
-    keys = [dg.AssetKey([spec.name, name]) for name in INGEST_ASSETS]
+    # The sensor ingests; staging, features and online features follow by declarative automation.
+    keys = [dg.AssetKey([spec.name, name]) for name in (spec.raw_name, spec.quarantine_name)]
     raw_key = keys[0]
     labels_key = dg.AssetKey([spec.name, "raw_labels"])
     partitions = dg.DailyPartitionsDefinition(start_date=spec.partitions_start, end_offset=1)

@@ -23,7 +23,7 @@ def features_table(spec: UseCaseSpec) -> str:
 
 
 def staged_table(spec: UseCaseSpec) -> str:
-    return f"{spec.name}.stg_readings"
+    return f"{spec.name}.{spec.staged_name}"
 
 
 def read_features(warehouse: DuckDBResource, spec: UseCaseSpec) -> pl.DataFrame:
@@ -72,7 +72,7 @@ def _parity_check(spec: UseCaseSpec, online: dict[str, dict], offline: pl.DataFr
 
 
 def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
-    staged_key = dg.AssetKey([spec.name, "stg_readings"])
+    staged_key = dg.AssetKey([spec.name, spec.staged_name])
     features_key = dg.AssetKey([spec.name, "features"])
     online_key = dg.AssetKey([spec.name, "online_features"])
 

@@ -74,8 +74,8 @@ def freshness_policy(spec: UseCaseSpec) -> dg.FreshnessPolicy:
 
 
 def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
-    raw_key = dg.AssetKey([spec.name, "raw_readings"])
-    quarantine_key = dg.AssetKey([spec.name, "readings_quarantine"])
+    raw_key = dg.AssetKey([spec.name, spec.raw_name])
+    quarantine_key = dg.AssetKey([spec.name, spec.quarantine_name])
     partitions = daily_partitions(spec)
 
     @dg.asset(
@@ -92,7 +92,7 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             for name, text in CHECK_DESCRIPTIONS.items()
         ],
     )
-    def raw_readings(
+    def raw_rows(
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource
     ) -> dg.MaterializeResult:
         first, last = partition_days(context)
@@ -166,9 +166,7 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         kinds={"duckdb"},
         description="Raw rows that broke an expectation, with the rule they broke.",
     )
-    def readings_quarantine(
-        context: dg.AssetExecutionContext, warehouse: DuckDBResource
-    ) -> dg.MaterializeResult:
+    def quarantine(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
         first, last = partition_days(context)
         scope = partition_filter(first, last)
         with warehouse.get_connection() as conn:
@@ -184,7 +182,7 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             }
         )
 
-    return [raw_readings, readings_quarantine]
+    return [raw_rows, quarantine]
 
 
 def build_label_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
@@ -222,6 +220,6 @@ def build_ingestion_checks(spec: UseCaseSpec) -> list[dg.AssetChecksDefinition]:
     """Column-schema changes between materializations of the raw and staged tables."""
     return list(
         dg.build_column_schema_change_checks(
-            assets=[dg.AssetKey([spec.name, "raw_readings"]), dg.AssetKey([spec.name, "stg_readings"])]
+            assets=[dg.AssetKey([spec.name, spec.raw_name]), dg.AssetKey([spec.name, spec.staged_name])]
         )
     )

@@ -71,7 +71,7 @@ class Placement:
 
 def raw_table(spec: UseCaseSpec) -> str:
     """The view users and downstream assets read: typed rows with their provenance."""
-    return f"{spec.name}.raw_readings"
+    return f"{spec.name}.{spec.raw_name}"
 
 
 def rows_table(spec: UseCaseSpec) -> str:
@@ -126,7 +126,7 @@ def ensure_raw_tables(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> Non
 
 
 def _upgrade_text_layout(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> None:
-    """Convert a warehouse whose ``raw_readings`` is a table of text (before raw rows were typed).
+    """Convert a warehouse whose raw view is a table of text (before raw rows were typed).
 
     Rows are typed by the same expressions as new loads (text kept where a value does not parse),
     each distinct (file, sha256, ingestion time) becomes a source, and the rejects and quarantine
@@ -134,10 +134,10 @@ def _upgrade_text_layout(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> 
     """
     from ml_platform.validation.summary import rejected_rows_sql, rejects_table
 
-    old = f"{spec.name}.raw_readings_text"
+    old = f"{spec.name}.{spec.raw_name}_text"
     conn.begin()
     try:
-        conn.sql(f"ALTER TABLE {raw_table(spec)} RENAME TO raw_readings_text")
+        conn.sql(f"ALTER TABLE {raw_table(spec)} RENAME TO {spec.raw_name}_text")
         ensure_raw_tables(conn, spec)
         conn.sql(
             f"""INSERT INTO {sources_table(spec)}
@@ -161,7 +161,7 @@ def _upgrade_text_layout(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> 
                     FROM {rejects_table(spec)} j
                     JOIN {raw_table(spec)} v USING (partition_date, source_file, source_row)"""
             )
-            quarantine = f"{spec.name}.readings_quarantine"
+            quarantine = f"{spec.name}.{spec.quarantine_name}"
             if _table_type(conn, quarantine):
                 conn.sql(f"DROP TABLE {quarantine}")
                 conn.sql(

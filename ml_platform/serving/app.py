@@ -51,14 +51,13 @@ from ml_platform.training.registry import (
     configure,
     load_verified_model,
 )
-from ml_platform.usecases import USE_CASES
+from ml_platform.usecases import use_cases
 
 logger = logging.getLogger("ml_platform.serving")
 MAX_BODY_BYTES = 1 << 20
 WATCH_S = 2.0
 CANARY_TAG = "serving.canary_share"
 SHADOW_TAG = "serving.shadow"
-DEFAULT_MODEL = next(iter(USE_CASES))
 
 api = FastAPI(
     title="ml_platform serving",
@@ -108,12 +107,16 @@ def _error(status: int, message: str) -> JSONResponse:
 class ModelServer:
     def __init__(self) -> None:
         self.settings = load_settings()
+        self.use_cases = use_cases(self.settings)
+        # `/invocations` names no model: it answers for the first use case.
+        self.default_model = next(iter(self.use_cases))
         self.online_store = make_online_store(self.settings)
-        self.signatures = {name: Signature.of(spec) for name, spec in USE_CASES.items()}
+        self.signatures = {name: Signature.of(spec) for name, spec in self.use_cases.items()}
         self.ingestors = {
-            name: EventIngestor(self.settings, spec, self.online_store) for name, spec in USE_CASES.items()
+            name: EventIngestor(self.settings, spec, self.online_store)
+            for name, spec in self.use_cases.items()
         }
-        self.routing: dict[str, Routing] = {name: Routing() for name in USE_CASES}
+        self.routing: dict[str, Routing] = {name: Routing() for name in self.use_cases}
         self.load_errors: dict[str, str] = {}
         self.log = PredictionLogWriter(self.settings.serving_log_dir)
         self._pending: list[tuple[str, dict]] = []
@@ -179,7 +182,7 @@ class ModelServer:
     def _watch_loop(self) -> None:
         client = configure(self.settings)
         while not self._stop.wait(WATCH_S):
-            for use_case in USE_CASES:
+            for use_case in self.use_cases:
                 try:
                     tags = client.get_registered_model(use_case).tags
                 except Exception:
@@ -241,13 +244,13 @@ class ModelServer:
             raise RequestError(422, f"request body is not valid JSON: {exc}") from None
 
     def _use_case(self, name: str) -> Signature:
-        if name not in USE_CASES:
-            raise RequestError(404, f"unknown model {name!r}; served: {sorted(USE_CASES)}")
+        if name not in self.use_cases:
+            raise RequestError(404, f"unknown model {name!r}; served: {sorted(self.use_cases)}")
         return self.signatures[name]
 
     def _features(self, use_case: str, rows: list[Row]) -> tuple[list[dict], list[dict]]:
         """Feature values per row and what to echo about their origin (entity, feature age)."""
-        spec = USE_CASES[use_case]
+        spec = self.use_cases[use_case]
         wanted = [r.entity for r in rows if r.features is None]
         found = dict(zip(wanted, self.online_store.get_many(use_case, wanted), strict=True)) if wanted else {}
         features, echoes = [], []
@@ -422,7 +425,7 @@ class ModelServer:
 
     @api.post("/invocations", openapi_extra=_body_schema({"dataframe_records": [{"sensor_id": "s-1"}]}))
     async def invocations(self, request: Request) -> Response:
-        return await self._answer(DEFAULT_MODEL, "invocations", request, mlflow_rows, self._mlflow_shape)
+        return await self._answer(self.default_model, "invocations", request, mlflow_rows, self._mlflow_shape)
 
     @api.post(
         "/v1/models/{model}/invocations",
@@ -463,15 +466,15 @@ class ModelServer:
 
     @api.get("/v2/models/{model}/ready")
     async def model_ready(self, model: str) -> JSONResponse:
-        if model not in USE_CASES:
-            return _error(404, f"unknown model {model!r}; served: {sorted(USE_CASES)}")
+        if model not in self.use_cases:
+            return _error(404, f"unknown model {model!r}; served: {sorted(self.use_cases)}")
         ready = self.routing[model].champion is not None
         return JSONResponse({"name": model, "ready": ready}, status_code=200 if ready else 503)
 
     @api.get("/v2/models/{model}")
     async def metadata(self, model: str) -> JSONResponse:
-        if model not in USE_CASES:
-            return _error(404, f"unknown model {model!r}; served: {sorted(USE_CASES)}")
+        if model not in self.use_cases:
+            return _error(404, f"unknown model {model!r}; served: {sorted(self.use_cases)}")
         routing = self.routing[model]
         signature = self.signatures[model]
         body = {
@@ -508,7 +511,7 @@ def _openapi() -> dict[str, Any]:
             for operation in operations.values():
                 for parameter in operation.get("parameters", []):
                     if parameter["name"] in ("model", "use_case"):
-                        parameter["schema"]["enum"] = sorted(USE_CASES)
+                        parameter["schema"]["enum"] = sorted(use_cases())
         api.openapi_schema = schema
     return api.openapi_schema
 

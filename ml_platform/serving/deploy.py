@@ -11,14 +11,14 @@ from ml_platform.serving.app import build_app
 from ml_platform.serving.cluster import connect
 from ml_platform.settings import Settings, settings_env
 from ml_platform.training.registry import CHAMPION, ModelRef, alias_ref
-from ml_platform.usecases import USE_CASES
+from ml_platform.usecases import use_cases
 
 APP_NAME = "ml_platform"
 
 
 def champions(settings: Settings) -> dict[str, ModelRef]:
     found = {}
-    for name in USE_CASES:
+    for name in use_cases(settings):
         ref = alias_ref(settings, name, CHAMPION)
         if ref is not None:
             found[name] = ref

@@ -9,7 +9,7 @@ import pandas as pd
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from ml_platform.features.assets import read_features
+from ml_platform.features.assets import read_features, staged_table
 from ml_platform.features.compute import EVENT_TIMESTAMP
 from ml_platform.ingestion.labels import labelled_days, read_label_windows
 from ml_platform.metadata import latest_metadata, markdown_table
@@ -66,7 +66,6 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         name: dg.AssetKey([spec.name, name])
         for name in (
             "features",
-            "stg_readings",
             "raw_labels",
             "training_set",
             "model",
@@ -79,7 +78,7 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=key["training_set"],
         group_name=spec.name,
-        deps=[key["features"], key["stg_readings"], key["raw_labels"]],
+        deps=[key["features"], dg.AssetKey([spec.name, spec.staged_name]), key["raw_labels"]],
         pool=WAREHOUSE_POOL,
         kinds={"polars", "duckdb"},
         description=(
@@ -90,7 +89,7 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     def training_set(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
             windows, days = read_label_windows(conn, spec), labelled_days(conn, spec)
-            spine = conn.sql(f'SELECT {spec.entity}, "{spec.timestamp}" FROM {spec.name}.stg_readings').pl()
+            spine = conn.sql(f'SELECT {spec.entity}, "{spec.timestamp}" FROM {staged_table(spec)}').pl()
         frame = build_training_set(spine, read_features(warehouse, spec), windows, spec, days)
         with warehouse.get_connection() as conn:
             conn.register("training_rows", frame.to_arrow())

@@ -76,11 +76,22 @@ def slice_metrics(
 
 
 def behaviour(
-    pipeline: Pipeline, features: pd.DataFrame, gate: GateSpec, entity: str, seed: int
+    pipeline: Pipeline,
+    features: pd.DataFrame,
+    gate: GateSpec,
+    entity: str,
+    seed: int,
+    entities: np.ndarray | None = None,
 ) -> dict[str, float]:
+    """The behavioural tests. The noise is scaled by each feature's spread within each row's entity
+    (``entities``), so that entities on very different scales are each nudged by a small step."""
     rng = np.random.default_rng(seed)
     base = anomaly_scores(pipeline, features)
-    noise = rng.normal(0.0, 1.0, features.shape) * features.std().fillna(0).to_numpy() * gate.noise_scale
+    if entities is None:
+        spread = np.broadcast_to(features.std().fillna(0).to_numpy(), features.shape)
+    else:
+        spread = features.groupby(np.asarray(entities)).transform("std").fillna(0).to_numpy()
+    noise = rng.normal(0.0, 1.0, features.shape) * spread * gate.noise_scale
     noisy = anomaly_scores(pipeline, features + noise)
     flip_rate = float(np.mean((base > 0) != (noisy > 0)))
 

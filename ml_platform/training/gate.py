@@ -96,9 +96,8 @@ def judge(
     gate = spec.gate
     overall, slices = evaluate(candidate, test, spec)
     names = spec.features.feature_names()
-    behaved = behaviour(
-        candidate, model_input(test.select(names).to_pandas(), names), gate, spec.entity, spec.model.seed
-    )
+    features = model_input(test.select(names).to_pandas(), names)
+    behaved = behaviour(candidate, features, gate, spec.entity, spec.model.seed, test[spec.entity].to_numpy())
     compared = compare_with_champion(candidate, champion, test, spec) if champion is not None else []
     window = test_window(test)
     checks = [

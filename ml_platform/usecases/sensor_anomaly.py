@@ -71,6 +71,7 @@ SPEC = UseCaseSpec(
         drift_share=0.5,
     ),
     partitions_start="2025-01-01",
+    table="readings",
     monitoring=MonitoringSpec(
         label_lateness=dt.timedelta(hours=6),
         min_live_metrics={"recall": 0.2},

@@ -4,7 +4,7 @@ import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +15,23 @@ from dagster_duckdb import DuckDBResource
 from ml_platform.automation.conditions import follow_upstream
 from ml_platform.resources.platform import WAREHOUSE_POOL, WarehouseResource
 from ml_platform.settings import DBT_PROJECT_DIR
+from ml_platform.spec import UseCaseSpec
+from ml_platform.validation.staging import model_paths, write_staging_models
 
 DBT_PROJECT = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
 
 class UseCaseTranslator(DagsterDbtTranslator):
-    """A model in ``models/<use case>/`` is the asset ``<use case>/<model>`` in group ``<use case>``."""
+    """A model is the asset ``<schema>/<table>`` (its use case and relation name), in group ``<schema>``."""
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         if dbt_resource_props["resource_type"] == "model":
-            return dg.AssetKey([dbt_resource_props["fqn"][1], dbt_resource_props["name"]])
+            table = dbt_resource_props.get("alias") or dbt_resource_props["name"]
+            return dg.AssetKey([dbt_resource_props["schema"], table])
         return super().get_asset_key(dbt_resource_props)
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        return dbt_resource_props["fqn"][1]
+        return dbt_resource_props["schema"]
 
     def get_automation_condition(
         self, dbt_resource_props: Mapping[str, Any]
@@ -57,6 +60,12 @@ def _sources_newer_than(manifest: Path) -> bool:
         )
         or (DBT_PROJECT_DIR / "dbt_project.yml").stat().st_mtime > built
     )
+
+
+def prepare_dbt_project(specs: Iterable[UseCaseSpec]) -> Path:
+    """Write the use cases' generated staging models, then make sure the manifest is current."""
+    write_staging_models(list(specs))
+    return ensure_manifest()
 
 
 def ensure_manifest() -> Path:
@@ -91,9 +100,12 @@ def table_metadata(warehouse: DuckDBResource, table: str) -> dict[str, object]:
     }
 
 
-def build_dbt_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_dbt_assets(partitions: dg.PartitionsDefinition, specs: list[UseCaseSpec]) -> dg.AssetsDefinition:
+    """The dbt models of ``specs`` (their generated staging models and any written by hand)."""
+
     @dbt_assets(
-        manifest=ensure_manifest(),
+        manifest=prepare_dbt_project(specs),
+        select=" ".join(model_paths(specs)),
         project=DBT_PROJECT,
         dagster_dbt_translator=UseCaseTranslator(),
         partitions_def=partitions,

@@ -137,7 +137,7 @@ def write_quarantine(
     conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, first_day: dt.date, last_day: dt.date
 ) -> str:
     """Replace the quarantine of days ``first_day..last_day`` with their rejected raw rows."""
-    table = f"{spec.name}.readings_quarantine"
+    table = f"{spec.name}.{spec.quarantine_name}"
     scope = partition_filter(first_day, last_day)
     conn.sql(f"CREATE TABLE IF NOT EXISTS {table} AS {rejected_rows_sql(spec, scope)} AND FALSE")
     conn.begin()

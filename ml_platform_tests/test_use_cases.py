@@ -1,0 +1,245 @@
+"""Use cases from the user's own repository: YAML files, Python files, modules and entry points,
+each validated when loaded, with a message naming the file, the use case and the field."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ml_platform.definitions import build_definitions
+from ml_platform.features.definitions import DiffFromMean, Rolling, Value
+from ml_platform.settings import REPO_ROOT, load_settings
+from ml_platform.spec_file import UseCaseError, read_spec_file
+from ml_platform.usecases import discover, use_cases
+
+PUMPS = """\
+name: pumps
+description: Pressure of pumps, recorded in 2014.
+entity: pump_id
+timestamp: ts
+columns:
+  - {name: pump_id, dtype: string}
+  - {name: ts, dtype: timestamp}
+  - {name: pressure, dtype: float, min_value: 0, max_value: 50000}
+  - {name: flow, dtype: float, required: false}
+expectations: {key: [pump_id, ts], max_bad_share: 0.1, max_future: 2h}
+features:
+  features:
+    - {kind: value, column: pressure}
+    - {kind: rolling, column: pressure, agg: mean, rows: 12}
+    - {kind: diff_from_mean, column: pressure, period: 1h}
+  ttl: 3650d
+model:
+  algorithm: isolation_forest
+  params: {n_estimators: 50}
+  training_days: 30
+gate:
+  min_metrics: {roc_auc: 0.6}
+  slices: [{name: level, column: pressure_mean_12, bins: [0, 100, 100000]}]
+drift: {columns: [pressure]}
+partitions_start: 2014-01-01
+"""
+
+
+@pytest.fixture
+def user_repo(tmp_path, monkeypatch) -> Path:
+    """A repository of the user's, outside the package, with their spec file."""
+    repo = tmp_path / "user-repo"
+    repo.mkdir()
+    (repo / "pumps.yaml").write_text(PUMPS)
+    monkeypatch.setenv("ML_PLATFORM_HOME", str(tmp_path / "home"))
+    return repo
+
+
+def test_a_yaml_file_maps_one_to_one_onto_the_spec(user_repo):
+    (spec,) = read_spec_file(user_repo / "pumps.yaml")
+    assert spec.name == "pumps" and spec.entity == "pump_id" and spec.partitions_start == "2014-01-01"
+    assert [c.name for c in spec.columns if not c.required] == ["flow"]
+    assert spec.expectations.max_future == dt.timedelta(hours=2)
+    assert spec.features.features == (
+        Value("pressure"),
+        Rolling("pressure", "mean", rows=12),
+        DiffFromMean("pressure", period="1h"),
+    )
+    assert spec.features.ttl == dt.timedelta(days=3650)
+    assert spec.model.params == {"n_estimators": 50} and spec.model.training_days == 30
+    assert spec.gate.slices[0].bins == (0.0, 100.0, 100000.0)
+    assert spec.drift.columns == ("pressure",)
+    defaults = dataclasses.fields(type(spec.monitoring))
+    assert all(
+        getattr(spec.monitoring, f.name) == f.default
+        for f in defaults
+        if f.default is not dataclasses.MISSING
+    )
+
+
+def test_user_use_cases_come_from_files_modules_and_entry_points(user_repo, monkeypatch):
+    python_file = user_repo / "sensors_copy.py"
+    python_file.write_text(
+        textwrap.dedent(
+            """
+            import dataclasses
+            from ml_platform.usecases.sensor_anomaly import SPEC as SHIPPED
+            SPEC = dataclasses.replace(SHIPPED, name="sensors_copy")
+            """
+        )
+    )
+    package = user_repo / "user_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "more.py").write_text(
+        "import dataclasses\nfrom ml_platform.usecases.sensor_anomaly import SPEC\n"
+        "SPECS = [dataclasses.replace(SPEC, name='by_module')]\n"
+    )
+    (package / "plugin.py").write_text(
+        "import dataclasses\nfrom ml_platform.usecases.sensor_anomaly import SPEC\n"
+        "PLUGGED = dataclasses.replace(SPEC, name='by_entry_point')\n"
+    )
+    # An installed distribution declaring the entry point, as `pip install` leaves it.
+    dist = user_repo / "user_pkg-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: user-pkg\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[ml_platform.use_cases]\nplugged = user_pkg.plugin:PLUGGED\n")
+    monkeypatch.syspath_prepend(str(user_repo))
+    declared = f"{user_repo / 'pumps.yaml'}, {python_file}, user_pkg.more"
+    found = discover(declared)
+    assert list(found) == ["sensor_anomaly", "pumps", "sensors_copy", "by_module", "by_entry_point"]
+    assert found["pumps"].origin == str(user_repo / "pumps.yaml")
+    assert found["by_module"].origin == "module user_pkg.more"
+    assert found["by_entry_point"].origin.startswith("entry point plugged = user_pkg.plugin:PLUGGED")
+
+    monkeypatch.setenv("ML_PLATFORM_USE_CASES", str(user_repo / "pumps.yaml"))
+    settings = load_settings()
+    defs = build_definitions(settings)
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    expected = {"pumps/raw_events", "pumps/events_quarantine", "pumps/stg_events", "pumps/features"}
+    assert expected | {"pumps/model", "pumps/drift_report"} <= keys
+    assert "sensor_anomaly/model" in keys
+    assert f"{'pumps'}_retrain_sensor" in {s.name for s in defs.sensors}
+    listed = subprocess.run(
+        [str(Path(sys.executable).with_name("ml-platform")), "use-cases"],
+        env={**os.environ, "ML_PLATFORM_USE_CASES": str(user_repo / "pumps.yaml")},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert listed[0].startswith("sensor_anomaly\tshipped example ml_platform.usecases.sensor_anomaly")
+    assert listed[1] == f"pumps\t{user_repo / 'pumps.yaml'}\tPressure of pumps, recorded in 2014."
+    assert use_cases(settings)["pumps"].partitions_start == "2014-01-01"
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        (("entity: pump_id", "entity: pump"), "entity", "'pump' is not among the columns"),
+        (
+            ("{kind: value, column: pressure}", "{kind: value, column: presure}"),
+            "features.features[0].column",
+            "unknown column 'presure'",
+        ),
+        (("{name: flow, dtype: float", "{name: flow, dtype: complex"), "columns[3].dtype", "unknown type"),
+        (("drift: {columns", "drift: {colums"), "drift.colums", "unknown field"),
+        (("{kind: rolling,", "{kind: rolling_sum,"), "features.features[1].kind", "unknown kind"),
+        (("training_days: 30", "training_days: thirty"), "model.training_days", "expected a whole number"),
+        (("  ttl: 3650d\n", "  ttl: ten years\n"), "features.ttl", "is not a duration"),
+        (("column: pressure_mean_12", "column: pressure_max"), "gate.slices[0].column", "is not a feature"),
+        (("entity: pump_id\n", ""), "entity", "missing"),
+    ],
+)
+def test_an_invalid_spec_fails_naming_file_use_case_and_field(user_repo, change, field, problem):
+    path = user_repo / "pumps.yaml"
+    assert change[0] in PUMPS
+    path.write_text(PUMPS.replace(*change))
+    with pytest.raises(UseCaseError) as raised:
+        discover(str(path))
+    message = str(raised.value)
+    assert (
+        message.startswith(f"{path}: use case 'pumps': ") and f"{field}: " in message and problem in message
+    )
+
+
+def test_a_name_declared_twice_names_both_places(user_repo):
+    path = user_repo / "again.yaml"
+    path.write_text(PUMPS.replace("name: pumps", "name: sensor_anomaly"))
+    with pytest.raises(UseCaseError, match="already declared by shipped example ml_platform.usecases"):
+        discover(str(path))
+    with pytest.raises(UseCaseError, match="no such spec file"):
+        discover(str(user_repo / "missing.yaml"))
+
+
+def test_the_code_location_reports_a_bad_spec_instead_of_loading(user_repo):
+    path = user_repo / "pumps.yaml"
+    path.write_text(PUMPS.replace("entity: pump_id", "entity: pump"))
+    checked = subprocess.run(
+        [str(Path(sys.executable).with_name("dagster")), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "ML_PLATFORM_USE_CASES": str(path), "DAGSTER_HOME": str(user_repo)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert checked.returncode != 0
+    assert (
+        f"{path}: use case 'pumps': entity: 'pump' is not among the columns"
+        in checked.stdout + checked.stderr
+    )
+
+
+def test_definitions_take_their_use_cases_as_input():
+    from ml_platform.usecases import get_use_case
+
+    only = dataclasses.replace(get_use_case("sensor_anomaly"), name="only_this_one")
+    defs = build_definitions(load_settings(), [only])
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"only_this_one/stg_readings", "only_this_one/model", "only_this_one/deployment"} <= keys
+    assert not {k for k in keys if k.startswith("sensor_anomaly/")}  # not even its dbt model
+    assert {s.name for s in defs.sensors} >= {"only_this_one_landing_sensor", "only_this_one_retrain_sensor"}
+
+
+def test_a_user_spec_with_old_timestamps_ingests_stages_and_computes_features(user_repo, monkeypatch):
+    """The YAML use case, data from 2014 on another schema: raw, quarantine, the generated dbt
+    staging model with its tests, and features, through real Dagster runs."""
+    import dagster as dg
+    import pandas as pd
+
+    from .conftest import Platform, day_range_tags
+
+    monkeypatch.setenv("ML_PLATFORM_USE_CASES", str(user_repo / "pumps.yaml"))
+    settings = load_settings()
+    spec = use_cases(settings)["pumps"]
+    landing = settings.landing_dir_for("pumps")
+    landing.mkdir(parents=True)
+    times = pd.date_range("2014-03-01", periods=2 * 288, freq="5min")
+    for pump, level in (("p-1", 100.0), ("p-2", 30000.0)):
+        frame = pd.DataFrame({"pump_id": pump, "ts": times.strftime("%Y-%m-%dT%H:%M:%S"), "pressure": level})
+        frame.loc[10, "pressure"] = 60000.0  # above the declared maximum: quarantined
+        frame.to_csv(landing / f"{pump}.csv", index=False)
+    platform = Platform(settings, build_definitions(settings, [spec]), dg.DagsterInstance.ephemeral())
+    names = [spec.raw_name, spec.quarantine_name, spec.staged_name, "features"]
+    result = dg.materialize(
+        platform.defs.assets,
+        selection=[dg.AssetKey(["pumps", n]) for n in names],
+        instance=platform.instance,
+        resources=platform.defs.resources,
+        tags=day_range_tags(dt.date(2014, 3, 1), dt.date(2014, 3, 2)),
+    )
+    assert result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["value_range"] is False and checks["bad_share"] is True
+    dbt_checks = [
+        name for name in checks if name.startswith(("unique_combination", "not_null", "within_range"))
+    ]
+    assert len(dbt_checks) >= 4 and all(checks[name] for name in dbt_checks)
+    with platform.defs.resources["warehouse"].get_connection() as conn:
+        staged = conn.sql("SELECT count(*), min(ts) FROM pumps.stg_events").fetchall()[0]
+        quarantined = conn.sql("SELECT count(*) FROM pumps.events_quarantine").fetchall()[0][0]
+        features = conn.sql("SELECT count(*) FROM pumps.features").fetchall()[0][0]
+    assert staged[0] == 2 * 576 - 2 and quarantined == 2 and features == staged[0]
+    assert staged[1].year == 2014
