@@ -43,8 +43,8 @@ test: install browser-deps serve-deps
 	$(BIN)/python -m pytest ml_platform_tests
 
 lint: install
-	$(BIN)/ruff check ml_platform ml_platform_tests bench
-	$(BIN)/ruff format --check ml_platform ml_platform_tests bench
+	$(BIN)/ruff check ml_platform ml_platform_tests bench examples
+	$(BIN)/ruff format --check ml_platform ml_platform_tests bench examples
 
 # HAProxy is Ray Serve's ingress in the fast serving mode (the default wherever it is installed).
 serve-deps:

@@ -127,7 +127,14 @@ def serve(detach: bool) -> None:
         click.echo("starting a local Ray head (127.0.0.1, dashboard off)...")
         cluster = start_local_cluster(settings)
     try:
-        models = deploy(settings)
+        try:
+            models = deploy(settings)
+        except Exception as error:  # Ray's own errors: say what failed, without a traceback
+            raise click.ClickException(
+                f"serving did not start on {settings.serve_url}: {type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''} (a busy machine can delay Ray "
+                f"Serve's proxy past its start timeout; try again; Ray's log: {settings.run_dir / 'ray.log'})"
+            ) from None
         # Connecting as a Ray driver replaced our signal handlers with Ray's (which exit at once,
         # skipping the cleanup below): take them back.
         stop_on_signals()

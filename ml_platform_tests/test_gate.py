@@ -132,11 +132,22 @@ def test_a_redelivered_drifted_day_keeps_its_labels(tmp_path):
     original = read_label_file(next((landing / "labels").glob("*.csv")), SPEC)
     clean_day = pd.read_csv(landing / "readings_2026-11-03.csv")
     written = redeliver_drifted(landing, [dt.date(2026, 11, 3)], SensorDataConfig(sensors=3))
+    assert written == [landing / "readings_2026-11-03.csv"]  # the landed labels still hold
     drifted_day = pd.read_csv(written[0])
     assert (drifted_day["value"] - clean_day["value"]).mean() > 1.0
-    relabelled = read_label_file(written[-1], SPEC).sort("sensor_id", "start")
+    _, windows = generate_day(dt.date(2026, 11, 3), SensorDataConfig(sensors=3, anchor=first))
     day_start = dt.datetime(2026, 11, 3, tzinfo=dt.UTC)
-    assert relabelled.equals(original.filter(pl.col("start") >= day_start).sort("sensor_id", "start"))
+    landed = original.filter(pl.col("start") >= day_start).sort("sensor_id", "start")
+    assert [(s, a.replace(tzinfo=dt.UTC)) for s, a, _ in sorted(windows)] == list(
+        zip(landed["sensor_id"], landed["start"], strict=True)
+    )
+
+    # A zone without a recorded anchor gets the days' labels landed again with them.
+    (landing / ".synthetic_anchor").unlink()
+    written = redeliver_drifted(landing, [dt.date(2026, 11, 3)], SensorDataConfig(sensors=3))
+    assert written[-1] == landing / "labels" / "anomalies_2026-11-03_2026-11-03.csv"
+    relabelled = read_label_file(written[-1], SPEC).sort("sensor_id", "start")
+    assert relabelled.equals(landed)
 
 
 def test_after_drift_the_retrain_is_promoted_on_any_day():

@@ -35,6 +35,7 @@ features:
     - {kind: value, column: pressure}
     - {kind: rolling, column: pressure, agg: mean, rows: 12}
     - {kind: diff_from_mean, column: pressure, period: 1h}
+    - {kind: value, column: flow}
   ttl: 3650d
 model:
   algorithm: isolation_forest
@@ -43,7 +44,7 @@ model:
 gate:
   min_metrics: {roc_auc: 0.6}
   slices: [{name: level, column: pressure_mean_12, bins: [0, 100, 100000]}]
-drift: {columns: [pressure]}
+drift: {columns: [pressure, flow]}
 partitions_start: 2014-01-01
 """
 
@@ -67,11 +68,12 @@ def test_a_yaml_file_maps_one_to_one_onto_the_spec(user_repo):
         Value("pressure"),
         Rolling("pressure", "mean", rows=12),
         DiffFromMean("pressure", period="1h"),
+        Value("flow"),
     )
     assert spec.features.ttl == dt.timedelta(days=3650)
     assert spec.model.params == {"n_estimators": 50} and spec.model.training_days == 30
     assert spec.gate.slices[0].bins == (0.0, 100.0, 100000.0)
-    assert spec.drift.columns == ("pressure",)
+    assert spec.drift.columns == ("pressure", "flow")
     defaults = dataclasses.fields(type(spec.monitoring))
     assert all(
         getattr(spec.monitoring, f.name) == f.default
@@ -204,10 +206,13 @@ def test_definitions_take_their_use_cases_as_input():
 
 
 def test_a_user_spec_with_old_timestamps_ingests_stages_and_computes_features(user_repo, monkeypatch):
-    """The YAML use case, data from 2014 on another schema: raw, quarantine, the generated dbt
-    staging model with its tests, and features, through real Dagster runs."""
+    """The YAML use case, data from 2014 on another schema and without its optional column: raw,
+    quarantine, the generated dbt staging model with its tests, features, the training set and a
+    drift report that says the optional column has no data, through real Dagster runs."""
     import dagster as dg
     import pandas as pd
+
+    from ml_platform.metadata import latest_metadata
 
     from .conftest import Platform, day_range_tags
 
@@ -243,3 +248,27 @@ def test_a_user_spec_with_old_timestamps_ingests_stages_and_computes_features(us
         features = conn.sql("SELECT count(*) FROM pumps.features").fetchall()[0][0]
     assert staged[0] == 2 * 576 - 2 and quarantined == 2 and features == staged[0]
     assert staged[1].year == 2014
+
+    later = dg.materialize(
+        platform.defs.assets,
+        selection=[dg.AssetKey(["pumps", n]) for n in ("training_set", "drift_report")],
+        instance=platform.instance,
+        resources=platform.defs.resources,
+    )
+    assert later.success
+    report = latest_metadata(platform.instance, dg.AssetKey(["pumps", "drift_report"]))
+    assert report["no_data_columns"] == ["flow"] and report["tests"]["flow"] == "no data"
+    assert "drift_score/pressure" in report and "drift_score/flow" not in report
+
+
+def test_a_request_may_leave_out_features_of_optional_columns_only():
+    from ml_platform.serving.protocols import RequestError, Signature, predict_rows
+    from ml_platform.usecases import get_use_case
+
+    signature = Signature.of(get_use_case("sensor_anomaly"))
+    assert signature.optional == {"temperature", "vibration", "vibration_max_1h"}
+    given = {n: 1.0 for n in signature.names if n not in signature.optional}
+    (row,), flat = predict_rows(signature, given)
+    assert flat and row.features["vibration"] is None and row.features["value"] == 1.0
+    with pytest.raises(RequestError, match="missing field\\(s\\) hour_of_day"):
+        predict_rows(signature, {k: v for k, v in given.items() if k != "hour_of_day"})

@@ -125,3 +125,62 @@ def test_reloading_a_partition_never_duplicates_rows(platform):
     after = _rows(platform, f"SELECT count(*) FROM {USE_CASE}.raw_readings WHERE partition_date = '{day}'")
     assert before == after and after[0][0] > 0
     assert latest_metadata(platform.instance, key("raw_readings"))["dagster/row_count"] == after[0][0]
+
+
+def test_a_bad_file_or_entity_is_quarantined_whole_and_the_others_go_on(platform):
+    day = FIRST_DAY + dt.timedelta(days=5)
+    landed = land_days(platform, day, 1)[0]
+    frame = pd.read_csv(landed, dtype=str)
+    landed.unlink()
+    sensors = sorted(frame["sensor_id"].unique())
+    # One file per pair of sensors; the second file is mostly out of range (a broken export),
+    # and in the third, one sensor reads out of range every 15th time (7% of its rows; 3.5% of
+    # its file's).
+    files = {}
+    for i in range(0, len(sensors), 2):
+        part = frame[frame["sensor_id"].isin(sensors[i : i + 2])].copy()
+        if i == 2:
+            part.loc[part.index[: int(len(part) * 0.6)], "value"] = "5000"
+        if i == 4:
+            broken = part.index[part["sensor_id"] == sensors[4]][::15]
+            part.loc[broken, "value"] = "5000"
+        path = platform.landing / f"readings_{day.isoformat()}_part{i // 2}.csv"
+        part.to_csv(path, index=False)
+        files[i // 2] = (path, part)
+
+    result = platform.ingest(day, day)
+    assert result.success  # the good files and sensors go on
+    checks = {
+        e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key == key("raw_readings")
+    }
+    assert checks["bad_share"].passed is True
+    isolated = checks["bad_sources"]
+    assert isolated.passed is False and isolated.severity.value == "WARN"
+    bad_file, bad_sensor = str(files[1][0]), sensors[4]
+    assert f"file {bad_file} on {day.isoformat()}" in isolated.description
+    assert f"entity {bad_sensor} on {day.isoformat()}" in isolated.description
+    assert "range:value" in isolated.description and "quarantined whole" in isolated.description
+    table = isolated.metadata["isolated"].value
+    assert bad_file in table and bad_sensor in table
+
+    staged = dict(
+        _rows(
+            platform,
+            f"""SELECT sensor_id, count(*) FROM {USE_CASE}.stg_readings
+                WHERE partition_date = '{day.isoformat()}' GROUP BY 1""",
+        )
+    )
+    assert staged == {s: 288 for s in (sensors[0], sensors[1], sensors[5])}
+    reasons = dict(
+        _rows(
+            platform,
+            f"""SELECT reject_reason, count(*) FROM {USE_CASE}.readings_quarantine
+                WHERE partition_date = '{day.isoformat()}' GROUP BY 1""",
+        )
+    )
+    bad_rows = int(len(files[1][1]) * 0.6)
+    assert reasons["bad_file"] == len(files[1][1]) - bad_rows
+    assert reasons["bad_entity"] == 288 - len(range(0, 288, 15))
+    assert reasons["range:value"] == bad_rows + len(range(0, 288, 15))
+    # Nothing is lost: every landed row is staged or quarantined.
+    assert sum(staged.values()) + sum(reasons.values()) == len(frame)

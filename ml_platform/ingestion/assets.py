@@ -11,7 +11,13 @@ from ml_platform.ingestion.raw import load_raw_partitions, raw_table
 from ml_platform.metadata import markdown_table
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.spec import UseCaseSpec
-from ml_platform.validation.summary import partition_filter, record_rejects, summarize, write_quarantine
+from ml_platform.validation.summary import (
+    ValidationSummary,
+    partition_filter,
+    record_rejects,
+    summarize,
+    write_quarantine,
+)
 
 CHECK_DESCRIPTIONS = {
     "schema": "Every source parses as a whole and has the required columns; fails the run otherwise.",
@@ -22,8 +28,12 @@ CHECK_DESCRIPTIONS = {
     "allowed_values": "Fields with a declared set of values hold one of them; others are quarantined.",
     "timestamps": "Event times are not in the future nor before the floor; others are quarantined.",
     "unique_key": "One row per key; later duplicates are quarantined.",
+    "bad_sources": "A file or entity of a day over the bad share is quarantined whole; the others go on.",
     "row_count": "Rows per day within the declared bounds: above the maximum fails, below the minimum warns.",
-    "bad_share": "The quarantined share of the partition stays under the declared maximum.",
+    "bad_share": (
+        "The rule-breaking share of the rows outside isolated files and entities stays under the "
+        "declared maximum, and some rows are left."
+    ),
 }
 
 
@@ -66,6 +76,28 @@ def row_count_check(
             "too_few": too_few,
         },
     )
+
+
+def isolated_description(isolated: list[dict], limit: float) -> str:
+    """One line per file or entity quarantined whole: which, which day, the rules and counts."""
+    return "\n".join(
+        f"{g['kind']} {g['file or entity']} on {g['day']}: {g['bad_rows']} of {g['rows']} rows broke "
+        f"rules ({g['rules']}), over the limit of {limit:.0%}; quarantined whole"
+        for g in isolated
+    )
+
+
+def bad_share_description(summary: ValidationSummary, limit: float) -> str:
+    """Why the partition stops: its share outside isolated sources, or nothing left, and where."""
+    if summary.rows and not summary.judged_rows:
+        head = f"every file and entity of these days is over the bad share of {limit:.0%}"
+    else:
+        head = (
+            f"{summary.bad_share:.1%} of the {summary.judged_rows} rows outside isolated files and "
+            f"entities broke rules (limit {limit:.0%})"
+        )
+    detail = isolated_description(summary.isolated, limit)
+    return f"{head}; nothing of these days is staged" + (f"\n{detail}" if detail else "")
 
 
 def freshness_policy(spec: UseCaseSpec) -> dg.FreshnessPolicy:
@@ -113,18 +145,22 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             )
         ]
         too_many = summary.bad_share > spec.expectations.max_bad_share
+        isolated = isolated_description(summary.isolated, spec.expectations.max_bad_share)
         for name, reasons in summary.by_check().items():
             count = sum(reasons.values())
+            extra = {"isolated": markdown_table(summary.isolated)} if name == "bad_sources" else {}
             checks.append(
                 dg.AssetCheckResult(
                     check_name=name,
                     passed=count == 0,
                     # Quarantined rows are expected now and then (WARN); an excess blocks (ERROR).
                     severity=dg.AssetCheckSeverity.ERROR if too_many else dg.AssetCheckSeverity.WARN,
+                    description=isolated if name == "bad_sources" and summary.isolated else None,
                     metadata={
                         "violations": count,
                         "by_rule": markdown_table([{"rule": r, "rows": n} for r, n in reasons.items()]),
                         "sample": markdown_table(summary.samples.get(name, [])),
+                        **extra,
                     },
                 )
             )
@@ -133,10 +169,16 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             dg.AssetCheckResult(
                 check_name="bad_share",
                 passed=not too_many,
+                description=bad_share_description(summary, spec.expectations.max_bad_share)
+                if too_many
+                else None,
                 metadata={
                     "bad_share": summary.bad_share,
                     "max_bad_share": spec.expectations.max_bad_share,
                     "quarantined_rows": summary.rejected,
+                    "judged_rows": summary.judged_rows,
+                    "by_day": markdown_table(summary.by_day),
+                    "isolated": markdown_table(summary.isolated),
                 },
             )
         )

@@ -172,17 +172,17 @@ def write_sensor_data(landing_dir: Path, config: SensorDataConfig) -> list[Path]
 
 
 def redeliver_drifted(landing_dir: Path, days: list[dt.date], config: SensorDataConfig) -> list[Path]:
-    """Land new versions of ``days`` with readings shifted from the first of them on, and a labels
-    file for those days (their anomaly windows are unchanged by the shift).
+    """Land new versions of ``days`` with readings shifted from the first of them on.
 
-    Without an explicit anchor the landing zone's recorded one is used, so each day keeps its
-    original random stream; a zone without a record (written before anchors were recorded) counts
-    from its earliest readings file."""
-    if config.anchor is None:
+    The shift leaves the anomaly windows as they were, so the labels already landed stay true
+    when each day keeps its random stream: with the landing zone's recorded anchor (or an explicit
+    one). A zone without a record (written before anchors were recorded) counts from its earliest
+    readings file, and then the days' labels are landed again with them."""
+    recorded = config.anchor or landed_anchor(landing_dir)
+    if recorded is None:
         landed = sorted(landing_dir.glob("readings_????-??-??.csv"))
         earliest = dt.date.fromisoformat(landed[0].stem.removeprefix("readings_")) if landed else days[0]
-        config = dataclasses.replace(config, anchor=landed_anchor(landing_dir) or earliest)
-    config = dataclasses.replace(config, drift_from=min(days))
+    config = dataclasses.replace(config, anchor=recorded or earliest, drift_from=min(days))
     written, labels = [], []
     for day in sorted(days):
         frame, windows = generate_day(day, config)
@@ -190,8 +190,10 @@ def redeliver_drifted(landing_dir: Path, days: list[dt.date], config: SensorData
         _write_atomically(frame, path)  # a complete new version, never half a file
         written.append(path)
         labels += windows
-    first, last = min(days), max(days)
-    labels_path = landing_dir / "labels" / f"anomalies_{first.isoformat()}_{last.isoformat()}.csv"
-    labels_path.parent.mkdir(exist_ok=True)
-    _write_atomically(_label_frame(labels), labels_path)
-    return [*written, labels_path]
+    if recorded is None:
+        first, last = min(days), max(days)
+        labels_path = landing_dir / "labels" / f"anomalies_{first.isoformat()}_{last.isoformat()}.csv"
+        labels_path.parent.mkdir(exist_ok=True)
+        _write_atomically(_label_frame(labels), labels_path)
+        written.append(labels_path)
+    return written

@@ -67,6 +67,13 @@ def _day_ranges(days: list[dt.date]) -> str:
     return ", ".join(f"{a}..{b}" for a, b in ranges)
 
 
+def _has_values(column: pl.Series) -> bool:
+    present = column.drop_nulls()
+    if column.dtype.is_float():
+        present = present.drop_nans()
+    return not present.is_empty()
+
+
 def _champion_scores(platform: PlatformResource, spec: UseCaseSpec, alias: str, frame: pl.DataFrame):
     """Scores of the model under ``alias`` on ``frame``'s features (None without such a model)."""
     from ml_platform.training import registry
@@ -144,6 +151,16 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             reference = reference.with_columns(pl.Series("anomaly_score", ref_scores))
             current = current.with_columns(pl.Series("anomaly_score", cur_scores))
             compared.append("anomaly_score")
+        # A column with no value in either window (an optional column the data never has) cannot
+        # drift: it is reported as having no data, and the others are judged.
+        no_data = [c for c in compared if not (_has_values(reference[c]) and _has_values(current[c]))]
+        compared = [c for c in compared if c not in no_data]
+        if not compared:
+            raise dg.Failure(
+                description=f"{spec.name}: no drift column has values in both windows "
+                f"(no data in {', '.join(no_data)}); declare drift.columns the data has",
+                allow_retries=False,
+            )
         # The verdict is computed on every row with Evidently's own tests (vectorized); Evidently
         # itself builds the HTML people read, on a bounded sample.
         result = column_drift(reference, current, compared, spec.drift.drift_share)
@@ -163,7 +180,11 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 "dataset_drift": result.dataset_drift,
                 "drift_share": result.drift_share,
                 "drifted_columns": result.drifted_columns,
-                "tests": {c.column: c.method for c in result.columns},
+                "tests": {
+                    **{c.column: c.method for c in result.columns},
+                    **dict.fromkeys(no_data, "no data"),
+                },
+                "no_data_columns": no_data,
                 "report": dg.MetadataValue.path(str(report.html_path)),
                 "report_sample_rows": min(len(current), MAX_ROWS),
                 "report_sample_agreement": agreeing / len(result.columns) if result.columns else 1.0,

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ml_platform.features.definitions import source_columns
 from ml_platform.spec import UseCaseSpec
 
 MAX_ROWS = 1000
@@ -30,13 +31,21 @@ class Signature:
     names: tuple[str, ...]
     bounds: dict[str, tuple[float | None, float | None]]
     entity: str
+    # Features built only from optional columns: a row may leave them out (they are missing).
+    optional: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, spec: UseCaseSpec) -> Signature:
         declared = {c.name: (c.min_value, c.max_value) for c in spec.numeric_columns}
         names = tuple(spec.features.feature_names())
+        optional_columns = {c.name for c in spec.columns if not c.required}
+        optional = frozenset(
+            f.name
+            for f in spec.features.features
+            if (read := source_columns((f,))) and set(read) <= optional_columns
+        )
         # A feature that is a raw column keeps that column's declared range.
-        return cls(names, {n: declared[n] for n in names if n in declared}, spec.entity)
+        return cls(names, {n: declared[n] for n in names if n in declared}, spec.entity, optional)
 
 
 @dataclass(frozen=True)
@@ -73,10 +82,10 @@ def feature_row(signature: Signature, item: Any, where: str) -> Row:
             f"{where}: unknown field(s) {', '.join(unknown)}; send '{signature.entity}' alone "
             "(features from the online store) or every feature of the model's signature",
         )
-    missing = [n for n in signature.names if n not in item]
+    missing = [n for n in signature.names if n not in item and n not in signature.optional]
     if missing:
         raise RequestError(422, f"{where}: missing field(s) {', '.join(missing)}")
-    values = {n: _number(item[n], n, where) for n in signature.names}
+    values = {n: _number(item.get(n), n, where) for n in signature.names}
     for name, (low, high) in signature.bounds.items():
         value = values[name]
         if value is not None and ((low is not None and value < low) or (high is not None and value > high)):

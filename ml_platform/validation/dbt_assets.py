@@ -1,6 +1,7 @@
 """The dbt project's models as Dagster assets; its tests become asset checks."""
 
 import datetime as dt
+import functools
 import json
 import os
 import sys
@@ -76,6 +77,17 @@ def ensure_manifest() -> Path:
     return manifest
 
 
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest as it is on disk now. (dagster-dbt caches a manifest by its path for the
+    life of the process; a spec added since would be missing from the definitions.)"""
+    return _parsed(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _parsed(path: Path, mtime_ns: int) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
 def partition_vars(context: dg.AssetExecutionContext) -> dict[str, str]:
     """The days of this run for dbt's ``min_date``/``max_date`` vars."""
     window = context.partition_time_window
@@ -104,7 +116,7 @@ def build_dbt_assets(partitions: dg.PartitionsDefinition, specs: list[UseCaseSpe
     """The dbt models of ``specs`` (their generated staging models and any written by hand)."""
 
     @dbt_assets(
-        manifest=prepare_dbt_project(specs),
+        manifest=_read_manifest(prepare_dbt_project(specs)),
         select=" ".join(model_paths(specs)),
         project=DBT_PROJECT,
         dagster_dbt_translator=UseCaseTranslator(),

@@ -137,7 +137,16 @@ def reason_sql(spec: UseCaseSpec) -> str:
     return f"CASE\n{cases}\n        ELSE NULL END"
 
 
-CHECK_NAMES = ("parse", "not_null", "types", "value_range", "allowed_values", "timestamps", "unique_key")
+CHECK_NAMES = (
+    "parse",
+    "not_null",
+    "types",
+    "value_range",
+    "allowed_values",
+    "timestamps",
+    "unique_key",
+    "bad_sources",
+)
 _CHECK_OF_PREFIX = {
     "parse": "parse",
     "not_null": "not_null",
@@ -147,6 +156,8 @@ _CHECK_OF_PREFIX = {
     "future": "timestamps",
     "too_old": "timestamps",
     "duplicate_key": "unique_key",
+    "bad_file": "bad_sources",
+    "bad_entity": "bad_sources",
 }
 
 

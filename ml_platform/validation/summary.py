@@ -5,6 +5,12 @@ Row rules are one CASE expression over each typed row. Duplicate keys are found 
 that pass: an aggregate over one hash per row finds the keys that repeat (few), and only rows
 with those keys are ranked (the first landed, by file then row number, is kept). Nothing sorts
 the whole partition.
+
+The bad share is judged per source file and per entity of each day as well as per partition: a
+file or an entity whose own share of rule-breaking rows is over the maximum is quarantined whole
+(its other rows with the reason ``bad_file`` or ``bad_entity``), so that one bad file or one
+broken sensor does not stop the others. The partition is then judged on the rows outside those:
+it stops the run when they are over the maximum too, or when nothing is left.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 
 import duckdb
 
-from ml_platform.ingestion.raw import raw_table, rows_table
+from ml_platform.ingestion.raw import raw_table, rows_table, sources_table
 from ml_platform.spec import UseCaseSpec
 from ml_platform.validation.rules import CHECK_NAMES, check_of_reason, key_columns, reason_sql
 
@@ -28,14 +34,28 @@ class ValidationSummary:
     rows: int
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Per day: rows, quarantined, in isolated files or entities, and judged (the others).
+    by_day: list[dict[str, Any]] = field(default_factory=list)
+    # The files and entities quarantined whole (see ``_isolate``).
+    isolated: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rejected(self) -> int:
         return sum(self.rejected_by_reason.values())
 
     @property
+    def judged_rows(self) -> int:
+        return sum(d["judged_rows"] for d in self.by_day)
+
+    @property
     def bad_share(self) -> float:
-        return self.rejected / self.rows if self.rows else 0.0
+        """The rule-breaking share of the rows outside isolated files and entities; 1.0 when every
+        row of the partition is in one (nothing good is left)."""
+        if not self.rows:
+            return 0.0
+        if not self.judged_rows:
+            return 1.0
+        return sum(d["judged_bad_rows"] for d in self.by_day) / self.judged_rows
 
     def by_check(self) -> dict[str, dict[str, int]]:
         grouped: dict[str, dict[str, int]] = {name: {} for name in CHECK_NAMES}
@@ -46,6 +66,11 @@ class ValidationSummary:
 
 def rejects_table(spec: UseCaseSpec) -> str:
     return f"{spec.name}.raw_rejects"
+
+
+def isolated_table(spec: UseCaseSpec) -> str:
+    """Per day, the files and entities quarantined whole, with their counts and rules."""
+    return f"{spec.name}.raw_isolated"
 
 
 def partition_filter(first_day: dt.date, last_day: dt.date) -> str:
@@ -84,15 +109,66 @@ def record_rejects(
             SELECT {row_id}, 'duplicate_key' AS reject_reason FROM candidates
             QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY source_file, source_row) > 1"""
     )
+    _isolate(conn, spec, scope)
     conn.begin()
     conn.sql(f"DELETE FROM {rejects_table(spec)} WHERE {scope}")
     conn.sql(
         f"""INSERT INTO {rejects_table(spec)}
-            SELECT * FROM row_rejects UNION ALL SELECT * FROM duplicate_rejects"""
+            SELECT * FROM row_rejects UNION ALL SELECT * FROM duplicate_rejects
+            UNION ALL SELECT * FROM isolated_rejects"""
     )
+    conn.sql(f"DELETE FROM {isolated_table(spec)} WHERE {scope}")
+    conn.sql(f"INSERT INTO {isolated_table(spec)} SELECT * FROM isolated_groups")
     conn.commit()
-    conn.sql("DROP TABLE row_rejects")
-    conn.sql("DROP TABLE duplicate_rejects")
+    for table in ("row_rejects", "duplicate_rejects", "isolated_rejects", "isolated_groups"):
+        conn.sql(f"DROP TABLE {table}")
+
+
+def _isolate(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, scope: str) -> None:
+    """The files and entities of each day over the bad share (``isolated_groups``), and their
+    rows that broke no rule, quarantined with them (``isolated_rejects``)."""
+    row_id = ", ".join(ROW_ID)
+    limit = spec.expectations.max_bad_share
+    conn.sql(
+        f"""CREATE TABLE IF NOT EXISTS {isolated_table(spec)} (
+            partition_date DATE, kind VARCHAR, source_id INTEGER, source VARCHAR, entity VARCHAR,
+            rows BIGINT, bad_rows BIGINT, bad_share DOUBLE, rules VARCHAR)"""
+    )
+    conn.sql(
+        f"""CREATE OR REPLACE TEMP TABLE judged AS
+            SELECT r.partition_date, r.source_id, r.source_row, r."{spec.entity}" AS entity,
+                j.reject_reason
+            FROM {rows_table(spec)} r
+            LEFT JOIN (SELECT * FROM row_rejects UNION ALL SELECT * FROM duplicate_rejects) j
+                USING ({row_id})
+            WHERE r.{scope}"""
+    )
+    group = """count(*) AS rows, count(reject_reason) AS bad_rows,
+        count(reject_reason) / count(*) AS bad_share,
+        string_agg(DISTINCT reject_reason, ', ' ORDER BY reject_reason) AS rules"""
+    conn.sql(
+        f"""CREATE OR REPLACE TEMP TABLE isolated_groups AS
+            SELECT partition_date, 'file' AS kind, source_id, s.source_file AS source,
+                NULL::VARCHAR AS entity, g.* EXCLUDE (partition_date, source_id)
+            FROM (SELECT partition_date, source_id, {group} FROM judged GROUP BY ALL
+                  HAVING count(reject_reason) / count(*) > {limit}) g
+            JOIN {sources_table(spec)} s USING (source_id)
+            UNION ALL
+            SELECT partition_date, 'entity', NULL, NULL, entity, g.* EXCLUDE (partition_date, entity)
+            FROM (SELECT partition_date, entity, {group} FROM judged WHERE entity IS NOT NULL
+                  GROUP BY ALL HAVING count(reject_reason) / count(*) > {limit}) g"""
+    )
+    conn.sql(
+        f"""CREATE OR REPLACE TEMP TABLE isolated_rejects AS
+            SELECT {row_id}, CASE WHEN f.source_id IS NOT NULL THEN 'bad_file' ELSE 'bad_entity' END
+            FROM judged
+            LEFT JOIN (SELECT partition_date, source_id FROM isolated_groups WHERE kind = 'file') f
+                USING (partition_date, source_id)
+            LEFT JOIN (SELECT partition_date, entity AS e FROM isolated_groups WHERE kind = 'entity') n
+                ON judged.partition_date = n.partition_date AND judged.entity = n.e
+            WHERE judged.reject_reason IS NULL AND (f.source_id IS NOT NULL OR n.e IS NOT NULL)"""
+    )
+    conn.sql("DROP TABLE judged")
 
 
 def rejected_rows_sql(spec: UseCaseSpec, scope: str) -> str:
@@ -107,8 +183,36 @@ def summarize(
 ) -> ValidationSummary:
     """Counts per reason and a few sample rows per check, from the recorded rejects."""
     scope = partition_filter(first_day, last_day)
-    rows = conn.sql(f"SELECT count(*) FROM {rows_table(spec)} WHERE {scope}").fetchall()[0][0]
-    summary = ValidationSummary(rows=rows)
+    by_day = conn.sql(
+        f"""SELECT partition_date AS day, count(*) AS rows, count(j.reject_reason) AS quarantined,
+                count(*) FILTER (isolated) AS isolated_rows,
+                count(*) FILTER (NOT isolated) AS judged_rows,
+                count(j.reject_reason) FILTER (NOT isolated) AS judged_bad_rows
+            FROM (SELECT r.partition_date, j.reject_reason,
+                    f.source_id IS NOT NULL OR n.entity IS NOT NULL AS isolated
+                FROM {rows_table(spec)} r
+                LEFT JOIN (SELECT * FROM {rejects_table(spec)} WHERE {scope}) j USING ({", ".join(ROW_ID)})
+                LEFT JOIN (SELECT partition_date, source_id FROM {isolated_table(spec)}
+                           WHERE kind = 'file' AND {scope}) f USING (partition_date, source_id)
+                LEFT JOIN (SELECT partition_date AS day, entity FROM {isolated_table(spec)}
+                           WHERE kind = 'entity' AND {scope}) n
+                    ON r.partition_date = n.day AND r."{spec.entity}" = n.entity
+                WHERE r.{scope}) j
+            GROUP BY 1 ORDER BY 1"""
+    )
+    days = [dict(zip(by_day.columns, values, strict=True)) for values in by_day.fetchall()]
+    isolated = conn.sql(
+        f"""SELECT partition_date AS day, kind, coalesce(source, entity) AS "file or entity", rows,
+                bad_rows, round(bad_share, 4) AS bad_share, rules
+            FROM {isolated_table(spec)} WHERE {scope} ORDER BY 1, 2, 3"""
+    )
+    summary = ValidationSummary(
+        rows=sum(d["rows"] for d in days),
+        by_day=[{**d, "day": d["day"].isoformat()} for d in days],
+        isolated=[{**dict(zip(isolated.columns, values, strict=True))} for values in isolated.fetchall()],
+    )
+    for group in summary.isolated:
+        group["day"] = group["day"].isoformat()
     for reason, count in conn.sql(
         f"SELECT reject_reason, count(*) FROM {rejects_table(spec)} WHERE {scope} GROUP BY 1"
     ).fetchall():
