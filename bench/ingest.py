@@ -11,8 +11,8 @@ range, empty sensor_id, unparseable timestamp, duplicate (sensor_id, timestamp) 
 * pandas: ``read_csv(dtype=str)`` / ``read_parquet``, ``to_datetime(utc)`` and
   ``to_numeric(errors="coerce")``, the same rules in the same order (required not null, types
   incl. NaN/inf, the spec's ranges, timestamps not in the future nor before the floor, unique key
-  keeping the first occurrence), a quarantine frame with reasons and a typed clean frame, both
-  written to a DuckDB file.
+  keeping the first occurrence, an entity over the bad share in a day quarantined whole), a
+  quarantine frame with reasons and a typed clean frame, both written to a DuckDB file.
 
 How: every (format x size x implementation) measurement runs in its own child process (this
 script with ``--child``), so its peak RSS (``ru_maxrss``) is its own. Both children import the
@@ -279,6 +279,16 @@ def reject_reasons(spec: UseCaseSpec, frame: pd.DataFrame, parsed: dict[str, pd.
     )
     keys = pd.DataFrame({name: parsed[name] for name in spec.expectations.key})[reasons == ""]
     reasons.loc[keys.index[keys.duplicated(keep="first")]] = "duplicate_key"
+    # An entity whose share of bad rows in a day is over the maximum is quarantined whole (a row
+    # without a valid timestamp counts on the first day, as ours places it). One file per run: a
+    # file's share per day is the day's share.
+    day = parsed[spec.timestamp].dt.date
+    day = day.fillna(day.dropna().min())
+    entity = frame[spec.entity].fillna("").str.strip()
+    bad = reasons != ""
+    share = bad.groupby([day, entity]).transform("mean")
+    isolated = ~bad & (entity != "") & (share > spec.expectations.max_bad_share)
+    reasons.loc[isolated] = "bad_entity"
     return reasons
 
 

@@ -121,6 +121,7 @@ def test_values_are_typed_and_a_value_that_does_not_parse_keeps_its_text(tmp_pat
         "type:timestamp": 1,
         "type:temperature": 1,
         "not_null:value": 1,
+        "bad_file": 1,  # 5 of the file's 6 rows are bad: its one good row is quarantined with it
     }
     table = write_quarantine(conn, SPEC, DAY, DAY)
     shown = dict(_rows(conn, f"SELECT source_row, raw_text FROM {table} WHERE reject_reason = 'type:value'"))
@@ -198,4 +199,5 @@ def test_a_warehouse_of_text_rows_is_upgraded_without_loss(conn):
     assert summarize(conn, SPEC, day5, day6).rejected_by_reason == {
         "type:value": 1,
         "parse:MISSING COLUMNS": 1,
+        "bad_file": 1,  # a.csv's day 5 holds 2 bad rows of 3
     }

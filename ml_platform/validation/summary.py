@@ -155,7 +155,8 @@ def _isolate(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, scope: str) -> 
             JOIN {sources_table(spec)} s USING (source_id)
             UNION ALL
             SELECT partition_date, 'entity', NULL, NULL, entity, g.* EXCLUDE (partition_date, entity)
-            FROM (SELECT partition_date, entity, {group} FROM judged WHERE entity IS NOT NULL
+            FROM (SELECT partition_date, entity, {group} FROM judged
+                  WHERE entity IS NOT NULL AND trim(entity) <> ''
                   GROUP BY ALL HAVING count(reject_reason) / count(*) > {limit}) g"""
     )
     conn.sql(
