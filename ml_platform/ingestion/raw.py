@@ -6,7 +6,7 @@ file for an old day lands in that day, and a file whose content changed replaces
 
 Layout: ``raw_rows`` holds the typed values, the row's number in its source and ``raw_text`` (the
 input as text, kept only for a row that did not parse); ``raw_sources`` holds, once per loaded
-source, its file path (or table), sha256 and ingestion time; the view ``raw_readings`` joins them
+source, its file path (or table), sha256 and ingestion time; the view ``raw_<table>`` joins them
 into one row per input row with its full provenance. Keeping per-source constants out of the
 rows keeps a 10M-row load from writing the same path and hash 10M times.
 

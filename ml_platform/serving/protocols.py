@@ -1,6 +1,6 @@
 """Request bodies of the three protocols -> rows to score; model outputs -> response bodies.
 
-Every row is either an entity lookup (``{"sensor_id": "s-1"}``: features come from the online
+Every row is either an entity lookup (``{"<entity>": "s-1"}``: features come from the online
 store) or a full feature row checked against the model's signature. Anything else is a
 ``RequestError`` naming the field and the rule, answered 4xx by the app.
 """
