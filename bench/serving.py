@@ -100,11 +100,11 @@ def build_model(home: Path) -> Model:
     import dagster as dg
 
     from ml_platform.definitions import build_definitions
-    from ml_platform.ingestion.generate import SensorDataConfig, write_sensor_data
     from ml_platform.settings import load_settings
     from ml_platform.training import registry
     from ml_platform.training.model import anomaly_scores
     from ml_platform.usecases import get_use_case
+    from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, write_sensor_data
 
     settings = load_settings()
     defs = build_definitions(settings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import signal
 import sys
 import threading
@@ -10,15 +9,7 @@ import threading
 import click
 
 from ml_platform.settings import load_settings
-
-
-def _date(value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
+from ml_platform.usecases.sensor_anomaly import commands as example_commands
 
 
 def _use_case(name: str):
@@ -77,31 +68,8 @@ def generate() -> None:
     pass
 
 
-@generate.command("sensors", help="Seeded synthetic sensor readings with anomalies (and optional drift).")
-@click.option("--sensors", default=10, show_default=True, type=click.IntRange(1, 10_000))
-@click.option("--days", default=14, show_default=True, type=click.IntRange(1, 3650))
-@click.option("--start", default=None, help="First day (YYYY-MM-DD); default: DAYS days ending yesterday.")
-@click.option("--interval-minutes", default=5, show_default=True, type=click.IntRange(1, 1440))
-@click.option("--seed", default=42, show_default=True, type=int)
-@click.option("--drift-from", default=None, help="Shift the distribution from this day on (YYYY-MM-DD).")
-@click.option("--drift-shift", default=3.0, show_default=True, type=float)
-def generate_sensors(sensors, days, start, interval_minutes, seed, drift_from, drift_shift) -> None:
-    from ml_platform.home import prepare_home
-    from ml_platform.ingestion.generate import SensorDataConfig, write_sensor_data
-
-    settings = load_settings()
-    prepare_home(settings)
-    config = SensorDataConfig(
-        sensors=sensors,
-        days=days,
-        start=_date(start),
-        interval_minutes=interval_minutes,
-        seed=seed,
-        drift_from=_date(drift_from),
-        drift_shift=drift_shift,
-    )
-    written = write_sensor_data(settings.landing_dir_for("sensor_anomaly"), config)
-    click.echo(f"wrote {len(written)} file(s) to {settings.landing_dir_for('sensor_anomaly')}")
+generate.add_command(example_commands.generate_sensors)
+main.add_command(example_commands.scenario)
 
 
 @main.command(help="Serve every use case's champion with Ray Serve until Ctrl-C.")
@@ -263,44 +231,28 @@ def canary(use_case: str, share: float | None, shadow: bool, version: str | None
     click.echo(f"{use_case}: challenger {state} (replicas apply it within seconds)")
 
 
-@main.command(help="Consume readings from MQTT into the landing zone and the online store until Ctrl-C.")
-@click.option("--use-case", default="sensor_anomaly", show_default=True)
-@click.option("--topic", default=None, help="Default: ml_platform/<use case>/readings")
+@main.command(help="Consume events from MQTT into the landing zone and the online store until Ctrl-C.")
+@click.option("--use-case", required=True, help="The use case whose events the topics carry.")
+@click.option(
+    "--topic",
+    "topics",
+    multiple=True,
+    help="Repeatable. Default: ml_platform/<use case>/events and the spec's topic_aliases.",
+)
 @click.option("--client-id", default=None, help="Persistent session id; default: ml_platform-<use case>")
-def consume(use_case: str, topic: str | None, client_id: str | None) -> None:
-    from ml_platform.serving.mqtt import MqttConsumer, default_topic
+def consume(use_case: str, topics: tuple[str, ...], client_id: str | None) -> None:
+    from ml_platform.serving.mqtt import MqttConsumer
 
     settings = load_settings()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    consumer = MqttConsumer(
-        settings,
-        _use_case(use_case),
-        topic or default_topic(use_case),
-        client_id or f"ml_platform-{use_case}",
-    )
+    consumer = MqttConsumer(settings, _use_case(use_case), client_id or f"ml_platform-{use_case}", topics)
     consumer.start()
-    click.echo(f"consuming {consumer.topic} from {settings.mqtt_url}")
+    click.echo(f"consuming {', '.join(consumer.topics)} from {settings.mqtt_url}")
     stop.wait()
     consumer.stop()
     click.echo(f"stopped after {consumer.processed} message(s)")
-
-
-@main.command(help="Run a story on a running platform (`make demo`): `drift` lands drifted data and watches.")
-@click.argument("name", type=click.Choice(["drift"]))
-@click.option("--timeout", default=900, show_default=True, help="Seconds to wait for each step.")
-def scenario(name: str, timeout: int) -> None:
-    from ml_platform.scenario import ScenarioError, run_drift_scenario
-
-    try:
-        result = run_drift_scenario(load_settings(), timeout_s=timeout, log=click.echo)
-    except ScenarioError as exc:
-        raise click.ClickException(str(exc)) from None
-    if result.failed_requests:
-        raise click.ClickException(
-            f"{len(result.failed_requests)} request(s) failed: {result.failed_requests[:3]}"
-        )
 
 
 @main.command(help="Set up the home, generate data, start Dagster, MLflow and serving; Ctrl-C stops all.")

@@ -148,12 +148,8 @@ def _never_materialized(settings: Settings, names: list[str]) -> list[str]:
         ]
 
 
-def _predict(settings: Settings, sensor_id: str) -> httpx.Response:
-    return httpx.post(
-        f"{settings.serve_url}/v1/models/{USE_CASE}/predict",
-        json={"sensor_id": sensor_id},
-        timeout=30,
-    )
+def _predict(settings: Settings, body: dict) -> httpx.Response:
+    return httpx.post(f"{settings.serve_url}/v1/models/{USE_CASE}/predict", json=body, timeout=30)
 
 
 def _ingest_assets() -> list[str]:
@@ -164,8 +160,9 @@ def _ingest_assets() -> list[str]:
 
 
 def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 5000) -> int:
-    from ml_platform.ingestion.generate import SensorDataConfig, write_sensor_data
-    from ml_platform.usecases import use_cases
+    from ml_platform.serving.mqtt import default_topics
+    from ml_platform.usecases import get_use_case, use_cases
+    from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, sensor_ids, write_sensor_data
     from ml_platform.validation.dbt_assets import prepare_dbt_project
 
     stop = threading.Event()
@@ -173,6 +170,7 @@ def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 50
         signal.signal(sig, lambda *_: stop.set())
 
     prepare_home(settings)
+    spec = get_use_case(USE_CASE, settings)
     env = child_env(settings)
     log_dir = settings.run_dir / "logs"
     supervisor = Supervisor(log_dir, env)
@@ -182,7 +180,7 @@ def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 50
         # Days up to yesterday; days already landed are kept as they are.
         written = write_sensor_data(landing, SensorDataConfig())
         if written:
-            print(f"  generated {len(written)} files of sensor readings in {landing}")
+            print(f"  generated {len(written)} files of synthetic {spec.table} in {landing}")
         # Generate staging and parse dbt once, before several processes load the definitions.
         prepare_dbt_project(use_cases(settings).values())
 
@@ -227,26 +225,27 @@ def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 50
 
         if days or _never_materialized(settings, TRAIN_AND_SERVE):
             _materialize(env, TRAIN_AND_SERVE, log_dir)
-        for sensor in ("s-1", "s-2", "s-3"):
-            _predict(settings, sensor)
+        requests = [{spec.entity: entity} for entity in sensor_ids(3)]
+        for body in requests:
+            _predict(settings, body)
         if days or _never_materialized(settings, MONITOR):
             _materialize(env, MONITOR, log_dir)
 
-        answer = _predict(settings, "s-1")
+        answer = _predict(settings, requests[0])
         print(
             f"""
 ml_platform is up:
-  Dagster UI   http://127.0.0.1:{dagster_port}   (lineage: Assets > sensor_anomaly)
+  Dagster UI   http://127.0.0.1:{dagster_port}   (lineage: Assets > {USE_CASE})
   MLflow UI    http://127.0.0.1:{mlflow_port}
   Serving      {settings.serve_url}
 
 Try:
   curl -s -X POST {settings.serve_url}/v1/models/{USE_CASE}/predict \\
-       -H 'content-type: application/json' -d '{{"sensor_id": "s-1"}}'
+       -H 'content-type: application/json' -d '{json.dumps(requests[0])}'
   -> {answer.status_code} {json.dumps(answer.json())}
 
-Real-time readings: POST {settings.serve_url}/v1/events/{USE_CASE}, or MQTT topic
-  ml_platform/{USE_CASE}/readings on {settings.mqtt_url} (the consumer is running)
+Real-time events: POST {settings.serve_url}/v1/events/{USE_CASE}, or MQTT topic
+  {default_topics(spec)[0]} on {settings.mqtt_url} (the consumer is running)
 
 Ctrl-C stops everything this demo started.""",
             flush=True,

@@ -198,6 +198,8 @@ class UseCaseSpec:
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
     # What one input row is called: its tables are raw_<table>, <table>_quarantine, stg_<table>.
     table: str = "events"
+    # MQTT topics the consumer also takes events from, beside ml_platform/<name>/events.
+    topic_aliases: tuple[str, ...] = ()
 
     @property
     def raw_name(self) -> str:

@@ -16,9 +16,9 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from ml_platform.ingestion.generate import SensorDataConfig, write_sensor_data  # noqa: E402
 from ml_platform.serving.cluster import free_port, start_local_cluster, stop_local_cluster  # noqa: E402
 from ml_platform.settings import Settings, load_settings  # noqa: E402
+from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, write_sensor_data  # noqa: E402
 
 USE_CASE = "sensor_anomaly"
 # Data ends yesterday, so features are younger than the use case's TTL. Each day is seeded by its

@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ml_platform.ingestion.generate import SensorDataConfig, generate_day
 from ml_platform.ingestion.landing import file_sha256
 from ml_platform.metadata import latest_metadata
+from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, generate_day
 
 from .conftest import USE_CASE, day_range_tags, key, make_platform
 

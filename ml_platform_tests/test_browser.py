@@ -20,9 +20,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from ml_platform.definitions import build_definitions
 from ml_platform.home import child_env, prepare_home
-from ml_platform.ingestion.generate import SensorDataConfig, generate_day
 from ml_platform.serving.cluster import free_port
 from ml_platform.settings import REPO_ROOT, load_settings
+from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, generate_day
 
 from .conftest import USE_CASE, keys
 from .test_definitions import CONTRACT_UPSTREAMS

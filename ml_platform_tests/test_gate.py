@@ -18,19 +18,19 @@ import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from ml_platform.features.compute import compute_features
-from ml_platform.ingestion.generate import (
-    SensorDataConfig,
-    generate_day,
-    landed_anchor,
-    redeliver_drifted,
-    write_sensor_data,
-)
 from ml_platform.ingestion.labels import read_label_file
 from ml_platform.training.compare import compare_scopes, paired_differences, weighted_metrics
 from ml_platform.training.dataset import LABEL, SPLIT, UNLABELLED, build_training_set
 from ml_platform.training.gate import NOT_WORSE, judge
 from ml_platform.training.tune import Trial, choose, fit_candidate
 from ml_platform.usecases import get_use_case
+from ml_platform.usecases.sensor_anomaly.generate import (
+    SensorDataConfig,
+    generate_day,
+    landed_anchor,
+    redeliver_drifted,
+    write_sensor_data,
+)
 
 SPEC = get_use_case("sensor_anomaly")
 DAYS, SENSORS = 10, 6

@@ -10,10 +10,10 @@ import httpx
 import pytest
 
 from ml_platform.automation.sensors import RETRAIN_ASSETS
-from ml_platform.ingestion.generate import SensorDataConfig, redeliver_drifted
 from ml_platform.metadata import latest_metadata
 from ml_platform.serving.log import read_prediction_log
 from ml_platform.training import registry
+from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, redeliver_drifted
 
 from .conftest import DAYS, FIRST_DAY, SENSORS, USE_CASE, key, keys, land_days, make_platform
 
@@ -139,7 +139,7 @@ def test_bad_events_are_refused_whole_with_the_field_named(platform):
     good = {"sensor_id": "s-3", "timestamp": dt.datetime.now(dt.UTC).isoformat(), "value": 1.0}
     response = post_events(platform, [good, {**good, "value": "high"}])
     assert response.status_code == 422
-    assert "reading 1" in response.json()["error"] and "'value'" in response.json()["error"]
+    assert "event 1" in response.json()["error"] and "'value'" in response.json()["error"]
     assert post_events(platform, {"sensor_id": "s-3"}).status_code == 422
     unknown = httpx.post(f"{platform.settings.serve_url}/v1/events/nope", json=good, timeout=30)
     assert unknown.status_code == 404

@@ -14,8 +14,8 @@ import pytest
 
 from ml_platform.definitions import build_definitions
 from ml_platform.home import child_env, prepare_home
-from ml_platform.scenario import run_drift_scenario
 from ml_platform.settings import REPO_ROOT, load_settings
+from ml_platform.usecases.sensor_anomaly.scenario import run_drift_scenario
 
 from .conftest import DAYS, FIRST_DAY, USE_CASE, Platform, land_days
 

@@ -219,6 +219,27 @@ def test_openapi_fuzzing_never_gets_a_5xx(platform, tmp_path):
     assert "Fuzzing" in result.stdout and "passed" in result.stdout  # the phases did run
 
 
+def test_openapi_examples_are_requests_in_the_first_use_cases_columns():
+    """The documented examples come from the spec and each passes its route's validation."""
+    from ml_platform.serving.app import api
+    from ml_platform.serving.events import validate_event
+    from ml_platform.serving.protocols import Signature, mlflow_rows, predict_rows, v2_rows
+
+    paths = api.openapi()["paths"]
+
+    def example(path: str):
+        return paths[path]["post"]["requestBody"]["content"]["application/json"]["example"]
+
+    signature = Signature.of(SPEC)
+    entity = example("/v1/models/{model}/predict")[SPEC.entity]
+    assert predict_rows(signature, example("/v1/models/{model}/predict"))[0][0].entity == entity
+    assert v2_rows(signature, example("/v2/models/{model}/infer"))[0].entity == entity
+    assert mlflow_rows(signature, example("/invocations"))[0].entity == entity
+    event = example("/v1/events/{use_case}")
+    assert set(event) == set(SPEC.required_columns)
+    assert validate_event(SPEC, event, 0)[1] == event
+
+
 def test_metrics_are_labelled_by_model_and_version(platform):
     httpx.post(url(platform, f"/v1/models/{USE_CASE}/predict"), json={"sensor_id": "s-1"}, timeout=30)
     text = httpx.get(url(platform, "/metrics"), timeout=30).text

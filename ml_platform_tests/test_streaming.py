@@ -1,5 +1,6 @@
-"""Readings over MQTT reach the landing zone and the online store, and survive a consumer restart."""
+"""Events over MQTT reach the landing zone and the online store, and survive a consumer restart."""
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -9,7 +10,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from ml_platform.features.online_store import make_online_store
-from ml_platform.serving.mqtt import MqttConsumer
+from ml_platform.serving.mqtt import MqttConsumer, default_topics
 from ml_platform.settings import load_settings
 from ml_platform.usecases import get_use_case
 
@@ -61,7 +62,7 @@ def landed_events(settings) -> list[dict]:
 
 def test_consumer_restart_loses_no_acknowledged_or_queued_event(mqtt_setup):
     settings, topic, client_id = mqtt_setup
-    consumer = MqttConsumer(settings, SPEC, topic, client_id)
+    consumer = MqttConsumer(settings, SPEC, client_id, (topic,))
     consumer.start()
     wait_for(consumer.subscribed.is_set)
     publish(topic, [reading(i) for i in range(5)])
@@ -71,7 +72,7 @@ def test_consumer_restart_loses_no_acknowledged_or_queued_event(mqtt_setup):
     # Published while no consumer runs: the broker keeps them for the persistent session.
     publish(topic, [[reading(i) for i in range(5, 8)], reading(8), b"{not json"])
 
-    restarted = MqttConsumer(settings, SPEC, topic, client_id)
+    restarted = MqttConsumer(settings, SPEC, client_id, (topic,))
     restarted.start()
     wait_for(lambda: restarted.processed == 3)
     restarted.stop()
@@ -90,7 +91,7 @@ def test_consumer_restart_loses_no_acknowledged_or_queued_event(mqtt_setup):
 
 def test_a_message_breaking_the_schema_is_kept_with_its_reason(mqtt_setup):
     settings, topic, client_id = mqtt_setup
-    consumer = MqttConsumer(settings, SPEC, topic, client_id)
+    consumer = MqttConsumer(settings, SPEC, client_id, (topic,))
     consumer.start()
     wait_for(consumer.subscribed.is_set)
     publish(topic, [{"sensor_id": "s-1", "timestamp": "yesterday", "value": 1.0}, reading(1)])
@@ -100,3 +101,20 @@ def test_a_message_breaking_the_schema_is_kept_with_its_reason(mqtt_setup):
     rejected = (settings.landing_dir_for(SPEC.name) / "rejected_events").glob("*.jsonl")
     record = json.loads(next(rejected).read_text().splitlines()[0])
     assert "field 'timestamp'" in record["reason"] and "yesterday" in record["payload"]
+
+
+def test_default_topics_come_from_the_spec_with_its_aliases(mqtt_setup):
+    settings, _, client_id = mqtt_setup
+    tag = uuid.uuid4().hex[:8]  # unique: the broker outlives runs
+    spec = dataclasses.replace(SPEC, name=f"streams_{tag}", topic_aliases=(f"legacy-{tag}/readings",))
+    assert default_topics(spec) == (f"ml_platform/streams_{tag}/events", f"legacy-{tag}/readings")
+    consumer = MqttConsumer(settings, spec, client_id)
+    consumer.start()
+    wait_for(consumer.subscribed.is_set)
+    publish(f"ml_platform/streams_{tag}/events", [{"events": [reading(0), reading(1)]}])
+    publish(f"legacy-{tag}/readings", [{spec.table: [reading(2)]}])
+    wait_for(lambda: consumer.processed == 2)
+    consumer.stop()
+    files = settings.landing_dir_for(spec.name).glob("events_*.jsonl")
+    landed = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    assert sorted(e["value"] for e in landed) == [50.0, 51.0, 52.0]

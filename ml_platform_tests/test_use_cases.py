@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -272,3 +273,36 @@ def test_a_request_may_leave_out_features_of_optional_columns_only():
     assert flat and row.features["vibration"] is None and row.features["value"] == 1.0
     with pytest.raises(RequestError, match="missing field\\(s\\) hour_of_day"):
         predict_rows(signature, {k: v for k, v in given.items() if k != "hour_of_day"})
+
+
+# Words the platform also uses in their ordinary sense (a v2 tensor's value, an event's timestamp).
+GENERIC_WORDS = {"timestamp", "value"}
+
+
+def test_no_platform_module_spells_a_shipped_use_cases_columns_table_or_features():
+    """Every column, table and feature name reaches the platform from a spec; only the use
+    case's own folder spells them. Underscores separate words here, so raw_readings is caught."""
+    from ml_platform.usecases.sensor_anomaly import SPEC
+
+    # Features of no column (hour_of_day) are named by the platform's own feature classes.
+    derived = [f.name for f in SPEC.features.features if getattr(f, "column", None)]
+    names = {SPEC.entity, SPEC.table, *SPEC.column_names, *derived} - GENERIC_WORDS
+    pattern = re.compile(rf"(?<![A-Za-z0-9])({'|'.join(map(re.escape, sorted(names)))})(?![A-Za-z0-9])")
+    own_folder = REPO_ROOT / "ml_platform" / "usecases" / SPEC.name
+    platform_files = [
+        *(p for p in (REPO_ROOT / "ml_platform").rglob("*.py") if own_folder not in p.parents),
+        *(
+            p
+            for folder in ("macros", "tests", "models")
+            for p in (REPO_ROOT / "dbt_project" / folder).rglob("*.sql")
+            if "generated" not in p.parts  # staging generated from the specs
+        ),
+    ]
+    found = [
+        f"{path.relative_to(REPO_ROOT)}:{number}: {match.group(1)}"
+        for path in platform_files
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        for match in pattern.finditer(line)
+    ]
+    assert len(platform_files) > 40
+    assert found == []

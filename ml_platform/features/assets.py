@@ -40,12 +40,12 @@ def compute_days(conn, spec: UseCaseSpec, first: dt.date, last: dt.date) -> pl.D
     start = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
     end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
     columns = [spec.entity, spec.timestamp, *spec.features.source_columns()]
-    readings = conn.sql(
+    rows = conn.sql(
         f"""SELECT {_quoted(columns)} FROM {staged_table(spec)}
             WHERE "{spec.timestamp}" >= ? AND "{spec.timestamp}" < ?""",
         params=[start - spec.features.offline_lookback, end],
     ).pl()
-    features = compute_features(readings, spec)
+    features = compute_features(rows, spec)
     return features.filter(pl.col(EVENT_TIMESTAMP) >= start)
 
 

@@ -9,27 +9,25 @@ from ml_platform.spec import UseCaseSpec
 EVENT_TIMESTAMP = "event_timestamp"
 
 
-def compute_features(readings: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
-    """One feature row per reading: ``entity``, ``event_timestamp`` and every declared feature.
+def compute_features(rows: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
+    """One feature row per input row: ``entity``, ``event_timestamp`` and every declared feature.
 
-    ``readings`` holds typed rows with the entity, the timestamp and the features' source columns.
+    ``rows`` holds typed rows with the entity, the timestamp and the features' source columns.
     """
     entity, ts = spec.entity, spec.timestamp
-    return order_by_entity_and_time(readings, entity, ts).select(
+    return order_by_entity_and_time(rows, entity, ts).select(
         pl.col(entity),
         pl.col(ts).alias(EVENT_TIMESTAMP),
         *[f.polars(entity, ts).alias(f.name) for f in spec.features.features],
     )
 
 
-def order_by_entity_and_time(readings: pl.DataFrame, entity: str, ts: str) -> pl.DataFrame:
+def order_by_entity_and_time(rows: pl.DataFrame, entity: str, ts: str) -> pl.DataFrame:
     """Rows by entity, then event time: a sort by time, then a stable sort by the entity as an
     enum of its sorted values. (A two-column sort with a string key is several times slower in
     polars; the entity column is then flagged sorted so `.over(entity)` takes its fast path.)"""
-    names = readings[entity].unique().drop_nulls().sort()
-    ordered = readings.sort(ts).sort(
-        pl.col(entity).cast(pl.Enum(names)), maintain_order=True, nulls_last=True
-    )
+    names = rows[entity].unique().drop_nulls().sort()
+    ordered = rows.sort(ts).sort(pl.col(entity).cast(pl.Enum(names)), maintain_order=True, nulls_last=True)
     return ordered.with_columns(pl.col(entity).set_sorted())
 
 

@@ -1,4 +1,4 @@
-"""Raw readings and their quarantine: daily partitions in the warehouse, guarded by blocking checks."""
+"""Raw rows and their quarantine: daily partitions in the warehouse, guarded by blocking checks."""
 
 import datetime as dt
 from collections.abc import Iterable

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from ray import serve
 
 from ml_platform.features.online_store import make_online_store
-from ml_platform.serving.events import EventError, EventIngestor
+from ml_platform.serving.events import EventError, EventIngestor, example_event, example_value
 from ml_platform.serving.log import PredictionLogWriter
 from ml_platform.serving.protocols import (
     RequestError,
@@ -42,6 +42,7 @@ from ml_platform.serving.protocols import (
     v2_rows,
 )
 from ml_platform.settings import load_settings
+from ml_platform.spec import UseCaseSpec
 from ml_platform.training.model import anomaly_scores
 from ml_platform.training.registry import (
     CHALLENGER,
@@ -66,12 +67,25 @@ api = FastAPI(
 )
 
 
-def _body_schema(example: dict) -> dict:
+def _json_body() -> dict[str, Any]:
+    """A JSON request body (one dict per route: `_openapi` adds each its own example)."""
     return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"type": "object"}, "example": example}},
-        }
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
+    }
+
+
+def request_examples(spec: UseCaseSpec) -> dict[str, Any]:
+    """One request body per route, written in ``spec``'s columns."""
+    entity = {spec.entity: example_value(spec, next(c for c in spec.columns if c.name == spec.entity))}
+    by_entity = {
+        "inputs": [{"name": spec.entity, "shape": [1], "datatype": "BYTES", "data": [entity[spec.entity]]}]
+    }
+    return {
+        "/v1/models/{model}/predict": entity,
+        "/v2/models/{model}/infer": by_entity,
+        "/invocations": {"dataframe_records": [entity]},
+        "/v1/models/{model}/invocations": {"dataframe_records": [entity]},
+        "/v1/events/{use_case}": example_event(spec),
     }
 
 
@@ -360,7 +374,7 @@ class ModelServer:
         self.latency.labels(model, version, route).observe(time.perf_counter() - start)
         return response
 
-    @api.post("/v1/models/{model}/predict", openapi_extra=_body_schema({"sensor_id": "s-1"}))
+    @api.post("/v1/models/{model}/predict", openapi_extra=_json_body())
     async def predict(self, model: str, request: Request) -> Response:
         single: list[bool] = []
 
@@ -375,12 +389,7 @@ class ModelServer:
 
         return await self._answer(model, "predict", request, parse, shape)
 
-    @api.post(
-        "/v2/models/{model}/infer",
-        openapi_extra=_body_schema(
-            {"inputs": [{"name": "sensor_id", "shape": [1], "datatype": "BYTES", "data": ["s-1"]}]}
-        ),
-    )
+    @api.post("/v2/models/{model}/infer", openapi_extra=_json_body())
     async def infer(self, model: str, request: Request) -> Response:
         request_id: list[Any] = []
 
@@ -423,22 +432,15 @@ class ModelServer:
     def _mlflow_shape(self, name, served, role, outputs):
         return {"predictions": outputs, "model": name, "model_version": served.ref.version, "served_by": role}
 
-    @api.post("/invocations", openapi_extra=_body_schema({"dataframe_records": [{"sensor_id": "s-1"}]}))
+    @api.post("/invocations", openapi_extra=_json_body())
     async def invocations(self, request: Request) -> Response:
         return await self._answer(self.default_model, "invocations", request, mlflow_rows, self._mlflow_shape)
 
-    @api.post(
-        "/v1/models/{model}/invocations",
-        openapi_extra=_body_schema({"dataframe_records": [{"sensor_id": "s-1"}]}),
-    )
+    @api.post("/v1/models/{model}/invocations", openapi_extra=_json_body())
     async def model_invocations(self, model: str, request: Request) -> Response:
         return await self._answer(model, "invocations", request, mlflow_rows, self._mlflow_shape)
 
-    @api.post(
-        "/v1/events/{use_case}",
-        status_code=202,
-        openapi_extra=_body_schema({"sensor_id": "s-1", "timestamp": "2026-11-23T05:00:00Z", "value": 61.5}),
-    )
+    @api.post("/v1/events/{use_case}", status_code=202, openapi_extra=_json_body())
     async def events(self, use_case: str, request: Request) -> Response:
         try:
             if use_case not in self.ingestors:
@@ -502,16 +504,21 @@ class ModelServer:
 
 
 def _openapi() -> dict[str, Any]:
-    """The generated schema, with the served models listed in the path parameters that name them."""
+    """The generated schema, with the served models listed in the path parameters that name them
+    and request examples in the first use case's columns."""
     if api.openapi_schema is None:
         schema = get_openapi(
             title=api.title, version=api.version, description=api.description, routes=api.routes
         )
-        for operations in schema["paths"].values():
+        known = use_cases()
+        examples = request_examples(next(iter(known.values())))
+        for path, operations in schema["paths"].items():
             for operation in operations.values():
                 for parameter in operation.get("parameters", []):
                     if parameter["name"] in ("model", "use_case"):
-                        parameter["schema"]["enum"] = sorted(use_cases())
+                        parameter["schema"]["enum"] = sorted(known)
+                if path in examples and "requestBody" in operation:
+                    operation["requestBody"]["content"]["application/json"]["example"] = examples[path]
         api.openapi_schema = schema
     return api.openapi_schema
 

@@ -1,4 +1,4 @@
-"""Real-time readings: validated, appended durably to the landing zone, then folded into the
+"""Real-time events: validated, appended durably to the landing zone, then folded into the
 online features of their entity.
 
 The append comes first and is fsynced before anything is acknowledged: an acknowledged event is
@@ -20,7 +20,7 @@ from typing import Any
 from ml_platform.features.online import OnlineFeatures
 from ml_platform.features.online_store import OnlineStore
 from ml_platform.settings import Settings
-from ml_platform.spec import UseCaseSpec
+from ml_platform.spec import Column, UseCaseSpec
 
 
 class EventError(ValueError):
@@ -34,9 +34,9 @@ def parse_timestamp(value: Any) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
-def validate_reading(spec: UseCaseSpec, item: Any, index: int) -> tuple[dt.datetime, dict[str, Any]]:
-    """The reading's time and values, or an EventError naming what is wrong."""
-    where = f"reading {index}"
+def validate_event(spec: UseCaseSpec, item: Any, index: int) -> tuple[dt.datetime, dict[str, Any]]:
+    """The event's time and values, or an EventError naming what is wrong."""
+    where = f"event {index}"
     if not isinstance(item, dict):
         raise EventError(f"{where}: must be a JSON object")
     unknown = sorted(set(item) - set(spec.column_names))
@@ -64,17 +64,38 @@ def validate_reading(spec: UseCaseSpec, item: Any, index: int) -> tuple[dt.datet
     return moment, item
 
 
-def readings_of(payload: Any) -> list[Any]:
-    """One reading, a list of them, or ``{"readings": [...]}``."""
+def events_of(spec: UseCaseSpec, payload: Any) -> list[Any]:
+    """One event, a list of them, or ``{"events": [...]}`` (also under the spec's table name)."""
+    wrappers = ("events", spec.table)
     if isinstance(payload, list):
         items = payload
-    elif isinstance(payload, dict) and "readings" in payload:
-        items = payload["readings"]
+    elif isinstance(payload, dict) and (key := next((k for k in wrappers if k in payload), None)):
+        items = payload[key]
     else:
         items = [payload]
     if not isinstance(items, list) or not items:
-        raise EventError("send one reading (a JSON object) or a non-empty list of readings")
+        raise EventError('send one event (a JSON object), a non-empty list of them, or {"events": [...]}')
     return items
+
+
+def example_value(spec: UseCaseSpec, column: Column) -> Any:
+    """A value of ``column`` that passes its rules, for documentation and examples."""
+    if column.name == spec.entity:
+        return f"{column.name.removesuffix('_id')}-1"
+    if column.allowed_values:
+        return column.allowed_values[0]
+    if column.dtype == "timestamp":
+        return "2026-01-01T00:00:00Z"
+    if column.dtype == "string":
+        return "a"
+    low = column.min_value if column.min_value is not None else 0.0
+    high = column.max_value if column.max_value is not None else low + 2.0
+    return (low + high) / 2
+
+
+def example_event(spec: UseCaseSpec) -> dict[str, Any]:
+    """An event with the spec's required columns, as ``POST /v1/events/{use_case}`` takes it."""
+    return {c.name: example_value(spec, c) for c in spec.columns if c.required}
 
 
 class EventLog:
@@ -108,8 +129,10 @@ class EventIngestor:
         self.log = EventLog(settings.landing_dir_for(spec.name))
 
     def ingest(self, payload: Any) -> int:
-        """Validate every reading (all or none), append them durably, update online features."""
-        validated = [validate_reading(self.spec, item, i) for i, item in enumerate(readings_of(payload))]
+        """Validate every event (all or none), append them durably, update online features."""
+        validated = [
+            validate_event(self.spec, item, i) for i, item in enumerate(events_of(self.spec, payload))
+        ]
         self.log.append([item for _, item in validated])
         for moment, item in validated:
             entity = item[self.spec.entity]

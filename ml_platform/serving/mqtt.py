@@ -1,7 +1,7 @@
-"""An MQTT consumer feeding readings to the same event path as ``POST /v1/events/{use_case}``.
+"""An MQTT consumer feeding events to the same event path as ``POST /v1/events/{use_case}``.
 
 It keeps a persistent session (fixed client id, clean_session=False) and subscribes with QoS 1,
-acknowledging a message only after its readings are fsynced to the landing zone: the broker keeps
+acknowledging a message only after its events are fsynced to the landing zone: the broker keeps
 unacknowledged and new messages while the consumer is down and delivers them when it returns.
 A message that breaks the schema is written, with the reason, to ``rejected_events/`` beside
 the landing files and acknowledged (kept, never retried forever).
@@ -25,8 +25,9 @@ from ml_platform.spec import UseCaseSpec
 log = logging.getLogger(__name__)
 
 
-def default_topic(use_case: str) -> str:
-    return f"ml_platform/{use_case}/readings"
+def default_topics(spec: UseCaseSpec) -> tuple[str, ...]:
+    """``ml_platform/<use case>/events``, then the spec's aliases."""
+    return (f"ml_platform/{spec.name}/events", *spec.topic_aliases)
 
 
 def _reject(settings: Settings, spec: UseCaseSpec, payload: bytes, reason: str) -> None:
@@ -42,8 +43,11 @@ def _reject(settings: Settings, spec: UseCaseSpec, payload: bytes, reason: str) 
 
 
 class MqttConsumer:
-    def __init__(self, settings: Settings, spec: UseCaseSpec, topic: str, client_id: str) -> None:
-        self.settings, self.spec, self.topic = settings, spec, topic
+    def __init__(
+        self, settings: Settings, spec: UseCaseSpec, client_id: str, topics: tuple[str, ...] = ()
+    ) -> None:
+        self.settings, self.spec = settings, spec
+        self.topics = topics or default_topics(spec)
         self.ingestor = EventIngestor(settings, spec, make_online_store(settings))
         self.subscribed = threading.Event()
         self.processed = 0
@@ -55,7 +59,7 @@ class MqttConsumer:
         self.client.on_message = self._on_message
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        client.subscribe(self.topic, qos=1)
+        client.subscribe([(topic, 1) for topic in self.topics])
 
     def _on_message(self, client, userdata, message) -> None:
         try:
@@ -63,7 +67,7 @@ class MqttConsumer:
         except (EventError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             _reject(self.settings, self.spec, message.payload, str(exc))
             log.warning("rejected a message on %s: %s", message.topic, exc)
-        # Acknowledged only now: the readings (or the rejection) are on disk.
+        # Acknowledged only now: the events (or the rejection) are on disk.
         client.ack(message.mid, message.qos)
         self.processed += 1
 

@@ -82,7 +82,7 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         pool=WAREHOUSE_POOL,
         kinds={"polars", "duckdb"},
         description=(
-            f"Last {spec.model.training_days} days of readings with point-in-time features, labelled, "
+            f"Last {spec.model.training_days} days of {spec.table} with point-in-time features, labelled, "
             "split by time into train / validation / test."
         ),
     )

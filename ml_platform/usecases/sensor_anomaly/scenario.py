@@ -19,9 +19,9 @@ import dagster as dg
 import httpx
 import polars as pl
 
-from ml_platform.ingestion.generate import SensorDataConfig, redeliver_drifted
 from ml_platform.metadata import describe_failed_check, failed_checks
 from ml_platform.settings import Settings
+from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, redeliver_drifted
 
 USE_CASE = "sensor_anomaly"
 # What a failed gate check shows of itself: the rows it judged on and metric by metric figures.

@@ -72,6 +72,7 @@ SPEC = UseCaseSpec(
     ),
     partitions_start="2025-01-01",
     table="readings",
+    topic_aliases=("ml_platform/sensor_anomaly/readings",),  # the topic of releases before 0.3
     monitoring=MonitoringSpec(
         label_lateness=dt.timedelta(hours=6),
         min_live_metrics={"recall": 0.2},
