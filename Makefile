@@ -21,12 +21,19 @@ $(BIN)/uv: | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
 # Installs exactly the versions of requirements.lock (hash-checked), then the project itself.
+# Bytecode is compiled here: with PYTHONDONTWRITEBYTECODE=1 (set on these machines) Python never
+# caches it, and every Dagster process would recompile all it imports (seconds each).
 $(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/uv
-	$(BIN)/uv pip sync --python $(BIN)/python --require-hashes requirements.lock
+	$(BIN)/uv pip sync --python $(BIN)/python --require-hashes --compile-bytecode requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	touch $@
 
-install: $(VENV)/.installed
+# The project's own modules (an editable install is not compiled by uv); only changed ones again.
+$(VENV)/.compiled: $(VENV)/.installed $(shell find ml_platform -name '*.py')
+	$(BIN)/python -m compileall -q -j 0 ml_platform
+	touch $@
+
+install: $(VENV)/.compiled
 
 # Regenerate the lock file after changing dependencies in pyproject.toml.
 lock: | $(BIN)/uv

@@ -25,6 +25,7 @@ from ml_platform.settings import REPO_ROOT, load_settings
 from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, generate_day
 
 from .conftest import USE_CASE, keys
+from .listening import listeners, process_tree
 from .test_definitions import CONTRACT_UPSTREAMS
 
 
@@ -103,6 +104,10 @@ def test_asset_graph_shows_every_contract_key(webserver, browser, tmp_path):
     finally:
         browser.save_screenshot(str(tmp_path / "asset_graph.png"))
     assert (tmp_path / "asset_graph.png").stat().st_size > 10_000
+    # The webserver, the code server it started and the browser's driver listen on loopback only.
+    found = listeners(process_tree(os.getpid()))
+    assert any(x.port == int(webserver.rsplit(":", 1)[1]) for x in found)
+    assert [str(x) for x in found if not x.loopback] == []
 
 
 def _text_appears(browser, text: str, timeout: float = 120) -> str:

@@ -1,6 +1,7 @@
 """MLFLOW_TRACKING_URI switches tracking and the registry to an `mlflow server` on PostgreSQL."""
 
 import datetime as dt
+import os
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from ml_platform.serving.cluster import free_port
 from ml_platform.training import registry
 
 from .conftest import DAYS, FIRST_DAY, USE_CASE, key, land_days, make_platform
+from .listening import listeners, process_tree
 
 ADMIN_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 
@@ -76,6 +78,11 @@ def test_training_tracks_and_registers_in_a_tracking_server(tmp_path, mlflow_ser
     platform.ingest(FIRST_DAY, FIRST_DAY + dt.timedelta(days=DAYS - 1))
     result = platform.materialize(["training_set", "model", "model_evaluation", "champion"])
     assert result.success
+
+    # The tracking server (uvicorn and its workers) listens on loopback only.
+    found = listeners(process_tree(os.getpid()))
+    assert any(x.port == int(mlflow_server.rsplit(":", 1)[1]) for x in found)
+    assert [str(x) for x in found if not x.loopback] == []
 
     client = MlflowClient(mlflow_server)
     champion = client.get_model_version_by_alias(USE_CASE, registry.CHAMPION)

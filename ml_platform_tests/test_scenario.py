@@ -18,6 +18,7 @@ from ml_platform.settings import REPO_ROOT, load_settings
 from ml_platform.usecases.sensor_anomaly.scenario import run_drift_scenario
 
 from .conftest import DAYS, FIRST_DAY, USE_CASE, Platform, land_days
+from .listening import listeners, process_tree
 
 TRAIN_AND_SERVE = ["online_features", "training_set", "model", "model_evaluation", "champion", "deployment"]
 TOKEN = "scenario-t0ken"
@@ -88,6 +89,11 @@ def test_drift_is_detected_retrained_once_promoted_and_served_without_a_failed_r
     runs = running_platform.instance.get_runs(dg.RunsFilter(tags={"ml_platform/trigger": "retrain"}))
     assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
     assert "drift report" in runs[0].tags["ml_platform/reasons"]
+    # Nothing the loop started (daemon, code server, run workers, Ray, serving) listens beyond loopback.
+    tree = process_tree(os.getpid())
+    assert running_platform.daemon.pid in tree
+    found = listeners(tree)
+    assert len(found) >= 8 and [str(x) for x in found if not x.loopback] == []
     # The daemon that ran it was handed every setting, the token included.
     environ = Path(f"/proc/{running_platform.daemon.pid}/environ").read_bytes().split(b"\0")
     daemon_env = dict(item.decode().split("=", 1) for item in environ if b"=" in item)

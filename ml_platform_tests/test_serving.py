@@ -27,6 +27,7 @@ from ml_platform.training.model import build_pipeline
 from ml_platform.usecases import get_use_case
 
 from .conftest import DAYS, FIRST_DAY, USE_CASE, land_days, make_platform
+from .listening import listeners, process_tree
 
 SPEC = get_use_case(USE_CASE)
 NAMES = SPEC.features.feature_names()
@@ -424,20 +425,20 @@ def test_bearer_token_guards_prediction_routes(platform, monkeypatch):
         deploy(load_settings())
 
 
-def test_the_ingress_is_haproxy_listening_on_loopback_only(platform):
+def test_nothing_the_suite_started_listens_beyond_loopback(platform):
+    """Every listening socket of this process and all it started (the Ray head with its GCS,
+    raylet, agents, client server and workers, Serve's proxy and replicas, HAProxy)."""
     # make test installs HAProxy, so serving takes the fast path by default.
     assert platform.settings.serve_fast
-    listeners = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
-    started_here = descendants(os.getpid(), processes())
-    ours = [
-        line.split()[3]
-        for line in listeners.splitlines()
-        if '"haproxy"' in line and int(line.split("pid=")[1].split(",")[0]) in started_here
-    ]
+    httpx.post(url(platform, f"/v1/models/{USE_CASE}/predict"), json={SPEC.entity: "s-1"}, timeout=30)
+    found = listeners(process_tree(os.getpid()))
+    names = {listener.name for listener in found}
+    assert {"gcs_server", "raylet", "haproxy"} <= names and any("ServeRepli" in n for n in names), names
     # The public address, and Ray's stats and Prometheus frontends (its template binds them on
-    # every interface; our wrapper rewrites them): all on loopback.
-    assert f"127.0.0.1:{platform.settings.serve_port}" in ours
-    assert len(ours) >= 3 and all(address.startswith("127.0.0.1:") for address in ours), ours
+    # every interface; our wrapper rewrites them).
+    haproxy = [f"{x.host}:{x.port}" for x in found if x.name == "haproxy"]
+    assert f"127.0.0.1:{platform.settings.serve_port}" in haproxy and len(haproxy) >= 3
+    assert [str(x) for x in found if not x.loopback] == []
 
 
 def test_serve_stops_everything_it_started_on_ctrl_c(platform):
@@ -469,6 +470,9 @@ def test_serve_stops_everything_it_started_on_ctrl_c(platform):
         table = processes()
         started = descendants(serve.pid, table)
         sessions = {p.sid for p in started.values()} - {os.getsid(0)}
+        # A user's `ml-platform serve` starts its own head: nothing of it listens beyond loopback.
+        found = listeners(process_tree(serve.pid))
+        assert len(found) >= 8 and [str(x) for x in found if not x.loopback] == []
         # The fast path's HAProxy runs in the Ray head's session.
         in_sessions = [pid for pid, p in table.items() if p.sid in sessions and not p.zombie]
         assert any(b"haproxy" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in in_sessions)

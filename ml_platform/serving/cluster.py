@@ -84,6 +84,30 @@ def loopback_haproxy(settings: Settings) -> Path:
     return wrapper
 
 
+# `ray start --node-ip-address=127.0.0.1` replaces a loopback address by the machine's outward one
+# (services.resolve_ip_for_localhost), and every Ray server binds according to that address: the
+# GCS, raylet and workers on every interface, the client server (10001) and the agents on it.
+# With "Ray clusters" switched off (the setting that is off by default on macOS and Windows) the
+# node's address is 127.0.0.1 and each server binds loopback only. A local head is one node: it
+# loses nothing, and other nodes cannot join it (for a cluster, set RAY_ADDRESS).
+SINGLE_NODE_FLAG = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK_RAY_ENV = {SINGLE_NODE_FLAG: "0", "RAY_USAGE_STATS_ENABLED": "0"}
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def stay_on_loopback(address: str) -> None:
+    """Before a driver connects to ``address``: when it is a local head, keep this process (and
+    its children) on loopback too. A driver resolves a loopback address to the machine's outward
+    one the same way, and then can neither reach a loopback-only head nor be reached by it."""
+    if address.rpartition(":")[0] not in LOOPBACK_HOSTS:
+        return
+    os.environ[SINGLE_NODE_FLAG] = "0"
+    # Ray reads the flag once, when imported; this process may have imported it already.
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float = 90) -> subprocess.Popen:
     """Start a Ray head bound to 127.0.0.1 (dashboard off) and record its address."""
     port = free_port()
@@ -100,7 +124,7 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
         "--include-dashboard=false",
         "--disable-usage-stats",
     ]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **LOOPBACK_RAY_ENV}
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     if settings.serve_fast:
         env |= {
@@ -153,5 +177,6 @@ def connect(settings: Settings) -> str:
             "no Ray cluster for serving: start one with `ml-platform serve`, or set RAY_ADDRESS"
         )
     if not ray.is_initialized():
+        stay_on_loopback(address)
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="WARNING")
     return address

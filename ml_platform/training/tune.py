@@ -130,7 +130,10 @@ def _tune_on_ray(model, params, train, valid, labels, address: str) -> list[Tria
     """Trials as Ray tasks on the cluster at ``address`` (data shipped once via the object store)."""
     import ray
 
+    from ml_platform.serving.cluster import stay_on_loopback
+
     if not ray.is_initialized():
+        stay_on_loopback(address)
         ray.init(address=address, namespace="ml_platform", log_to_driver=False, logging_level="WARNING")
     remote = ray.remote(num_cpus=1)(run_trial)
     refs = [ray.put(x) for x in (train, valid, labels)]
