@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from ray import serve
 
 from ml_platform.features.online_store import make_online_store
+from ml_platform.serving.cluster import bind_replica_grpc_to_node_address
 from ml_platform.serving.events import EventError, EventIngestor, example_event, example_value
 from ml_platform.serving.log import PredictionLogWriter
 from ml_platform.serving.protocols import (
@@ -120,6 +121,7 @@ def _error(status: int, message: str) -> JSONResponse:
 @serve.ingress(api)
 class ModelServer:
     def __init__(self) -> None:
+        bind_replica_grpc_to_node_address()
         self.settings = load_settings()
         self.use_cases = use_cases(self.settings)
         # `/invocations` names no model: it answers for the first use case.

@@ -108,6 +108,27 @@ def stay_on_loopback(address: str) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def bind_replica_grpc_to_node_address() -> None:
+    """In a Serve replica, before Serve starts it: bind the replica's inter-deployment gRPC server
+    to the node's address. Ray Serve 2.60 binds it on every interface (``"[::]:0"``, hard-coded in
+    ``ray.serve._private.replica``); its callers reach it through the node's address anyway, so on
+    a local head (127.0.0.1) it listens on loopback only, and on a cluster node on that node's IP.
+    The listening-socket test in test_serving.py fails if a Ray upgrade changes this."""
+    from ray.serve._private import replica
+
+    original = getattr(replica, "add_port_to_grpc_server", None)
+    if original is None or getattr(original, "binds_node_address", False):
+        return
+    node = ray.util.get_node_ip_address()
+    host = f"[{node}]" if ":" in node else node
+
+    def bind(server, address: str):
+        return original(server, address.replace("[::]", host, 1) if address.startswith("[::]:") else address)
+
+    bind.binds_node_address = True
+    replica.add_port_to_grpc_server = bind
+
+
 def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float = 90) -> subprocess.Popen:
     """Start a Ray head bound to 127.0.0.1 (dashboard off) and record its address."""
     port = free_port()
