@@ -7,13 +7,14 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from ml_platform.automation.conditions import after_any_update, follow_upstream
-from ml_platform.features.compute import EVENT_TIMESTAMP, compute_features, latest_vectors
+from ml_platform.features.compute import EVENT_DAY, EVENT_TIMESTAMP, compute_features, latest_vectors
 from ml_platform.features.online import OnlineFeatures
 from ml_platform.features.online_store import make_online_store
 from ml_platform.ingestion.assets import daily_partitions, partition_days
 from ml_platform.metadata import markdown_table
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.spec import UseCaseSpec
+from ml_platform.tables import replace_days
 
 PARITY_TOLERANCE = 1e-9
 
@@ -93,16 +94,7 @@ def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         table = features_table(spec)
         with warehouse.get_connection() as conn:
             computed = compute_days(conn, spec, first, last)
-            conn.register("computed_features", computed.to_arrow())
-            conn.sql(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM computed_features WHERE FALSE")
-            conn.begin()
-            conn.sql(
-                f"DELETE FROM {table} WHERE CAST(timezone('UTC', {EVENT_TIMESTAMP}) AS DATE) BETWEEN ? AND ?",
-                params=[first, last],
-            )
-            conn.sql(f"INSERT INTO {table} SELECT * FROM computed_features")
-            conn.commit()
-            conn.unregister("computed_features")
+            replace_days(conn, EVENT_DAY, first, last, {table: computed})
             total = conn.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
         return dg.MaterializeResult(
             metadata={

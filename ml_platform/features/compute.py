@@ -7,6 +7,8 @@ import polars as pl
 from ml_platform.spec import UseCaseSpec
 
 EVENT_TIMESTAMP = "event_timestamp"
+# The UTC day of a feature row, in SQL: the daily partition it belongs to.
+EVENT_DAY = f"CAST(timezone('UTC', {EVENT_TIMESTAMP}) AS DATE)"
 
 
 def compute_features(rows: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:

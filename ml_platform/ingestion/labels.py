@@ -18,6 +18,7 @@ import polars as pl
 
 from ml_platform.ingestion.landing import file_sha256
 from ml_platform.spec import UseCaseSpec
+from ml_platform.tables import replace_days
 
 _SPAN = re.compile(r"_(\d{4}-\d{2}-\d{2})_(\d{4}-\d{2}-\d{2})\.csv$")
 
@@ -118,21 +119,9 @@ def load_label_days(
     labels = pl.concat(rows).with_columns(pl.lit(ingested_at).alias("ingested_at"))
     covered = pl.DataFrame(coverage).with_columns(pl.lit(ingested_at).alias("ingested_at"))
     conn.sql(f"CREATE SCHEMA IF NOT EXISTS {spec.name}")
-    conn.register("new_labels", labels.to_arrow())
-    conn.register("new_label_days", covered.to_arrow())
-    try:
-        conn.sql("BEGIN TRANSACTION")
-        for table, source in ((labels_table(spec), "new_labels"), (label_days_table(spec), "new_label_days")):
-            conn.sql(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {source} LIMIT 0")
-            conn.sql(f"DELETE FROM {table} WHERE label_day BETWEEN ? AND ?", params=[first, last])
-            conn.sql(f"INSERT INTO {table} SELECT * FROM {source}")
-        conn.sql("COMMIT")
-    except Exception:
-        conn.sql("ROLLBACK")
-        raise
-    finally:
-        conn.unregister("new_labels")
-        conn.unregister("new_label_days")
+    replace_days(
+        conn, "label_day", first, last, {labels_table(spec): labels, label_days_table(spec): covered}
+    )
     return {
         "dagster/row_count": len(labels),
         "windows": labels.select(spec.entity, "start", "end").unique().height,

@@ -7,12 +7,13 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from ml_platform.features.compute import EVENT_TIMESTAMP
+from ml_platform.features.compute import EVENT_DAY, EVENT_TIMESTAMP
 from ml_platform.ingestion.assets import daily_partitions, partition_days
 from ml_platform.metadata import latest_metadata
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.serving.log import read_prediction_log
 from ml_platform.spec import UseCaseSpec
+from ml_platform.tables import replace_days
 
 
 def predictions_table(spec: UseCaseSpec) -> str:
@@ -128,11 +129,10 @@ def build_serving_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             raise dg.Failure(f"{spec.name}: no champion to score with yet")
         pipeline = registry.load_verified_model(ref, settings.run_dir / "model_cache")
         first, last = partition_days(context)
-        day = f"CAST(timezone('UTC', {EVENT_TIMESTAMP}) AS DATE)"
         table = f"{spec.name}.batch_predictions"
         with warehouse.get_connection() as conn:
             rows = conn.sql(
-                f"SELECT * FROM {spec.name}.features WHERE {day} BETWEEN ? AND ?", params=[first, last]
+                f"SELECT * FROM {spec.name}.features WHERE {EVENT_DAY} BETWEEN ? AND ?", params=[first, last]
             ).pl()
             scores = anomaly_scores(pipeline, model_input(rows.to_pandas(), spec.features.feature_names()))
             scored = rows.select(spec.entity, EVENT_TIMESTAMP).with_columns(
@@ -141,13 +141,7 @@ def build_serving_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 pl.Series("anomaly_score", scores),
                 pl.Series("is_anomaly", scores > 0),
             )
-            conn.register("scored_rows", scored.to_arrow())
-            conn.sql(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM scored_rows WHERE FALSE")
-            conn.begin()
-            conn.sql(f"DELETE FROM {table} WHERE {day} BETWEEN ? AND ?", params=[first, last])
-            conn.sql(f"INSERT INTO {table} SELECT * FROM scored_rows")
-            conn.commit()
-            conn.unregister("scored_rows")
+            replace_days(conn, EVENT_DAY, first, last, {table: scored})
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(scored),

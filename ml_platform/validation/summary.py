@@ -23,6 +23,7 @@ import duckdb
 
 from ml_platform.ingestion.raw import raw_table, rows_table, sources_table
 from ml_platform.spec import UseCaseSpec
+from ml_platform.tables import replace_days
 from ml_platform.validation.rules import CHECK_NAMES, check_of_reason, key_columns, reason_sql
 
 SAMPLE_ROWS = 5
@@ -110,16 +111,15 @@ def record_rejects(
             QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY source_file, source_row) > 1"""
     )
     _isolate(conn, spec, scope)
-    conn.begin()
-    conn.sql(f"DELETE FROM {rejects_table(spec)} WHERE {scope}")
-    conn.sql(
-        f"""INSERT INTO {rejects_table(spec)}
-            SELECT * FROM row_rejects UNION ALL SELECT * FROM duplicate_rejects
-            UNION ALL SELECT * FROM isolated_rejects"""
+    rejects = """SELECT * FROM row_rejects UNION ALL SELECT * FROM duplicate_rejects
+                 UNION ALL SELECT * FROM isolated_rejects"""
+    replace_days(
+        conn,
+        "partition_date",
+        first_day,
+        last_day,
+        {rejects_table(spec): rejects, isolated_table(spec): "SELECT * FROM isolated_groups"},
     )
-    conn.sql(f"DELETE FROM {isolated_table(spec)} WHERE {scope}")
-    conn.sql(f"INSERT INTO {isolated_table(spec)} SELECT * FROM isolated_groups")
-    conn.commit()
     for table in ("row_rejects", "duplicate_rejects", "isolated_rejects", "isolated_groups"):
         conn.sql(f"DROP TABLE {table}")
 
@@ -243,10 +243,6 @@ def write_quarantine(
 ) -> str:
     """Replace the quarantine of days ``first_day..last_day`` with their rejected raw rows."""
     table = f"{spec.name}.{spec.quarantine_name}"
-    scope = partition_filter(first_day, last_day)
-    conn.sql(f"CREATE TABLE IF NOT EXISTS {table} AS {rejected_rows_sql(spec, scope)} AND FALSE")
-    conn.begin()
-    conn.sql(f"DELETE FROM {table} WHERE {scope}")
-    conn.sql(f"INSERT INTO {table} {rejected_rows_sql(spec, scope)}")
-    conn.commit()
+    rejected = rejected_rows_sql(spec, partition_filter(first_day, last_day))
+    replace_days(conn, "partition_date", first_day, last_day, {table: rejected})
     return table

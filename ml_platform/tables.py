@@ -1,0 +1,47 @@
+"""Writing the warehouse: the rows of some days of some tables replaced in one transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+import duckdb
+import polars as pl
+
+
+def replace_days(
+    conn: duckdb.DuckDBPyConnection,
+    day: str,
+    first: dt.date,
+    last: dt.date,
+    rows: Mapping[str, pl.DataFrame | str],
+) -> None:
+    """Replace the rows of days ``first..last`` of each table of ``rows`` with its new rows, all
+    tables in one transaction: readers see the old days or the new ones, never a mix, and a failure
+    leaves the old. ``day`` is the SQL expression of a row's day (the same in every table); new
+    rows are a polars frame or a SELECT. A missing table is created with the new rows' columns."""
+    registered: list[str] = []
+    selects: dict[str, str] = {}
+    for index, (table, new) in enumerate(rows.items()):
+        if isinstance(new, pl.DataFrame):
+            name = f"replacing_days_{index}"
+            conn.register(name, new.to_arrow())
+            registered.append(name)
+            selects[table] = f"SELECT * FROM {name}"
+        else:
+            selects[table] = new
+    try:
+        for table, select in selects.items():
+            conn.sql(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM ({select}) LIMIT 0")
+        conn.begin()
+        try:
+            for table, select in selects.items():
+                conn.sql(f"DELETE FROM {table} WHERE {day} BETWEEN ? AND ?", params=[first, last])
+                conn.sql(f"INSERT INTO {table} {select}")
+            conn.commit()
+        except Exception:
+            conn.rollback()
+            raise
+    finally:
+        for name in registered:
+            conn.unregister(name)
