@@ -1,5 +1,8 @@
 """The code location loads and holds the contract's asset graph."""
 
+import subprocess
+import sys
+
 import dagster as dg
 
 from ml_platform.definitions import defs
@@ -55,3 +58,18 @@ def test_sensors_are_running_by_default():
     sensors = {s.name: s for s in defs.sensors}
     for name in ("sensor_anomaly_landing_sensor", "sensor_anomaly_retrain_sensor"):
         assert sensors[name].default_status == dg.DefaultSensorStatus.RUNNING
+
+
+# What loading the code location must not import: every Dagster process (CLI call, run worker,
+# code server, sensor evaluation) pays for it. Asset bodies import them when they run.
+HEAVY_AT_LOAD = ("sklearn", "pandas", "mlflow", "evidently", "ray", "skops", "httpx", "pyarrow.dataset")
+
+
+def test_loading_the_definitions_imports_no_heavy_library():
+    code = (
+        "import sys, ml_platform.definitions\n"
+        f"print(','.join(m for m in {HEAVY_AT_LOAD!r} if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == ""

@@ -10,7 +10,6 @@ import polars as pl
 from ml_platform.features.compute import EVENT_TIMESTAMP
 from ml_platform.spec import UseCaseSpec
 from ml_platform.training.dataset import LABEL, label_rows
-from ml_platform.training.evaluate import detection_metrics
 
 
 def matured_predictions(
@@ -43,6 +42,8 @@ def live_metrics(labelled: pl.DataFrame, score_column: str = "anomaly_score") ->
     if labelled.is_empty():
         return {"rows": 0.0}
     scores, labels = labelled[score_column].to_numpy(), labelled[LABEL].to_numpy()
+    from ml_platform.training.evaluate import detection_metrics  # scikit-learn: not at load
+
     metrics = detection_metrics(scores, labels)
     if labels.sum() == 0:
         for name in ("recall", "f1"):

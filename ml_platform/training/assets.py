@@ -1,11 +1,12 @@
 """Training set -> candidate model (tuned) -> held-out evaluation (the gate) -> champion alias."""
 
+import functools
 import hashlib
 import subprocess
 from importlib.metadata import version as package_version
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
@@ -20,6 +21,9 @@ from ml_platform.training.compare import positive_events
 from ml_platform.training.dataset import LABEL, SPLIT, UNLABELLED, WINDOW, build_training_set
 from ml_platform.training.gate import NOT_WORSE, check_names
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 GATE_PASSED_TAG = "gate.passed"
 SPLITS = ("train", "validation", "test")
 LIBRARIES = ("scikit-learn", "skops", "numpy", "pandas", "polars", "duckdb", "mlflow", "dagster")
@@ -31,10 +35,13 @@ def training_table(spec: UseCaseSpec) -> str:
 
 def content_sha256(frame: pl.DataFrame) -> str:
     """A hash of the rows' values, independent of how the table is stored."""
+    import pandas as pd
+
     hashed = pd.util.hash_pandas_object(frame.to_pandas(), index=False).to_numpy()
     return hashlib.sha256(hashed.tobytes()).hexdigest()
 
 
+@functools.cache  # read once per process: the code location calls it for every use case
 def git_commit() -> str:
     try:
         return subprocess.run(
@@ -54,7 +61,7 @@ def mlflow_run_url(settings: Settings, experiment_id: str, run_id: str) -> str:
     return f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def _features(frame: pl.DataFrame, spec: UseCaseSpec) -> pd.DataFrame:
+def _features(frame: pl.DataFrame, spec: UseCaseSpec) -> "pd.DataFrame":
     from ml_platform.training.evaluate import model_input
 
     names = spec.features.feature_names()

@@ -8,17 +8,19 @@ checks are computed here as plain values; the ``model_evaluation`` asset reports
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-from sklearn.pipeline import Pipeline
 
 from ml_platform.features.compute import EVENT_TIMESTAMP
 from ml_platform.metadata import markdown_table
 from ml_platform.spec import UseCaseSpec
 from ml_platform.training.compare import Comparison, positive_events
 from ml_platform.training.dataset import LABEL, WINDOW
-from ml_platform.training.evaluate import behaviour, compare_with_champion, evaluate, model_input
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 NOT_WORSE = "not_worse_than_champion"
 
@@ -94,6 +96,9 @@ def judge(
     """Every gate check of ``candidate`` on the test rows; ``champion`` (when there is one other
     than the candidate) is scored on the same rows."""
     gate = spec.gate
+    # scikit-learn is imported when the gate runs, not when the definitions load.
+    from ml_platform.training.evaluate import behaviour, compare_with_champion, evaluate, model_input
+
     overall, slices = evaluate(candidate, test, spec)
     names = spec.features.feature_names()
     features = model_input(test.select(names).to_pandas(), names)
