@@ -184,3 +184,18 @@ def test_a_bad_file_or_entity_is_quarantined_whole_and_the_others_go_on(platform
     assert reasons["range:value"] == bad_rows + len(range(0, 288, 15))
     # Nothing is lost: every landed row is staged or quarantined.
     assert sum(staged.values()) + sum(reasons.values()) == len(frame)
+
+
+def test_staging_a_day_whose_quarantine_was_never_built_fails_saying_how_to_build_it(platform):
+    day = FIRST_DAY + dt.timedelta(days=6)  # a day no other test of this module lands
+    land_days(platform, day, 1)
+    platform.materialize(["raw_readings"], partition_key=day.isoformat())
+    result = platform.materialize(["stg_readings"], partition_key=day.isoformat(), raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.user_failure_data.description
+    assert f"needs {USE_CASE}/readings_quarantine for {day.isoformat()}, never materialized" in message
+    assert f"--partition-range {day.isoformat()}...{day.isoformat()}" in message
+    assert "raw_readings" not in message.split("build it first")[0]  # raw was built: not named
+    staged = _rows(platform, f"SELECT count(*) FROM {USE_CASE}.stg_readings WHERE timestamp::DATE = '{day}'")
+    assert staged == [(0,)]

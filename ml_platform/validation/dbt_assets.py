@@ -112,6 +112,29 @@ def table_metadata(warehouse: DuckDBResource, table: str) -> dict[str, object]:
     }
 
 
+def unbuilt_upstream(context: dg.AssetExecutionContext, specs: list[UseCaseSpec]) -> list[str]:
+    """For each staging model of this run: its raw and quarantine partitions never materialized,
+    each with the command that builds them (dbt alone would fail on a missing table, or stage
+    the bad rows of days whose quarantine was never written)."""
+    first, last = context.partition_keys[0], context.partition_keys[-1]
+    problems = []
+    for spec in specs:
+        if dg.AssetKey([spec.name, spec.staged_name]) not in context.selected_asset_keys:
+            continue
+        for name in (spec.raw_name, spec.quarantine_name):
+            built = context.instance.get_materialized_partitions(dg.AssetKey([spec.name, name]))
+            missing = [key for key in context.partition_keys if key not in built]
+            if missing:
+                shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+                select = ",".join(f"{spec.name}/{n}" for n in (spec.raw_name, spec.quarantine_name))
+                problems.append(
+                    f"{spec.name}/{spec.staged_name} needs {spec.name}/{name} for {shown}, never "
+                    "materialized; build it first: dagster asset materialize -m ml_platform.definitions "
+                    f"--partition-range {first}...{last} --select '{select}'"
+                )
+    return problems
+
+
 def build_dbt_assets(partitions: dg.PartitionsDefinition, specs: list[UseCaseSpec]) -> dg.AssetsDefinition:
     """The dbt models of ``specs`` (their generated staging models and any written by hand)."""
 
@@ -127,6 +150,8 @@ def build_dbt_assets(partitions: dg.PartitionsDefinition, specs: list[UseCaseSpe
     def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
         # dbt reads the warehouse path from the environment (see dbt_project/profiles.yml).
         os.environ["ML_PLATFORM_WAREHOUSE"] = warehouse.database
+        if problems := unbuilt_upstream(context, specs):
+            raise dg.Failure("; ".join(problems))
         args = ["build", "--vars", json.dumps(partition_vars(context))]
         with warehouse.exclusive():
             # dbt's process holds the file until it exits: read table metadata after that.
