@@ -16,7 +16,7 @@ from ml_platform.features.definitions import Feature, source_columns
 @dataclass(frozen=True)
 class Column:
     name: str
-    dtype: str  # "string" | "timestamp" | "float"
+    dtype: str  # "string" | "timestamp" | "float" | "integer" | "boolean"
     required: bool = True
     min_value: float | None = None
     max_value: float | None = None
@@ -223,4 +223,4 @@ class UseCaseSpec:
 
     @property
     def numeric_columns(self) -> list[Column]:
-        return [c for c in self.columns if c.dtype == "float"]
+        return [c for c in self.columns if c.dtype in ("float", "integer")]

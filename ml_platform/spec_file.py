@@ -25,11 +25,11 @@ from ml_platform.features import definitions
 from ml_platform.spec import UseCaseSpec
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-DTYPES = ("string", "timestamp", "float")
+DTYPES = ("string", "timestamp", "float", "integer", "boolean")
 ALGORITHMS = ("isolation_forest",)
 METRICS = ("roc_auc", "average_precision", "precision", "recall", "f1")
 # Columns a feature may read, by feature kind: numeric input only.
-NUMERIC = ("float",)
+NUMERIC = ("float", "integer", "boolean")  # what features read (a boolean as 0 / 1)
 
 
 class UseCaseError(ValueError):

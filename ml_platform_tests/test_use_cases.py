@@ -30,6 +30,8 @@ columns:
   - {name: ts, dtype: timestamp}
   - {name: pressure, dtype: float, min_value: 0, max_value: 50000}
   - {name: flow, dtype: float, required: false}
+  - {name: stage, dtype: integer, min_value: 0, max_value: 5}
+  - {name: running, dtype: boolean}
 expectations: {key: [pump_id, ts], max_bad_share: 0.1, max_future: 2h}
 features:
   features:
@@ -37,6 +39,8 @@ features:
     - {kind: rolling, column: pressure, agg: mean, rows: 12}
     - {kind: diff_from_mean, column: pressure, period: 1h}
     - {kind: value, column: flow}
+    - {kind: value, column: stage}
+    - {kind: rolling, column: running, agg: mean, rows: 12}
   ttl: 3650d
 model:
   algorithm: isolation_forest
@@ -70,7 +74,10 @@ def test_a_yaml_file_maps_one_to_one_onto_the_spec(user_repo):
         Rolling("pressure", "mean", rows=12),
         DiffFromMean("pressure", period="1h"),
         Value("flow"),
+        Value("stage"),
+        Rolling("running", "mean", rows=12),
     )
+    assert [c.dtype for c in spec.columns][-2:] == ["integer", "boolean"]
     assert spec.features.ttl == dt.timedelta(days=3650)
     assert spec.model.params == {"n_estimators": 50} and spec.model.training_days == 30
     assert spec.gate.slices[0].bins == (0.0, 100.0, 100000.0)
@@ -224,8 +231,21 @@ def test_a_user_spec_with_old_timestamps_ingests_stages_and_computes_features(us
     landing.mkdir(parents=True)
     times = pd.date_range("2014-03-01", periods=2 * 288, freq="5min")
     for pump, level in (("p-1", 100.0), ("p-2", 30000.0)):
-        frame = pd.DataFrame({"pump_id": pump, "ts": times.strftime("%Y-%m-%dT%H:%M:%S"), "pressure": level})
+        frame = pd.DataFrame(
+            {
+                "pump_id": pump,
+                "ts": times.strftime("%Y-%m-%dT%H:%M:%S"),
+                "pressure": level,
+                "stage": [str(i % 6) for i in range(len(times))],
+                "running": ["true" if i % 2 == 0 else "false" for i in range(len(times))],
+            }
+        )
         frame.loc[10, "pressure"] = 60000.0  # above the declared maximum: quarantined
+        if pump == "p-1":
+            frame.loc[20, "stage"] = "1.5"  # not an integer: a type reject, never rounded
+            frame.loc[30, "running"] = "maybe"
+        else:
+            frame.loc[40, "stage"] = "9"  # above the integer column's maximum
         frame.to_csv(landing / f"{pump}.csv", index=False)
     platform = Platform(settings, build_definitions(settings, [spec]), dg.DagsterInstance.ephemeral())
     names = [spec.raw_name, spec.quarantine_name, spec.staged_name, "features"]
@@ -238,7 +258,7 @@ def test_a_user_spec_with_old_timestamps_ingests_stages_and_computes_features(us
     )
     assert result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks["value_range"] is False and checks["bad_share"] is True
+    assert checks["value_range"] is False and checks["types"] is False and checks["bad_share"] is True
     dbt_checks = [
         name for name in checks if name.startswith(("unique_combination", "not_null", "within_range"))
     ]
@@ -247,7 +267,25 @@ def test_a_user_spec_with_old_timestamps_ingests_stages_and_computes_features(us
         staged = conn.sql("SELECT count(*), min(ts) FROM pumps.stg_events").fetchall()[0]
         quarantined = conn.sql("SELECT count(*) FROM pumps.events_quarantine").fetchall()[0][0]
         features = conn.sql("SELECT count(*) FROM pumps.features").fetchall()[0][0]
-    assert staged[0] == 2 * 576 - 2 and quarantined == 2 and features == staged[0]
+        reasons = conn.sql("SELECT reject_reason FROM pumps.events_quarantine ORDER BY ALL").fetchall()
+        raw_types = dict(
+            conn.sql("SELECT column_name, column_type FROM (DESCRIBE pumps.raw_events)").fetchall()
+        )
+        typed = conn.sql(
+            """SELECT typeof(stage), typeof(running_mean_12), avg(running_mean_12)
+               FROM pumps.features GROUP BY ALL"""
+        ).fetchall()
+    assert staged[0] == 2 * 576 - 5 and quarantined == 5 and features == staged[0]
+    assert [r for (r,) in reasons] == [
+        "range:pressure",
+        "range:pressure",
+        "range:stage",
+        "type:running",
+        "type:stage",
+    ]
+    assert raw_types["stage"] == "BIGINT" and raw_types["running"] == "BOOLEAN"
+    ((stage_type, running_type, running_share),) = typed
+    assert stage_type == running_type == "DOUBLE" and 0.45 < running_share < 0.55
     assert staged[1].year == 2014
 
     later = dg.materialize(
@@ -306,3 +344,21 @@ def test_no_platform_module_spells_a_shipped_use_cases_columns_table_or_features
     ]
     assert len(platform_files) > 40
     assert found == []
+
+
+def test_events_of_integer_and_boolean_columns_are_checked_like_landed_rows(user_repo):
+    from ml_platform.serving.events import EventError, example_event, validate_event
+
+    (spec,) = read_spec_file(user_repo / "pumps.yaml")
+    event = example_event(spec)
+    assert event["stage"] == 2 and event["running"] is True
+    assert validate_event(spec, event, 0)[1] == event
+    for change, problem in (
+        ({"stage": 1.5}, "'stage' must be an integer"),
+        ({"stage": True}, "'stage' must be an integer"),
+        ({"stage": 9}, "'stage' is above 5"),
+        ({"running": "yes"}, "'running' must be true or false"),
+        ({"running": 1}, "'running' must be true or false"),
+    ):
+        with pytest.raises(EventError, match=problem):
+            validate_event(spec, {**event, **change}, 0)

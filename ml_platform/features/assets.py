@@ -40,9 +40,11 @@ def compute_days(conn, spec: UseCaseSpec, first: dt.date, last: dt.date) -> pl.D
     """Features of the events of days ``first..last``, their windows fed by the lookback before."""
     start = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
     end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-    columns = [spec.entity, spec.timestamp, *spec.features.source_columns()]
+    # Features read numbers: integer and boolean columns as DOUBLE (a boolean as 0 / 1), as online.
+    numbers = [f'CAST("{c}" AS DOUBLE) AS "{c}"' for c in spec.features.source_columns()]
+    selected = ", ".join([_quoted([spec.entity, spec.timestamp]), *numbers])
     rows = conn.sql(
-        f"""SELECT {_quoted(columns)} FROM {staged_table(spec)}
+        f"""SELECT {selected} FROM {staged_table(spec)}
             WHERE "{spec.timestamp}" >= ? AND "{spec.timestamp}" < ?""",
         params=[start - spec.features.offline_lookback, end],
     ).pl()

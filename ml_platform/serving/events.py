@@ -50,7 +50,11 @@ def validate_event(spec: UseCaseSpec, item: Any, index: int) -> tuple[dt.datetim
             continue
         if column.dtype == "string" and (not isinstance(value, str) or not value):
             raise EventError(f"{where}: field '{column.name}' must be a non-empty string")
-        if column.dtype == "float":
+        if column.dtype == "boolean" and not isinstance(value, bool):
+            raise EventError(f"{where}: field '{column.name}' must be true or false")
+        if column.dtype == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise EventError(f"{where}: field '{column.name}' must be an integer")
+        if column.dtype in ("float", "integer"):
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise EventError(f"{where}: field '{column.name}' must be a finite number")
             if column.min_value is not None and value < column.min_value:
@@ -88,9 +92,11 @@ def example_value(spec: UseCaseSpec, column: Column) -> Any:
         return "2026-01-01T00:00:00Z"
     if column.dtype == "string":
         return "a"
+    if column.dtype == "boolean":
+        return True
     low = column.min_value if column.min_value is not None else 0.0
     high = column.max_value if column.max_value is not None else low + 2.0
-    return (low + high) / 2
+    return int((low + high) // 2) if column.dtype == "integer" else (low + high) / 2
 
 
 def example_event(spec: UseCaseSpec) -> dict[str, Any]:

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 from ml_platform.spec import Column, UseCaseSpec
 
-SQL_TYPES = {"string": "VARCHAR", "timestamp": "TIMESTAMPTZ", "float": "DOUBLE"}
+SQL_TYPES = {
+    "string": "VARCHAR",
+    "timestamp": "TIMESTAMPTZ",
+    "float": "DOUBLE",
+    "integer": "BIGINT",
+    "boolean": "BOOLEAN",  # true/false, t/f, 1/0
+}
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,10 @@ def typed(column: Column) -> str:
     """SQL parsing a source column (text, or already typed) to the column's declared type."""
     if column.dtype == "string":
         return f"CAST({_q(column.name)} AS VARCHAR)"
+    if column.dtype == "integer":
+        # DuckDB's cast rounds '1.5' to 2 and reads '1e3': only whole numbers written as such parse.
+        text = f"trim(CAST({_q(column.name)} AS VARCHAR))"
+        return f"CASE WHEN regexp_full_match({text}, '[+-]?[0-9]+') THEN TRY_CAST({text} AS BIGINT) END"
     return f"TRY_CAST({_q(column.name)} AS {SQL_TYPES[column.dtype]})"
 
 
