@@ -185,6 +185,11 @@ def problems(spec: UseCaseSpec) -> list[str]:
         need(
             column.dtype in DTYPES, f"columns[{i}].dtype", f"unknown type {column.dtype!r} (one of {DTYPES})"
         )
+        need(
+            column.dtype in ("float", "integer") or (column.min_value is None and column.max_value is None),
+            f"columns[{i}].min_value",
+            f"bounds apply to float and integer columns, not to {column.dtype} column {column.name!r}",
+        )
     need(spec.entity in columns, "entity", f"{spec.entity!r} is not among the columns")
     need(
         spec.timestamp in columns and columns[spec.timestamp].dtype == "timestamp",

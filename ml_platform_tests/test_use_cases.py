@@ -161,6 +161,11 @@ def test_user_use_cases_come_from_files_modules_and_entry_points(user_repo, monk
         (("  ttl: 3650d\n", "  ttl: ten years\n"), "features.ttl", "is not a duration"),
         (("column: pressure_mean_12", "column: pressure_max"), "gate.slices[0].column", "is not a feature"),
         (("entity: pump_id\n", ""), "entity", "missing"),
+        (
+            ("{name: running, dtype: boolean}", "{name: running, dtype: boolean, max_value: 1}"),
+            "columns[5].min_value",
+            "bounds apply to float and integer columns, not to boolean column 'running'",
+        ),
     ],
 )
 def test_an_invalid_spec_fails_naming_file_use_case_and_field(user_repo, change, field, problem):
