@@ -8,6 +8,7 @@ staged rows plus quarantined rows equal the input rows.
 """
 
 import datetime as dt
+import gzip
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -196,3 +197,65 @@ def test_no_quarantined_row_reaches_features(platform):
             WHERE q.reject_reason LIKE 'range:%' OR q.reject_reason LIKE 'type:%'""",
     )
     assert leaked == 0
+
+
+def _mixed_bad_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """A day with a few bad rows of each row-level kind (types, nulls, range, future, a repeat)."""
+    frame.loc[[3, 7], "value"] = "twelve"
+    frame.loc[1, "value"] = None
+    frame.loc[5, "value"] = "5000"
+    frame.loc[8, "timestamp"] = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    return pd.concat([frame, frame.iloc[[20]]], ignore_index=True)
+
+
+MIXED_REASONS = {
+    "type:value": 2,
+    "not_null:value": 1,
+    "range:value": 1,
+    "future:timestamp": 1,
+    "duplicate_key": 1,
+}
+
+
+def _write(frame: pd.DataFrame, path: Path, fmt: str) -> int:
+    """``frame`` in format ``fmt``; the number of data rows or lines written."""
+    if fmt == "parquet":
+        frame.to_parquet(path, index=False)
+        return len(frame)
+    if fmt.startswith("jsonl"):
+        text = frame.to_json(orient="records", lines=True) + '{"sensor_id": "s-1", not json\n'
+        rows = len(frame) + 1
+    else:
+        text, rows = frame.to_csv(index=False), len(frame)
+    data = text.encode()
+    path.write_bytes(gzip.compress(data, mtime=0) if fmt.endswith(".gz") else data)
+    return rows
+
+
+FORMATS = ["csv.gz", "parquet", "jsonl", "jsonl.gz"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_landed_format_quarantines_the_same_bad_rows(platform, fmt):
+    day = FIRST_DAY + dt.timedelta(days=GOOD_DAYS + len(CASES) + FORMATS.index(fmt))
+    frame = _mixed_bad_rows(generate_day(day, platform.config)[0].astype(str))
+    path = platform.landing / f"mixed_{day}.{fmt}"
+    written = _write(frame, path, fmt)
+    sha_before = file_sha256(path)
+
+    result = platform.ingest(day, day, labels=False, raise_on_error=False)
+    assert result.success
+    source = f"source_file = '{path}'"
+    quarantined = dict(
+        _rows(
+            platform,
+            f"SELECT reject_reason, count(*) FROM {USE_CASE}.readings_quarantine WHERE {source} GROUP BY 1",
+        )
+    )
+    expected = {**MIXED_REASONS, **({"parse:INVALID JSON": 1} if fmt.startswith("jsonl") else {})}
+    assert quarantined == expected
+    staged = _count(platform, f"SELECT count(*) FROM {USE_CASE}.stg_readings WHERE {source}")
+    assert staged + sum(quarantined.values()) == written
+    assert file_sha256(path) == sha_before
