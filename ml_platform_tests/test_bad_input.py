@@ -89,6 +89,11 @@ def future(path, frame):
     _csv(frame, path)
 
 
+def before_the_floor(path, frame):
+    frame.loc[[10, 11], "timestamp"] = "2019-06-01T00:00:00Z"  # before partitions_start (2025)
+    _csv(frame, path)
+
+
 def junk_gigabyte(path, frame):
     with path.open("wb") as handle:
         for _ in range(1024):
@@ -105,6 +110,7 @@ CASES = [
     Case("nulls", nulls, {"not_null:value": 2, "not_null:sensor_id": 1, "not_null:timestamp": 1}),
     Case("out_of_range", out_of_range, {"range:value": 2, "range:temperature": 1}),
     Case("future_timestamps", future, {"future:timestamp": 2}),
+    Case("timestamps_before_the_floor", before_the_floor, {"too_old:timestamp": 2}),
     Case("junk_1gb", junk_gigabyte, None, "cannot be parsed"),
 ]
 

@@ -32,6 +32,7 @@ columns:
   - {name: flow, dtype: float, required: false}
   - {name: stage, dtype: integer, min_value: 0, max_value: 5}
   - {name: running, dtype: boolean}
+  - {name: mode, dtype: string, allowed_values: [auto, manual]}
 expectations: {key: [pump_id, ts], max_bad_share: 0.1, max_future: 2h}
 features:
   features:
@@ -77,7 +78,8 @@ def test_a_yaml_file_maps_one_to_one_onto_the_spec(user_repo):
         Value("stage"),
         Rolling("running", "mean", rows=12),
     )
-    assert [c.dtype for c in spec.columns][-2:] == ["integer", "boolean"]
+    assert [c.dtype for c in spec.columns][-3:] == ["integer", "boolean", "string"]
+    assert spec.columns[-1].allowed_values == ("auto", "manual")
     assert spec.features.ttl == dt.timedelta(days=3650)
     assert spec.model.params == {"n_estimators": 50} and spec.model.training_days == 30
     assert spec.gate.slices[0].bins == (0.0, 100.0, 100000.0)
@@ -243,6 +245,7 @@ def test_a_user_spec_with_old_timestamps_ingests_stages_and_computes_features(us
                 "pressure": level,
                 "stage": [str(i % 6) for i in range(len(times))],
                 "running": ["true" if i % 2 == 0 else "false" for i in range(len(times))],
+                "mode": "auto",
             }
         )
         frame.loc[10, "pressure"] = 60000.0  # above the declared maximum: quarantined
@@ -251,6 +254,7 @@ def test_a_user_spec_with_old_timestamps_ingests_stages_and_computes_features(us
             frame.loc[30, "running"] = "maybe"
         else:
             frame.loc[40, "stage"] = "9"  # above the integer column's maximum
+            frame.loc[50, "mode"] = "turbo"  # not an allowed value
         frame.to_csv(landing / f"{pump}.csv", index=False)
     platform = Platform(settings, build_definitions(settings, [spec]), dg.DagsterInstance.ephemeral())
     names = [spec.raw_name, spec.quarantine_name, spec.staged_name, "features"]
@@ -264,6 +268,7 @@ def test_a_user_spec_with_old_timestamps_ingests_stages_and_computes_features(us
     assert result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["value_range"] is False and checks["types"] is False and checks["bad_share"] is True
+    assert checks["allowed_values"] is False
     dbt_checks = [
         name for name in checks if name.startswith(("unique_combination", "not_null", "within_range"))
     ]
@@ -280,8 +285,9 @@ def test_a_user_spec_with_old_timestamps_ingests_stages_and_computes_features(us
             """SELECT typeof(stage), typeof(running_mean_12), avg(running_mean_12)
                FROM pumps.features GROUP BY ALL"""
         ).fetchall()
-    assert staged[0] == 2 * 576 - 5 and quarantined == 5 and features == staged[0]
+    assert staged[0] == 2 * 576 - 6 and quarantined == 6 and features == staged[0]
     assert [r for (r,) in reasons] == [
+        "allowed:mode",
         "range:pressure",
         "range:pressure",
         "range:stage",
