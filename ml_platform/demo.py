@@ -50,15 +50,15 @@ class Supervisor:
 
     def start(self, name: str, command: list[str]) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"{name}.log").open("ab")
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches the demo only; it stops children in order
-        )
+        with (self.log_dir / f"{name}.log").open("ab") as log:  # the child keeps its own copy
+            process = subprocess.Popen(
+                command,
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the demo only; it stops children in order
+            )
         self.children[name] = process
         print(f"  started {name} (pid {process.pid}, log {self.log_dir / (name + '.log')})")
         return process

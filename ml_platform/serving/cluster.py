@@ -156,9 +156,12 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         }
-    log = (settings.run_dir / "ray.log").open("ab")
-    # Its own session, so that stopping it can also end the agents Ray leaves behind.
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # Its own session, so that stopping it can also end the agents Ray leaves behind. The child
+    # keeps its own copy of the log's descriptor; ours is closed at once.
+    with (settings.run_dir / "ray.log").open("ab") as log:
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     deadline = time.monotonic() + timeout_s
     while not _reachable(address):
         if process.poll() is not None:
