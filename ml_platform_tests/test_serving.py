@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -427,6 +428,73 @@ def test_bearer_token_guards_prediction_routes(platform, monkeypatch):
     finally:
         monkeypatch.delenv("ML_PLATFORM_API_TOKEN")
         deploy(load_settings())
+
+
+def _redis_server(port: int, folder: Path) -> subprocess.Popen:
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server
+        except OSError:
+            assert time.monotonic() < deadline and server.poll() is None, "redis-server did not start"
+            time.sleep(0.2)
+
+
+def test_an_online_store_that_is_down_answers_503_naming_it_and_serving_returns_by_itself(
+    platform, monkeypatch, tmp_path
+):
+    """A Redis of the test's own, stopped under serving: requests by entity answer 503 naming the
+    store, requests with their feature rows still answer; once it is back, so are entities."""
+    from ml_platform.features.online_store import make_online_store
+    from ml_platform.serving.cluster import free_port
+    from ml_platform.settings import load_settings
+
+    embedded = make_online_store(platform.settings)
+    states = {e: embedded.state(USE_CASE, e) for e in embedded.entities(USE_CASE)}
+    port = free_port()
+    store_url = f"redis://127.0.0.1:{port}/0"
+    monkeypatch.setenv("ML_PLATFORM_ONLINE_STORE", store_url)
+    settings = load_settings()
+    server = _redis_server(port, tmp_path)
+    predict = url(platform, f"/v1/models/{USE_CASE}/predict")
+    try:
+        make_online_store(settings).write_snapshot(USE_CASE, states)
+        deploy(settings)
+        wait_until_serving(settings, USE_CASE, champion_version(platform))
+        deadline = time.monotonic() + 60
+        while httpx.get(url(platform, "/v2/health/ready"), timeout=30).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert httpx.post(predict, json={SPEC.entity: "s-1"}, timeout=30).status_code == 200
+
+        server.terminate()
+        server.wait(timeout=30)
+        down = httpx.post(predict, json={SPEC.entity: "s-1"}, timeout=30)
+        assert down.status_code == 503, down.text
+        assert f"online store redis://127.0.0.1:{port}/0" in down.json()["error"]
+        by_rows = httpx.post(predict, json={"instances": feature_rows(platform, 2)}, timeout=30)
+        assert by_rows.status_code == 200 and len(by_rows.json()["predictions"]) == 2
+
+        server = _redis_server(port, tmp_path)  # back, empty: the online features are written again
+        make_online_store(settings).write_snapshot(USE_CASE, states)
+        deadline = time.monotonic() + 30
+        while (back := httpx.post(predict, json={SPEC.entity: "s-1"}, timeout=30)).status_code != 200:
+            assert time.monotonic() < deadline, back.text
+            time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        monkeypatch.delenv("ML_PLATFORM_ONLINE_STORE")
+        deploy(load_settings())
+        deadline = time.monotonic() + 60  # replicas on the embedded store again, for the next tests
+        while httpx.post(predict, json={SPEC.entity: "s-1"}, timeout=30).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
 
 
 def test_nothing_the_suite_started_listens_beyond_loopback(platform):

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from ml_platform.features.online import EntityState
 from ml_platform.settings import Settings
@@ -191,7 +192,11 @@ class RedisOnlineStore:
         self.client = redis.Redis.from_url(url)
 
     def describe(self) -> str:
-        return f"{self.url} (keys {self.namespace}:*)"
+        """The store's address without its password (the description reaches error messages)."""
+        parts = urlsplit(self.url)
+        host = parts.netloc.rpartition("@")[2]
+        user = parts.username + "@" if parts.username else ""
+        return f"{parts.scheme}://{user}{host}{parts.path} (keys {self.namespace}:*)"
 
     def _keys(self, use_case: str) -> tuple[str, str]:
         return f"{self.namespace}:{use_case}:vectors", f"{self.namespace}:{use_case}:states"

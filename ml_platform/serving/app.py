@@ -268,7 +268,13 @@ class ModelServer:
         """Feature values per row and what to echo about their origin (entity, feature age)."""
         spec = self.use_cases[use_case]
         wanted = [r.entity for r in rows if r.features is None]
-        found = dict(zip(wanted, self.online_store.get_many(use_case, wanted), strict=True)) if wanted else {}
+        try:
+            vectors = self.online_store.get_many(use_case, wanted) if wanted else []
+        except Exception as exc:  # down or locked: say which store; rows with features still answer
+            raise RequestError(
+                503, f"online store {self.online_store.describe()} unavailable: {type(exc).__name__}: {exc}"
+            ) from None
+        found = dict(zip(wanted, vectors, strict=True))
         features, echoes = [], []
         for row in rows:
             if row.features is not None:
