@@ -479,6 +479,14 @@ def test_an_online_store_that_is_down_answers_503_naming_it_and_serving_returns_
         assert f"online store redis://127.0.0.1:{port}/0" in down.json()["error"]
         by_rows = httpx.post(predict, json={"instances": feature_rows(platform, 2)}, timeout=30)
         assert by_rows.status_code == 200 and len(by_rows.json()["predictions"]) == 2
+        # An event is still accepted: landed durably, its online update left to the batch path.
+        moment = dt.datetime.now(dt.UTC).isoformat()
+        event = {SPEC.entity: "s-1", SPEC.timestamp: moment, "value": 50.0}
+        accepted = httpx.post(url(platform, f"/v1/events/{USE_CASE}"), json=event, timeout=30)
+        assert accepted.status_code == 202 and accepted.json()["accepted"] == 1, accepted.text
+        assert f"online store redis://127.0.0.1:{port}/0" in accepted.json()["online_features"]
+        landed = platform.landing.glob("events_*.jsonl")
+        assert any(moment in path.read_text() for path in landed)
 
         server = _redis_server(port, tmp_path)  # back, empty: the online features are written again
         make_online_store(settings).write_snapshot(USE_CASE, states)

@@ -454,12 +454,15 @@ class ModelServer:
             if use_case not in self.ingestors:
                 raise RequestError(404, f"unknown use case {use_case!r}; known: {sorted(self.ingestors)}")
             payload = await self._json(request)
-            accepted = self.ingestors[use_case].ingest(payload)
+            ingested = self.ingestors[use_case].ingest(payload)
         except RequestError as exc:
             return _error(exc.status, exc.message)
         except EventError as exc:
             return _error(422, str(exc))
-        return JSONResponse({"accepted": accepted}, status_code=202)
+        body: dict[str, Any] = {"accepted": ingested.accepted}
+        if ingested.online_error:
+            body["online_features"] = f"not updated ({ingested.online_error}); the batch path adds them"
+        return JSONResponse(body, status_code=202)
 
     @api.get("/v2/health/live")
     async def live(self) -> dict[str, bool]:

@@ -90,6 +90,9 @@ def loopback_haproxy(settings: Settings) -> Path:
 # With "Ray clusters" switched off (the setting that is off by default on macOS and Windows) the
 # node's address is 127.0.0.1 and each server binds loopback only. A local head is one node: it
 # loses nothing, and other nodes cannot join it (for a cluster, set RAY_ADDRESS).
+# Ports a Ray head takes by default whatever the GCS port (dashboard agent, client server,
+# dashboard, autoscaler and dashboard metrics).
+RAY_FIXED_PORTS = {52365, 10001, 8265, 44217, 44227}
 SINGLE_NODE_FLAG = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOOPBACK_RAY_ENV = {SINGLE_NODE_FLAG: "0", "RAY_USAGE_STATS_ENABLED": "0"}
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -132,6 +135,8 @@ def bind_replica_grpc_to_node_address() -> None:
 def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float = 90) -> subprocess.Popen:
     """Start a Ray head bound to 127.0.0.1 (dashboard off) and record its address."""
     port = free_port()
+    while port in RAY_FIXED_PORTS:  # the OS may hand out one of them; ray start then refuses it
+        port = free_port()
     address = f"127.0.0.1:{port}"
     ray_bin = Path(sys.executable).with_name("ray")
     command = [

@@ -14,6 +14,7 @@ import math
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,12 @@ from ml_platform.features.online import OnlineFeatures
 from ml_platform.features.online_store import OnlineStore
 from ml_platform.settings import Settings
 from ml_platform.spec import Column, UseCaseSpec
+
+
+@dataclass(frozen=True)
+class Ingested:
+    accepted: int  # events appended to the landing zone
+    online_error: str | None = None  # why the online features were not updated, if they were not
 
 
 class EventError(ValueError):
@@ -134,15 +141,22 @@ class EventIngestor:
         self.online = OnlineFeatures(spec)
         self.log = EventLog(settings.landing_dir_for(spec.name))
 
-    def ingest(self, payload: Any) -> int:
-        """Validate every event (all or none), append them durably, update online features."""
+    def ingest(self, payload: Any) -> Ingested:
+        """Validate every event (all or none), append them durably, update online features.
+
+        Once appended, the events are accepted whatever happens next: when the online store is
+        down, the batch path still brings them to the warehouse and the online features."""
         validated = [
             validate_event(self.spec, item, i) for i, item in enumerate(events_of(self.spec, payload))
         ]
         self.log.append([item for _, item in validated])
-        for moment, item in validated:
-            entity = item[self.spec.entity]
-            self.store.update(
-                self.spec.name, entity, lambda state, m=moment, v=item: self.online.apply(state, m, v)
-            )
-        return len(validated)
+        try:
+            for moment, item in validated:
+                entity = item[self.spec.entity]
+                self.store.update(
+                    self.spec.name, entity, lambda state, m=moment, v=item: self.online.apply(state, m, v)
+                )
+        except Exception as exc:  # landed already: say that the online features lag, and why
+            problem = f"online store {self.store.describe()} unavailable: {type(exc).__name__}: {exc}"
+            return Ingested(len(validated), problem)
+        return Ingested(len(validated))

@@ -63,7 +63,11 @@ class MqttConsumer:
 
     def _on_message(self, client, userdata, message) -> None:
         try:
-            self.ingestor.ingest(json.loads(message.payload))
+            ingested = self.ingestor.ingest(json.loads(message.payload))
+            if ingested.online_error:
+                log.warning(
+                    "landed a message on %s; online features lag: %s", message.topic, ingested.online_error
+                )
         except (EventError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             _reject(self.settings, self.spec, message.payload, str(exc))
             log.warning("rejected a message on %s: %s", message.topic, exc)
