@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 from ml_platform.features.definitions import Feature, source_columns
 
+# Column types holding numbers: the ones min_value / max_value apply to.
+NUMBER_DTYPES = ("float", "integer")
+
 
 @dataclass(frozen=True)
 class Column:
@@ -223,4 +226,4 @@ class UseCaseSpec:
 
     @property
     def numeric_columns(self) -> list[Column]:
-        return [c for c in self.columns if c.dtype in ("float", "integer")]
+        return [c for c in self.columns if c.dtype in NUMBER_DTYPES]

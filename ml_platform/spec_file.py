@@ -22,7 +22,7 @@ import yaml
 
 from ml_platform import spec as spec_module
 from ml_platform.features import definitions
-from ml_platform.spec import UseCaseSpec
+from ml_platform.spec import NUMBER_DTYPES, UseCaseSpec
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 DTYPES = ("string", "timestamp", "float", "integer", "boolean")
@@ -186,7 +186,7 @@ def problems(spec: UseCaseSpec) -> list[str]:
             column.dtype in DTYPES, f"columns[{i}].dtype", f"unknown type {column.dtype!r} (one of {DTYPES})"
         )
         need(
-            column.dtype in ("float", "integer") or (column.min_value is None and column.max_value is None),
+            column.dtype in NUMBER_DTYPES or (column.min_value is None and column.max_value is None),
             f"columns[{i}].min_value",
             f"bounds apply to float and integer columns, not to {column.dtype} column {column.name!r}",
         )

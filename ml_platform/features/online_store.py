@@ -50,6 +50,11 @@ def _vector(entity: str, raw: str | bytes) -> FeatureVector:
     return FeatureVector(entity, moment, data["f"])
 
 
+def unavailable(store: OnlineStore, error: Exception) -> str:
+    """What to tell a caller when ``store`` failed: which store (no password), and why."""
+    return f"online store {store.describe()} unavailable: {type(error).__name__}: {error}"
+
+
 class OnlineStore(Protocol):
     def write_snapshot(self, use_case: str, states: dict[str, EntityState]) -> int: ...
 

@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from ray import serve
 
-from ml_platform.features.online_store import make_online_store
+from ml_platform.features.online_store import make_online_store, unavailable
 from ml_platform.serving.cluster import bind_replica_grpc_to_node_address
 from ml_platform.serving.events import EventError, EventIngestor, example_event, example_value
 from ml_platform.serving.log import PredictionLogWriter
@@ -271,9 +271,7 @@ class ModelServer:
         try:
             vectors = self.online_store.get_many(use_case, wanted) if wanted else []
         except Exception as exc:  # down or locked: say which store; rows with features still answer
-            raise RequestError(
-                503, f"online store {self.online_store.describe()} unavailable: {type(exc).__name__}: {exc}"
-            ) from None
+            raise RequestError(503, unavailable(self.online_store, exc)) from None
         found = dict(zip(wanted, vectors, strict=True))
         features, echoes = [], []
         for row in rows:

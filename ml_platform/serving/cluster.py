@@ -84,15 +84,16 @@ def loopback_haproxy(settings: Settings) -> Path:
     return wrapper
 
 
+# Ports a Ray head takes by default whatever the GCS port (dashboard agent, client server,
+# dashboard, autoscaler and dashboard metrics).
+RAY_FIXED_PORTS = {52365, 10001, 8265, 44217, 44227}
+
 # `ray start --node-ip-address=127.0.0.1` replaces a loopback address by the machine's outward one
 # (services.resolve_ip_for_localhost), and every Ray server binds according to that address: the
 # GCS, raylet and workers on every interface, the client server (10001) and the agents on it.
 # With "Ray clusters" switched off (the setting that is off by default on macOS and Windows) the
 # node's address is 127.0.0.1 and each server binds loopback only. A local head is one node: it
 # loses nothing, and other nodes cannot join it (for a cluster, set RAY_ADDRESS).
-# Ports a Ray head takes by default whatever the GCS port (dashboard agent, client server,
-# dashboard, autoscaler and dashboard metrics).
-RAY_FIXED_PORTS = {52365, 10001, 8265, 44217, 44227}
 SINGLE_NODE_FLAG = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOOPBACK_RAY_ENV = {SINGLE_NODE_FLAG: "0", "RAY_USAGE_STATS_ENABLED": "0"}
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ml_platform.features.online import OnlineFeatures
-from ml_platform.features.online_store import OnlineStore
+from ml_platform.features.online_store import OnlineStore, unavailable
 from ml_platform.settings import Settings
-from ml_platform.spec import Column, UseCaseSpec
+from ml_platform.spec import NUMBER_DTYPES, Column, UseCaseSpec
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def validate_event(spec: UseCaseSpec, item: Any, index: int) -> tuple[dt.datetim
             raise EventError(f"{where}: field '{column.name}' must be true or false")
         if column.dtype == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
             raise EventError(f"{where}: field '{column.name}' must be an integer")
-        if column.dtype in ("float", "integer"):
+        if column.dtype in NUMBER_DTYPES:
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise EventError(f"{where}: field '{column.name}' must be a finite number")
             if column.min_value is not None and value < column.min_value:
@@ -157,6 +157,5 @@ class EventIngestor:
                     self.spec.name, entity, lambda state, m=moment, v=item: self.online.apply(state, m, v)
                 )
         except Exception as exc:  # landed already: say that the online features lag, and why
-            problem = f"online store {self.store.describe()} unavailable: {type(exc).__name__}: {exc}"
-            return Ingested(len(validated), problem)
+            return Ingested(len(validated), unavailable(self.store, exc))
         return Ingested(len(validated))
