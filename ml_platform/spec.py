@@ -91,6 +91,29 @@ Source = LandingFiles | PostgresTable | HttpJsonApi
 
 
 @dataclass(frozen=True)
+class AnomalyWindows:
+    """Labels as windows of trouble per entity (entity, ``start``, ``end``): an event inside a
+    window is positive, any other event of a day the labels cover is negative. A labels file (or
+    ``POST /v1/labels``) states every window of the days it covers; the newest one per day wins."""
+
+
+@dataclass(frozen=True)
+class EventLabels:
+    """One label per event, joined on the entity and the spec's timestamp column, with the label in
+    ``column`` (1/0, true/false). Labels add up across files and posts; the newest per event wins.
+
+    ``missing`` says what an event without a label is once ``monitoring.label_lateness`` has
+    passed: ``unlabelled`` (never trained, tested or judged on) or ``negative`` (labels arrive for
+    positives only, as chargebacks do)."""
+
+    column: str = "label"
+    missing: str = "unlabelled"
+
+
+Labels = AnomalyWindows | EventLabels
+
+
+@dataclass(frozen=True)
 class FeatureSpec:
     """Features per entity in event-time order (see ``ml_platform.features.definitions``)."""
 
@@ -116,7 +139,10 @@ class ModelSpec:
     search_space: dict[str, tuple] = field(default_factory=dict)
     trials: int = 6
     selection_metric: str = "average_precision"
+    # The training window, counted back from the newest data (not from today): these many days,
+    # or, when `training_rows` is set, that many of the newest rows instead.
     training_days: int = 7
+    training_rows: int | None = None
     # Consecutive windows in time: train, then validation, then test (no shuffling across time).
     validation_fraction: float = 0.15
     test_fraction: float = 0.25
@@ -199,6 +225,7 @@ class UseCaseSpec:
     partitions_start: str  # first daily partition, YYYY-MM-DD
     sources: tuple[Source, ...] = (LandingFiles(),)
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
+    labels: Labels = field(default_factory=AnomalyWindows)
     # What one input row is called: its tables are raw_<table>, <table>_quarantine, stg_<table>.
     table: str = "events"
     # MQTT topics the consumer also takes events from, beside ml_platform/<name>/events.
@@ -223,6 +250,13 @@ class UseCaseSpec:
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def label_columns(self) -> tuple[str, ...]:
+        """The columns of a labels file (and of a posted label) of this use case."""
+        if isinstance(self.labels, EventLabels):
+            return (self.entity, self.timestamp, self.labels.column)
+        return (self.entity, "start", "end")
 
     @property
     def numeric_columns(self) -> list[Column]:

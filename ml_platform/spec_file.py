@@ -27,6 +27,7 @@ from ml_platform.spec import NUMBER_DTYPES, UseCaseSpec
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 DTYPES = ("string", "timestamp", "float", "integer", "boolean")
 ALGORITHMS = ("isolation_forest",)
+LABEL_MISSING = ("unlabelled", "negative")
 METRICS = ("roc_auc", "average_precision", "precision", "recall", "f1")
 # Columns a feature may read, by feature kind: numeric input only.
 NUMERIC = ("float", "integer", "boolean")  # what features read (a boolean as 0 / 1)
@@ -227,6 +228,7 @@ def problems(spec: UseCaseSpec) -> list[str]:
     need(model.algorithm in ALGORITHMS, "model.algorithm", f"unknown algorithm {model.algorithm!r}")
     need(model.selection_metric in ("roc_auc", "average_precision"), "model.selection_metric", "unknown")
     need(model.training_days > 0, "model.training_days", "must be positive")
+    need(model.training_rows is None or model.training_rows > 0, "model.training_rows", "must be positive")
     need(
         model.validation_fraction > 0
         and model.test_fraction > 0
@@ -245,6 +247,21 @@ def problems(spec: UseCaseSpec) -> list[str]:
     for i, column in enumerate(spec.drift.columns):
         need(column in names, f"drift.columns[{i}]", f"{column!r} is not a feature")
     need(0 < spec.drift.drift_share <= 1, "drift.drift_share", "must be within (0, 1]")
+    if isinstance(spec.labels, spec_module.EventLabels):
+        column = spec.labels.column
+        need(
+            bool(NAME.match(column)), "labels.column", f"{column!r} must be lower case letters, digits and _"
+        )
+        need(
+            column not in (spec.entity, spec.timestamp),
+            "labels.column",
+            f"{column!r} is the entity or the timestamp; the label needs its own column",
+        )
+        need(
+            spec.labels.missing in LABEL_MISSING,
+            "labels.missing",
+            f"{spec.labels.missing!r} is not one of {LABEL_MISSING}",
+        )
     try:
         dt.date.fromisoformat(spec.partitions_start)
     except ValueError:

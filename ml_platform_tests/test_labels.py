@@ -8,7 +8,7 @@ import pytest
 
 from ml_platform.ingestion.labels import label_days_table, labels_table, read_label_file
 from ml_platform.monitoring.assets import _day_ranges
-from ml_platform.monitoring.performance import matured_predictions
+from ml_platform.monitoring.performance import judged_predictions
 from ml_platform.usecases.sensor_anomaly import SPEC
 
 from .conftest import FIRST_DAY, day_range_tags, land_days, make_platform
@@ -102,9 +102,20 @@ def test_a_day_without_labels_yet_fails_naming_it(platform):
 def test_only_predictions_old_enough_and_on_labelled_days_are_judged():
     now = dt.datetime(2026, 10, 3, 12, tzinfo=dt.UTC)
     times = [dt.datetime(2026, 10, d, h, tzinfo=dt.UTC) for d, h in ((1, 1), (2, 1), (3, 11))]
-    predictions = pl.DataFrame({"feature_event_timestamp": times, "anomaly_score": [0.1, 0.2, 0.3]})
-    matured, stats = matured_predictions(predictions, SPEC, [dt.date(2026, 10, 1)], now)
-    assert matured["anomaly_score"].to_list() == [0.1]  # day 2: no labels yet; day 3: too recent
+    predictions = pl.DataFrame(
+        {
+            "model_version": "1",
+            SPEC.entity: "s-1",
+            "feature_event_timestamp": times,
+            "anomaly_score": [0.1, 0.2, 0.3],
+        }
+    )
+    windows = pl.DataFrame(
+        {SPEC.entity: ["s-1"], "start": [times[0]], "end": [times[0] + dt.timedelta(minutes=5)]}
+    )
+    judged, stats = judged_predictions(predictions, windows, SPEC, [dt.date(2026, 10, 1)], now)
+    assert judged["anomaly_score"].to_list() == [0.1]  # day 2: no labels yet; day 3: too recent
+    assert judged["label"].to_list() == [1]
     assert stats["matured"] == 2 and stats["labelled"] == 1 and stats["label_coverage"] == 0.5
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import httpx
+import polars as pl
 import pytest
 
 from ml_platform.automation.sensors import RETRAIN_ASSETS
@@ -143,6 +144,47 @@ def test_bad_events_are_refused_whole_with_the_field_named(platform):
     assert post_events(platform, {"sensor_id": "s-3"}).status_code == 422
     unknown = httpx.post(f"{platform.settings.serve_url}/v1/events/nope", json=good, timeout=30)
     assert unknown.status_code == 404
+
+
+def test_posted_labels_land_as_a_file_the_landing_sensor_loads(platform):
+    """A post states the windows of its days, like a landed file: newer, it wins for those days.
+    It restates the day's true windows, so the later tests train on the same labels."""
+    from ml_platform.ingestion.labels import label_files, labels_table, read_label_file
+    from ml_platform.usecases.sensor_anomaly import SPEC
+
+    from .conftest import day_range_tags
+
+    labels_dir = platform.settings.labels_dir_for(USE_CASE)
+    ((generated, *_),) = label_files(labels_dir)
+    start, end = (
+        dt.datetime.combine(d, dt.time(), tzinfo=dt.UTC) for d in (LAST_DAY, LAST_DAY + dt.timedelta(1))
+    )
+    true = read_label_file(generated, SPEC).filter((pl.col("start") < end) & (pl.col("end") >= start))
+    windows = [{"sensor_id": e, "start": s.isoformat(), "end": f.isoformat()} for e, s, f in true.iter_rows()]
+    assert windows, "the generator writes windows on every day"
+    url = f"{platform.settings.serve_url}/v1/labels/{USE_CASE}"
+    day = LAST_DAY.isoformat()
+    bad = [{**windows[0], "end": "x"}]
+    refused = httpx.post(url, json={"first_day": day, "last_day": day, "windows": bad}, timeout=30)
+    assert refused.status_code == 422 and "window 0: field 'end'" in refused.json()["error"]
+    posted = httpx.post(url, json={"first_day": day, "last_day": day, "windows": windows}, timeout=30)
+    assert posted.status_code == 202, posted.text
+    body = posted.json()
+    assert body["accepted"] == len(windows) and body["days"] == [day, day]
+    landed = labels_dir / body["file"]
+    assert landed.is_file()
+
+    result, _ = platform.tick(platform.sensor("landing_sensor"))
+    (request,) = [r for r in result.run_requests if r.run_key.startswith(f"labels:{landed.name}")]
+    assert request.tags["dagster/asset_partition_range_start"] == day
+    platform.materialize(["raw_labels"], tags=day_range_tags(LAST_DAY, LAST_DAY))
+    with platform.defs.resources["warehouse"].get_connection() as conn:
+        stored = conn.sql(
+            f'SELECT sensor_id, start, "end", source_file FROM {labels_table(SPEC)} WHERE label_day = ?',
+            params=[LAST_DAY],
+        ).pl()
+    assert set(stored["source_file"]) == {str(landed)}
+    assert stored.drop("source_file").sort("sensor_id", "start").equals(true.sort("sensor_id", "start"))
 
 
 def test_features_older_than_the_ttl_are_refused(platform):

@@ -25,11 +25,12 @@ TOKEN = "scenario-t0ken"
 
 
 def assert_guarded(settings, when: str) -> None:
-    """Prediction and event routes refuse a request without the token and answer one with it."""
+    """Prediction, event and label routes refuse a request without the token and answer one with it."""
     reading = {"sensor_id": "s-1", "timestamp": dt.datetime.now(dt.UTC).isoformat(), "value": 50.0}
     for path, body, ok in (
         (f"/v1/models/{USE_CASE}/predict", {"sensor_id": "s-1"}, 200),
         (f"/v1/events/{USE_CASE}", reading, 202),
+        (f"/v1/labels/{USE_CASE}", {"windows": "none"}, 422),  # past the token: the body is checked
     ):
         url = f"{settings.serve_url}{path}"
         refused = httpx.post(url, json=body, timeout=30)

@@ -225,6 +225,7 @@ def test_openapi_examples_are_requests_in_the_first_use_cases_columns():
     """The documented examples come from the spec and each passes its route's validation."""
     from ml_platform.serving.app import api
     from ml_platform.serving.events import validate_event
+    from ml_platform.serving.labels import window_labels
     from ml_platform.serving.protocols import Signature, mlflow_rows, predict_rows, v2_rows
 
     paths = api.openapi()["paths"]
@@ -240,6 +241,8 @@ def test_openapi_examples_are_requests_in_the_first_use_cases_columns():
     event = example("/v1/events/{use_case}")
     assert set(event) == set(SPEC.required_columns)
     assert validate_event(SPEC, event, 0)[1] == event
+    windows, first, _ = window_labels(SPEC, example("/v1/labels/{use_case}"))
+    assert windows[0][0] == entity and str(first) == SPEC.partitions_start
 
 
 def test_metrics_are_labelled_by_model_and_version(platform):

@@ -1,10 +1,12 @@
-"""Delayed labels: anomaly windows landed as files, loaded into daily partitions of the warehouse.
+"""Delayed labels, landed as files (or posted, which lands a file), loaded into daily partitions.
 
-A labels file ``<name>_<first day>_<last day>.csv`` (columns: the entity, ``start``, ``end``) holds
-every anomaly window of those days; a day it covers without a window had none. Partition ``D`` of
-``raw_labels`` holds the windows overlapping ``D`` from the newest file covering ``D``, and
-``label_days`` records that ``D``'s labels have arrived: monitoring judges predictions only on
-covered days.
+A labels file is ``<name>_<first day>_<last day>.csv``, in the columns of the spec's kind of labels:
+- anomaly windows (the entity, ``start``, ``end``): the file holds every window of the days it
+  covers, a day without a window had none. Partition ``D`` of ``raw_labels`` holds the windows
+  overlapping ``D`` from the newest file covering ``D``;
+- event labels (the entity, the timestamp, the label column): labels of events of those days; they
+  add up across files, and the newest file's label of an event wins (a correction).
+``label_days`` records which days' labels have arrived, and from which files.
 """
 
 from __future__ import annotations
@@ -16,11 +18,17 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from ml_platform.features.compute import EVENT_TIMESTAMP
 from ml_platform.ingestion.landing import file_sha256
-from ml_platform.spec import UseCaseSpec
+from ml_platform.spec import EventLabels, UseCaseSpec
 from ml_platform.tables import replace_days
 
 _SPAN = re.compile(r"_(\d{4}-\d{2}-\d{2})_(\d{4}-\d{2}-\d{2})\.csv$")
+
+
+# How a label is written in a file or a post, and what it means.
+LABEL_VALUES = {"1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0}
+LABEL = "label"
 
 
 class LabelFileError(ValueError):
@@ -50,46 +58,88 @@ def covering_file(files: list[tuple[Path, dt.date, dt.date]], day: dt.date) -> P
     return covering[-1] if covering else None
 
 
-def read_label_file(path: Path, spec: UseCaseSpec) -> pl.DataFrame:
-    """The windows of one file: entity, start, end (UTC); a bad row fails naming its line."""
-    frame = pl.read_csv(path, infer_schema=False)
-    missing = {spec.entity, "start", "end"} - set(frame.columns)
-    if missing:
-        raise LabelFileError(
-            f"{path}: missing column(s) {sorted(missing)}; expected {spec.entity}, start, end"
-        )
-    parsed = frame.select(
-        pl.col(spec.entity),
-        pl.col("start").str.to_datetime(time_zone="UTC", strict=False).alias("start"),
-        pl.col("end").str.to_datetime(time_zone="UTC", strict=False).alias("end"),
-        pl.col("start").alias("_start_text"),
-        pl.col("end").alias("_end_text"),
-    ).with_row_index("_line", offset=2)  # line 1 is the header
-    for field, problem in (
-        (spec.entity, pl.col(spec.entity).is_null()),
-        ("start", pl.col("start").is_null()),
-        ("end", pl.col("end").is_null()),
-        ("end", pl.col("end") < pl.col("start")),
-    ):
+def _utc(text: str | None) -> dt.datetime | None:
+    """An ISO-8601 time in UTC (without an offset it is UTC), or None when it is not one."""
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())  # type: ignore[union-attr]
+    except (AttributeError, ValueError):
+        return None
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def _parse_times(frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
+    """Each text column of ``columns`` parsed to UTC value by value (a file may mix offsets and
+    naive times; an unparseable value becomes null), its text kept as ``_<name>_text``."""
+    return frame.with_columns(
+        *(pl.Series(c, [_utc(v) for v in frame[c]], dtype=pl.Datetime("us", "UTC")) for c in columns),
+        *(pl.col(c).alias(f"_{c}_text") for c in columns),
+    )
+
+
+def _first_bad(path: Path, parsed: pl.DataFrame, problems: list[tuple[str, pl.Expr]], shown: list[str]):
+    for field, problem in problems:
         bad = parsed.filter(problem)
         if not bad.is_empty():
             row = bad.row(0, named=True)
+            values = ", ".join(f"{c}={row[f'_{c}_text']!r}" for c in shown)
             raise LabelFileError(
-                f"{path}, line {row['_line']}: field '{field}' is missing, unparseable or before start "
-                f"(start={row['_start_text']!r}, end={row['_end_text']!r}); {len(bad)} such row(s)"
+                f"{path}, line {row['_line']}: field '{field}' is missing, unparseable or out of place "
+                f"({values}); {len(bad)} such row(s)"
             )
-    return parsed.select(spec.entity, "start", "end")
 
 
-def load_label_days(
-    conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, labels_dir: Path, first: dt.date, last: dt.date
-) -> dict[str, object]:
-    """Replace partitions ``first``..``last`` of ``raw_labels`` and ``label_days``.
+def read_label_file(path: Path, spec: UseCaseSpec) -> pl.DataFrame:
+    """The labels of one file, times in UTC: windows (entity, start, end) or event labels (entity,
+    timestamp, label as 0/1); a bad row fails naming its line and field."""
+    frame = pl.read_csv(path, infer_schema=False)
+    expected = spec.label_columns
+    missing = set(expected) - set(frame.columns)
+    if missing:
+        raise LabelFileError(f"{path}: missing column(s) {sorted(missing)}; expected {', '.join(expected)}")
+    entity = spec.entity
+    frame = frame.select(expected).with_row_index("_line", offset=2)  # line 1 is the header
+    if isinstance(spec.labels, EventLabels):
+        timestamp, column = expected[1], expected[2]
+        parsed = _parse_times(frame, (timestamp,)).with_columns(
+            pl.col(column).alias(f"_{column}_text"),
+            pl.col(column)
+            .str.strip_chars()
+            .str.to_lowercase()
+            .replace_strict(LABEL_VALUES, default=None, return_dtype=pl.Int8),
+        )
+        _first_bad(
+            path,
+            parsed,
+            [
+                (entity, pl.col(entity).is_null()),
+                (timestamp, pl.col(timestamp).is_null()),
+                (column, pl.col(column).is_null()),
+            ],
+            [timestamp, column],
+        )
+        return parsed.select(entity, timestamp, column)
+    parsed = _parse_times(frame, ("start", "end"))
+    _first_bad(
+        path,
+        parsed,
+        [
+            (entity, pl.col(entity).is_null()),
+            ("start", pl.col("start").is_null()),
+            ("end", pl.col("end").is_null()),
+            ("end", pl.col("end") < pl.col("start")),
+        ],
+        ["start", "end"],
+    )
+    return parsed.select(entity, "start", "end")
 
-    Fails before writing anything when a day has no labels file yet or a file is bad.
-    """
-    days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-    files_found = label_files(labels_dir)
+
+def _day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    return start, start + dt.timedelta(days=1)
+
+
+def _window_rows(spec, days, files_found, labels_dir) -> tuple[list, list, dict]:
+    """Per day, the windows overlapping it from the newest file covering it."""
     sources = {day: covering_file(files_found, day) for day in days}
     uncovered = [d.isoformat() for d, path in sources.items() if path is None]
     if uncovered:
@@ -98,13 +148,10 @@ def load_label_days(
             "(labels land as <name>_<first day>_<last day>.csv)"
         )
     files = {path: (read_label_file(path, spec), file_sha256(path)) for path in set(sources.values())}
-    ingested_at = dt.datetime.now(dt.UTC)
     rows, coverage = [], []
     for day, path in sources.items():
         windows, sha = files[path]
-        start, end = (
-            dt.datetime.combine(d, dt.time(), tzinfo=dt.UTC) for d in (day, day + dt.timedelta(days=1))
-        )
+        start, end = _day_bounds(day)
         overlapping = windows.filter((pl.col("start") < end) & (pl.col("end") >= start))
         rows.append(
             overlapping.with_columns(
@@ -114,19 +161,91 @@ def load_label_days(
             )
         )
         coverage.append(
-            {"label_day": day, "source_file": str(path), "file_sha256": sha, "windows": len(overlapping)}
+            {"label_day": day, "source_file": str(path), "file_sha256": sha, "labels": len(overlapping)}
         )
+    return rows, coverage, {str(path): sha for path, (_, sha) in files.items()}
+
+
+def _event_rows(spec, days, files_found) -> tuple[list, list, dict]:
+    """Per day, the labels of its events from every file covering it, the newest label per event.
+
+    A label whose event lies outside the days its file's name covers fails: it would never be read."""
+    timestamp = spec.timestamp
+    frames, shas = [], {}
+    for order, (path, first, last) in enumerate(files_found):
+        if last < days[0] or first > days[-1]:
+            continue
+        labels = read_label_file(path, spec)
+        day = pl.col(timestamp).dt.date()
+        outside = labels.with_row_index("_line", offset=2).filter(~day.is_between(first, last))
+        if not outside.is_empty():
+            row = outside.row(0, named=True)
+            raise LabelFileError(
+                f"{path}, line {row['_line']}: field '{timestamp}' ({row[timestamp]}) is outside the days "
+                f"the file name covers ({first}..{last}); {len(outside)} such row(s)"
+            )
+        shas[str(path)] = sha = file_sha256(path)
+        frames.append(
+            labels.filter(day.is_between(days[0], days[-1])).with_columns(
+                day.alias("label_day"),
+                pl.lit(str(path)).alias("source_file"),
+                pl.lit(sha).alias("file_sha256"),
+                pl.lit(order).alias("_order"),
+            )
+        )
+    schema = {
+        spec.entity: pl.String,
+        timestamp: pl.Datetime("us", "UTC"),
+        spec.labels.column: pl.Int8,
+        "label_day": pl.Date,
+        "source_file": pl.String,
+        "file_sha256": pl.String,
+        "_order": pl.Int32,
+    }
+    found = pl.concat([f.cast(schema) for f in frames]) if frames else pl.DataFrame(schema=schema)
+    newest = found.sort("_order").unique([spec.entity, timestamp], keep="last", maintain_order=True)
+    coverage = (
+        newest.group_by("label_day", "source_file", "file_sha256")
+        .agg(pl.len().cast(pl.Int64).alias("labels"))
+        .sort("label_day", "source_file")
+    )
+    return [newest.drop("_order").sort(spec.entity, timestamp)], coverage.to_dicts(), shas
+
+
+def load_label_days(
+    conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, labels_dir: Path, first: dt.date, last: dt.date
+) -> dict[str, object]:
+    """Replace partitions ``first``..``last`` of ``raw_labels`` and ``label_days``.
+
+    Fails before writing anything when a file is bad or, for anomaly windows, a day has no labels
+    file yet (a day's windows are only known once a file covers it)."""
+    days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    files_found = label_files(labels_dir)
+    if isinstance(spec.labels, EventLabels):
+        rows, coverage, sources = _event_rows(spec, days, files_found)
+    else:
+        rows, coverage, sources = _window_rows(spec, days, files_found, labels_dir)
+    ingested_at = dt.datetime.now(dt.UTC)
     labels = pl.concat(rows).with_columns(pl.lit(ingested_at).alias("ingested_at"))
-    covered = pl.DataFrame(coverage).with_columns(pl.lit(ingested_at).alias("ingested_at"))
+    covered_schema = {
+        "label_day": pl.Date,
+        "source_file": pl.String,
+        "file_sha256": pl.String,
+        "labels": pl.Int64,
+    }
+    covered = pl.DataFrame(coverage, schema=covered_schema).with_columns(
+        pl.lit(ingested_at).alias("ingested_at")
+    )
     conn.sql(f"CREATE SCHEMA IF NOT EXISTS {spec.name}")
     replace_days(
         conn, "label_day", first, last, {labels_table(spec): labels, label_days_table(spec): covered}
     )
     return {
         "dagster/row_count": len(labels),
-        "windows": labels.select(spec.entity, "start", "end").unique().height,
+        "labels": labels.select(spec.label_columns).unique().height,
         "days": len(days),
-        "source_files": {str(path): sha for path, (_, sha) in sorted(files.items())},
+        "days_with_labels": covered["label_day"].n_unique(),
+        "source_files": dict(sorted(sources.items())),
     }
 
 
@@ -143,19 +262,26 @@ def _exists(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, table: str) -> b
     return conn.sql(query, params=[spec.name, table]).fetchall()[0][0] > 0
 
 
-def read_label_windows(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> pl.DataFrame:
-    """Every anomaly window that has arrived (entity, start, end); empty before any label lands."""
-    schema = {spec.entity: pl.String, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC")}
+def read_labels(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> pl.DataFrame:
+    """Every label that has arrived, empty before any landed: anomaly windows (entity, ``start``,
+    ``end``), or event labels (entity, ``event_timestamp``, ``label`` as 0/1)."""
+    if isinstance(spec.labels, EventLabels):
+        schema = {spec.entity: pl.String, EVENT_TIMESTAMP: pl.Datetime("us", "UTC"), LABEL: pl.Int8}
+        query = (
+            f"SELECT {spec.entity}, {spec.timestamp} AS {EVENT_TIMESTAMP}, {spec.labels.column} AS {LABEL} "
+            f"FROM {labels_table(spec)} ORDER BY ALL"
+        )
+    else:
+        schema = {spec.entity: pl.String, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC")}
+        query = f'SELECT DISTINCT {spec.entity}, start, "end" FROM {labels_table(spec)} ORDER BY ALL'
     if not _exists(conn, spec, "raw_labels"):
         return pl.DataFrame(schema=schema)
-    query = f'SELECT DISTINCT {spec.entity}, start, "end" FROM {labels_table(spec)} ORDER BY ALL'
     return conn.sql(query).pl().cast(schema)
 
 
 def labelled_days(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> list[dt.date]:
-    """Days whose labels have arrived."""
+    """Days whose labels have arrived (for event labels: days with at least one label)."""
     if not _exists(conn, spec, "label_days"):
         return []
-    return [
-        row[0] for row in conn.sql(f"SELECT label_day FROM {label_days_table(spec)} ORDER BY 1").fetchall()
-    ]
+    query = f"SELECT DISTINCT label_day FROM {label_days_table(spec)} ORDER BY 1"
+    return [row[0] for row in conn.sql(query).fetchall()]

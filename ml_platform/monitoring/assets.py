@@ -11,14 +11,13 @@ from dagster_duckdb import DuckDBResource
 from ml_platform.automation.conditions import after_any_update
 from ml_platform.features.assets import features_table, read_features
 from ml_platform.features.compute import EVENT_TIMESTAMP
-from ml_platform.ingestion.labels import labelled_days, read_label_windows
+from ml_platform.ingestion.labels import labelled_days, read_labels
 from ml_platform.metadata import latest_metadata, markdown_table
 from ml_platform.monitoring.performance import (
+    judged_predictions,
     latency_summary,
     live_metrics,
-    matured_predictions,
     skew,
-    with_labels,
 )
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.serving.assets import predictions_table
@@ -217,15 +216,14 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         predictions = read_predictions(warehouse, spec)
         now = dt.datetime.now(dt.UTC)
         with warehouse.get_connection() as conn:
-            windows, days = read_label_windows(conn, spec), labelled_days(conn, spec)
+            labels, days = read_labels(conn, spec), labelled_days(conn, spec)
         if predictions.is_empty():
-            matured, stats = (
+            labelled, stats = (
                 predictions,
                 {"predictions": 0.0, "matured": 0.0, "labelled": 0.0, "label_coverage": 0.0},
             )
         else:
-            matured, stats = matured_predictions(predictions, spec, days, now)
-        labelled = with_labels(matured, windows, spec) if not matured.is_empty() else matured
+            labelled, stats = judged_predictions(predictions, labels, spec, days, now)
         champion = registry.alias_ref(settings, spec.name, registry.CHAMPION)
         by_version = (
             {str(v): live_metrics(group) for (v,), group in labelled.group_by("model_version")}

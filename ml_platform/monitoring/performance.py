@@ -12,28 +12,30 @@ from ml_platform.spec import UseCaseSpec
 from ml_platform.training.dataset import LABEL, label_rows
 
 
-def matured_predictions(
-    predictions: pl.DataFrame, spec: UseCaseSpec, labelled_days: list[dt.date], now: dt.datetime
+def judged_predictions(
+    predictions: pl.DataFrame,
+    labels: pl.DataFrame,
+    spec: UseCaseSpec,
+    labelled_days: list[dt.date],
+    now: dt.datetime,
 ) -> tuple[pl.DataFrame, dict[str, float]]:
-    """Predictions old enough for their labels (lateness) and on days whose labels have arrived."""
+    """Served feature vectors old enough for their labels (``label_lateness``) whose label is known,
+    each with its ``label`` (see ``training.dataset.label_rows``); a vector served many times by one
+    version counts once. Anomaly windows are known on the days their labels arrived."""
     horizon = now - spec.monitoring.label_lateness
     old = predictions.filter(pl.col("feature_event_timestamp") <= horizon)
-    matured = old.filter(pl.col("feature_event_timestamp").dt.date().is_in(labelled_days))
-    stats = {
-        "predictions": float(len(predictions)),
-        "matured": float(len(old)),
-        "labelled": float(len(matured)),
-        "label_coverage": len(matured) / len(old) if len(old) else 0.0,
-    }
-    return matured, stats
-
-
-def with_labels(matured: pl.DataFrame, windows: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
-    """Labels per served feature vector; a vector served many times by one version counts once."""
-    keyed = matured.rename({"feature_event_timestamp": EVENT_TIMESTAMP}).unique(
+    keyed = old.rename({"feature_event_timestamp": EVENT_TIMESTAMP}).unique(
         subset=["model_version", spec.entity, EVENT_TIMESTAMP], keep="first", maintain_order=True
     )
-    return keyed.with_columns(label_rows(keyed, windows, spec).get_column(LABEL))
+    found = label_rows(keyed, labels, spec, labelled_days, now).get_column(LABEL)
+    judged = keyed.with_columns(found).filter(pl.col(LABEL).is_not_null())
+    stats = {
+        "predictions": float(len(predictions)),
+        "matured": float(len(keyed)),
+        "labelled": float(len(judged)),
+        "label_coverage": len(judged) / len(keyed) if len(keyed) else 0.0,
+    }
+    return judged, stats
 
 
 def live_metrics(labelled: pl.DataFrame, score_column: str = "anomaly_score") -> dict[str, float]:

@@ -1,7 +1,8 @@
 """The Ray Serve application: every use case's champion behind one HTTP ingress.
 
 - Protocols: ``/v1/models/{m}/predict``, Open Inference Protocol v2 (``/v2/...``), MLflow scoring
-  (``/invocations``, ``/v1/models/{m}/invocations``), ``/v1/events/{use_case}``, ``/metrics``.
+  (``/invocations``, ``/v1/models/{m}/invocations``), ``/v1/events/{use_case}``,
+  ``/v1/labels/{use_case}``, ``/metrics``.
 - Concurrent requests are scored together (``@serve.batch``): one model call per batch.
 - Each replica follows the registry: every ``WATCH_S`` seconds it reads the ``champion`` and
   ``challenger`` aliases and the canary/shadow settings. A new model is loaded, its sha256
@@ -33,6 +34,7 @@ from ray import serve
 from ml_platform.features.online_store import make_online_store, unavailable
 from ml_platform.serving.cluster import bind_replica_grpc_to_node_address
 from ml_platform.serving.events import EventError, EventIngestor, example_event, example_value
+from ml_platform.serving.labels import LabelError, LabelLanding, example_labels
 from ml_platform.serving.log import PredictionLogWriter
 from ml_platform.serving.protocols import (
     RequestError,
@@ -87,6 +89,7 @@ def request_examples(spec: UseCaseSpec) -> dict[str, Any]:
         "/invocations": {"dataframe_records": [entity]},
         "/v1/models/{model}/invocations": {"dataframe_records": [entity]},
         "/v1/events/{use_case}": example_event(spec),
+        "/v1/labels/{use_case}": example_labels(spec, entity[spec.entity]),
     }
 
 
@@ -131,6 +134,9 @@ class ModelServer:
         self.ingestors = {
             name: EventIngestor(self.settings, spec, self.online_store)
             for name, spec in self.use_cases.items()
+        }
+        self.label_landings = {
+            name: LabelLanding(self.settings, spec) for name, spec in self.use_cases.items()
         }
         self.routing: dict[str, Routing] = {name: Routing() for name in self.use_cases}
         self.load_errors: dict[str, str] = {}
@@ -460,6 +466,26 @@ class ModelServer:
         body: dict[str, Any] = {"accepted": ingested.accepted}
         if ingested.online_error:
             body["online_features"] = f"not updated ({ingested.online_error}); the batch path adds them"
+        return JSONResponse(body, status_code=202)
+
+    @api.post("/v1/labels/{use_case}", status_code=202, openapi_extra=_json_body())
+    async def labels(self, use_case: str, request: Request) -> Response:
+        try:
+            if use_case not in self.label_landings:
+                raise RequestError(
+                    404, f"unknown use case {use_case!r}; known: {sorted(self.label_landings)}"
+                )
+            payload = await self._json(request)
+            landed = self.label_landings[use_case].land(payload)
+        except RequestError as exc:
+            return _error(exc.status, exc.message)
+        except LabelError as exc:
+            return _error(422, str(exc))
+        body = {
+            "accepted": landed.accepted,
+            "days": [landed.first_day.isoformat(), landed.last_day.isoformat()],
+            "file": landed.file,
+        }
         return JSONResponse(body, status_code=202)
 
     @api.get("/v2/health/live")

@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 
 from ml_platform.features.assets import read_features, staged_table
 from ml_platform.features.compute import EVENT_TIMESTAMP
-from ml_platform.ingestion.labels import labelled_days, read_label_windows
+from ml_platform.ingestion.labels import labelled_days, read_labels
 from ml_platform.metadata import latest_metadata, markdown_table
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.settings import REPO_ROOT, Settings
@@ -68,6 +68,12 @@ def _features(frame: pl.DataFrame, spec: UseCaseSpec) -> "pd.DataFrame":
     return model_input(frame.select(names).to_pandas(), names)
 
 
+def _window_text(spec: UseCaseSpec) -> str:
+    if spec.model.training_rows is not None:
+        return f"Newest {spec.model.training_rows} rows"
+    return f"Last {spec.model.training_days} days"
+
+
 def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     key = {
         name: dg.AssetKey([spec.name, name])
@@ -89,15 +95,25 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         pool=WAREHOUSE_POOL,
         kinds={"polars", "duckdb"},
         description=(
-            f"Last {spec.model.training_days} days of {spec.table} with point-in-time features, labelled, "
+            f"{_window_text(spec)} of {spec.table} with point-in-time features, labelled, "
             "split by time into train / validation / test."
         ),
     )
     def training_set(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
         with warehouse.get_connection() as conn:
-            windows, days = read_label_windows(conn, spec), labelled_days(conn, spec)
+            labels, days = read_labels(conn, spec), labelled_days(conn, spec)
             spine = conn.sql(f'SELECT {spec.entity}, "{spec.timestamp}" FROM {staged_table(spec)}').pl()
-        frame = build_training_set(spine, read_features(warehouse, spec), windows, spec, days)
+        # Anomaly windows before any labels landed: every row counts as normal (unsupervised).
+        frame = build_training_set(spine, read_features(warehouse, spec), labels, spec, days or None)
+        if frame.filter(pl.col(SPLIT) != UNLABELLED).is_empty():
+            raise dg.Failure(
+                description=(
+                    f"{spec.name}: no row of the training window has a label yet; land labels in "
+                    f"{platform.settings.labels_dir_for(spec.name)} or POST them to /v1/labels/{spec.name} "
+                    f"(columns {', '.join(spec.label_columns)})"
+                ),
+                allow_retries=False,
+            )
         with warehouse.get_connection() as conn:
             conn.register("training_rows", frame.to_arrow())
             conn.sql(f"CREATE OR REPLACE TABLE {training_table(spec)} AS SELECT * FROM training_rows")
@@ -154,7 +170,7 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             **best.params,
             "seed": spec.model.seed,
             "features": ",".join(spec.features.feature_names()),
-            "training_days": spec.model.training_days,
+            "training_window": _window_text(spec),
             "trials": len(trials),
             "selected_on": scored_on,
         }

@@ -1,4 +1,4 @@
-"""Training sets: recent feature rows labelled from anomaly windows, split by time."""
+"""Training sets: recent feature rows, labelled from anomaly windows or per-event labels, split by time."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import polars as pl
 
 from ml_platform.features.compute import EVENT_TIMESTAMP
 from ml_platform.features.point_in_time import point_in_time_join
-from ml_platform.spec import UseCaseSpec
+from ml_platform.spec import EventLabels, UseCaseSpec
 
 LABEL = "label"
 SPLIT = "split"
@@ -17,25 +17,66 @@ WINDOW = "anomaly_window"
 UNLABELLED = "unlabelled"
 
 
-def label_rows(features: pl.DataFrame, windows: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
-    """``label`` (1 inside an anomaly window of the row's entity, else 0) and ``anomaly_window``
-    (an id of that window, for window-level recall; null outside windows)."""
-    keyed = features.select(spec.entity, EVENT_TIMESTAMP).with_row_index("_row")
+def _window_labels(keyed: pl.DataFrame, windows: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
     if windows.is_empty():
-        return keyed.with_columns(
-            pl.lit(0, pl.Int8).alias(LABEL), pl.lit(None, pl.String).alias(WINDOW)
-        ).select(LABEL, WINDOW)
+        return keyed.with_columns(pl.lit(0, pl.Int8).alias(LABEL), pl.lit(None, pl.String).alias(WINDOW))
     hits = (
         keyed.join(windows, on=spec.entity)
         .filter(pl.col(EVENT_TIMESTAMP).is_between(pl.col("start"), pl.col("end")))
         .group_by("_row")
         .agg(pl.format("{}@{}", pl.col(spec.entity), pl.col("start")).min().alias(WINDOW))
     )
-    return (
-        keyed.join(hits, on="_row", how="left")
-        .sort("_row")
-        .select(pl.col(WINDOW).is_not_null().cast(pl.Int8).alias(LABEL), pl.col(WINDOW))
+    return keyed.join(hits, on="_row", how="left").with_columns(
+        pl.col(WINDOW).is_not_null().cast(pl.Int8).alias(LABEL)
     )
+
+
+def _event_labels(
+    keyed: pl.DataFrame, labels: pl.DataFrame, spec: UseCaseSpec, now: dt.datetime
+) -> pl.DataFrame:
+    joined = keyed.join(
+        labels.select(spec.entity, pl.col(EVENT_TIMESTAMP).cast(pl.Datetime("us", "UTC")), LABEL),
+        on=[spec.entity, EVENT_TIMESTAMP],
+        how="left",
+        maintain_order="left",
+    )
+    if spec.labels.missing == "negative":  # no label once the lateness has passed: a negative
+        matured = pl.col(EVENT_TIMESTAMP) <= now - spec.monitoring.label_lateness
+        joined = joined.with_columns(
+            pl.when(pl.col(LABEL).is_null() & matured)
+            .then(0)
+            .otherwise(pl.col(LABEL))
+            .cast(pl.Int8)
+            .alias(LABEL)
+        )
+    return joined.with_columns(pl.lit(None, pl.String).alias(WINDOW))
+
+
+def label_rows(
+    rows: pl.DataFrame,
+    labels: pl.DataFrame,
+    spec: UseCaseSpec,
+    labelled_days: list[dt.date] | None = None,
+    now: dt.datetime | None = None,
+) -> pl.DataFrame:
+    """``label`` per row (1, 0, or null while it is not known) and ``anomaly_window`` (an id of the
+    row's window, for window-level recall; null outside windows and for event labels).
+
+    ``labels`` is what ``ingestion.labels.read_labels`` gives for the spec's kind. With anomaly
+    windows, a row inside a window of its entity is 1, any other is 0, and a row of a day not in
+    ``labelled_days`` (when given) is null. With event labels, a row takes its event's label; one
+    without is null, or 0 once ``label_lateness`` has passed at ``now`` if the spec says so."""
+    keyed = rows.select(spec.entity, pl.col(EVENT_TIMESTAMP).cast(pl.Datetime("us", "UTC"))).with_row_index(
+        "_row"
+    )
+    if isinstance(spec.labels, EventLabels):
+        found = _event_labels(keyed, labels, spec, now or dt.datetime.now(dt.UTC))
+    else:
+        found = _window_labels(keyed, labels, spec)
+        if labelled_days is not None:
+            covered = pl.col(EVENT_TIMESTAMP).dt.date().is_in(labelled_days)
+            found = found.with_columns(pl.when(covered).then(pl.col(LABEL)).alias(LABEL))
+    return found.sort("_row").select(pl.col(LABEL).cast(pl.Int8), pl.col(WINDOW).cast(pl.String))
 
 
 def split_boundaries(timestamps: pl.Series, validation_fraction: float, test_fraction: float):
@@ -47,38 +88,43 @@ def split_boundaries(timestamps: pl.Series, validation_fraction: float, test_fra
     return validation_from, test_from
 
 
+def training_window(spine: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
+    """The spine's rows of the training window, counted back from its newest row: the last
+    ``training_days`` days, or the newest ``training_rows`` rows when the spec gives a count."""
+    if spec.model.training_rows is not None:
+        return spine.sort(spec.timestamp, spec.entity).tail(spec.model.training_rows)
+    newest = spine[spec.timestamp].max()
+    return spine.filter(pl.col(spec.timestamp) > newest - dt.timedelta(days=spec.model.training_days))
+
+
 def build_training_set(
     spine: pl.DataFrame,
     features: pl.DataFrame,
-    windows: pl.DataFrame,
+    labels: pl.DataFrame,
     spec: UseCaseSpec,
     labelled_days: list[dt.date] | None = None,
+    now: dt.datetime | None = None,
 ) -> pl.DataFrame:
-    """Training rows for the spine's (entity, timestamp) pairs of the last ``training_days``:
-    features as known at each timestamp (point-in-time), labels, and a split by time into
-    train, validation and test windows.
+    """Training rows for the spine's (entity, timestamp) pairs of the training window: features as
+    known at each timestamp (point-in-time), labels, and a split by time into train, validation
+    and test windows.
 
-    With ``labelled_days`` (the days whose labels have arrived), a row of another day has a null
-    label, and the windows are cut from the rows up to the newest labelled day: the test window is
-    the most recent *labelled* data, and a row whose labels are still to come is ``unlabelled``
-    (never a negative). Without it, every row counts as labelled.
+    A row whose label is not known (``label_rows``: a day whose windows have not arrived, an event
+    without its label yet) has a null label, and the windows are cut from the rows up to the newest
+    labelled one: the test window is the most recent *labelled* data, and a row whose label is still
+    to come is ``unlabelled`` (never a negative).
     """
-    newest = spine[spec.timestamp].max()
-    recent = spine.filter(pl.col(spec.timestamp) > newest - dt.timedelta(days=spec.model.training_days))
+    recent = training_window(spine, spec)
     joined = point_in_time_join(recent, features, spec.entity, spec.timestamp, ttl=spec.features.ttl)
     rows = (
         joined.rename({spec.timestamp: EVENT_TIMESTAMP})
         .select(spec.entity, EVENT_TIMESTAMP, *spec.features.feature_names())
         .sort(spec.entity, EVENT_TIMESTAMP)
     )
-    frame = pl.concat([rows, label_rows(rows, windows, spec)], how="horizontal")
-    if labelled_days:
-        covered = pl.col(EVENT_TIMESTAMP).dt.convert_time_zone("UTC").dt.date().is_in(labelled_days)
-        frame = frame.with_columns(
-            pl.when(covered).then(pl.col(LABEL)).alias(LABEL), covered.alias("_covered")
-        )
-    else:
-        frame = frame.with_columns(pl.lit(True).alias("_covered"))
+    found = label_rows(rows, labels, spec, labelled_days, now)
+    frame = pl.concat([rows, found], how="horizontal").with_columns(
+        pl.col(LABEL).is_not_null().alias("_covered")
+    )
     labelled = frame.filter("_covered")[EVENT_TIMESTAMP]
     if labelled.is_empty():
         return frame.with_columns(pl.lit(UNLABELLED).alias(SPLIT)).drop("_covered")
