@@ -165,7 +165,7 @@ def _actor() -> str:
 @click.option("--reason", default="promoted by hand", show_default=True)
 def promote(use_case: str, version: str | None, alias: str, reason: str) -> None:
     from ml_platform.training import registry
-    from ml_platform.training.assets import GATE_PASSED_TAG
+    from ml_platform.training.steps import GATE_PASSED_TAG
 
     _use_case(use_case)
     settings = load_settings()

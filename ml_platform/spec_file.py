@@ -210,8 +210,22 @@ def problems(spec: UseCaseSpec) -> list[str]:
             field = f"features.features[{i}].{attr}"
             if column not in columns:
                 found.append(f"{field}: unknown column {column!r}")
+            elif isinstance(feature, definitions.IsValue):
+                allowed = columns[column].allowed_values
+                if columns[column].dtype != "string":
+                    found.append(
+                        f"{field}: column {column!r} is {columns[column].dtype}; is_value reads text"
+                    )
+                elif allowed and feature.value not in allowed:
+                    found.append(
+                        f"features.features[{i}].value: {feature.value!r} is not among {column!r}'s "
+                        f"allowed values {list(allowed)}"
+                    )
             elif columns[column].dtype not in NUMERIC:
-                found.append(f"{field}: column {column!r} is {columns[column].dtype}; features read numbers")
+                found.append(
+                    f"{field}: column {column!r} is {columns[column].dtype}; this feature reads numbers "
+                    "(a text column takes is_value)"
+                )
         if isinstance(feature, definitions.Rolling):
             aggs = ("mean", "std", "min", "max", "count")
             need(feature.agg in aggs, f"features.features[{i}].agg", f"{feature.agg!r} is not one of {aggs}")

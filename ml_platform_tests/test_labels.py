@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 
 from ml_platform.ingestion.labels import label_days_table, labels_table, read_label_file
-from ml_platform.monitoring.assets import _day_ranges
 from ml_platform.monitoring.performance import judged_predictions
+from ml_platform.monitoring.results import day_ranges
 from ml_platform.usecases.sensor_anomaly import SPEC
 
 from .conftest import FIRST_DAY, day_range_tags, land_days, make_platform
@@ -121,7 +121,7 @@ def test_only_predictions_old_enough_and_on_labelled_days_are_judged():
 
 def test_labelled_days_read_as_ranges():
     days = [dt.date(2026, 1, d) for d in (1, 2, 3, 5)]
-    assert _day_ranges(days) == "2026-01-01..2026-01-03, 2026-01-05..2026-01-05"
+    assert day_ranges(days) == "2026-01-01..2026-01-03, 2026-01-05..2026-01-05"
 
 
 def test_without_any_window_every_row_is_labelled_normal():

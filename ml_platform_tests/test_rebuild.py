@@ -7,7 +7,7 @@ import duckdb
 from ml_platform.features.assets import features_table, staged_table
 from ml_platform.features.online_store import make_online_store
 from ml_platform.ingestion.labels import labels_table
-from ml_platform.training.assets import content_sha256
+from ml_platform.training.steps import content_sha256
 from ml_platform.usecases import get_use_case
 
 from .conftest import FIRST_DAY, USE_CASE, land_days, make_platform

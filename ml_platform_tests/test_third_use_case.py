@@ -45,6 +45,7 @@ features:
     - {kind: diff_from_mean, column: kwh, rows: 12}
     - {kind: value, column: phase}
     - {kind: value, column: humidity}
+    - {kind: is_value, column: tariff, value: night}
   ttl: 5000d
 model:
   algorithm: isolation_forest
@@ -136,7 +137,9 @@ def test_the_meters_use_case_goes_through_the_whole_loop(loop):
             conn.sql("SELECT meter_id, count(*) FROM meters.stg_meter_readings GROUP BY 1").fetchall()
         )
         quarantined = conn.sql("SELECT count(*) FROM meters.meter_readings_quarantine").fetchall()[0][0]
+        night = conn.sql("SELECT avg(tariff_is_night) FROM meters.features").fetchall()[0][0]
     assert staged == {m: len(TIMES) for m in GOOD} and quarantined == len(TIMES)
+    assert night == pytest.approx(8 / 24)  # the categorical column, one-hot: 22:00 to 06:00
 
     # Serving is up before any model: the labels route takes the readings' labels, positives only
     # (`missing: negative`), in two posts of the kind a labelling tool sends.
@@ -194,7 +197,7 @@ def test_the_meters_use_case_goes_through_the_whole_loop(loop):
     )
     assert normal.status_code == 200 and normal.json()["is_anomaly"] is False
     # By rows: the optional column's feature may be left out.
-    row = {name: 2.0 if name == "phase" else 50.0 for name in spec.features.feature_names()}
+    row = {name: 50.0 for name in spec.features.feature_names()} | {"phase": 2.0, "tariff_is_night": 1.0}
     del row["humidity"]
     by_rows = httpx.post(
         f"{settings.serve_url}/v1/models/meters/predict", json={"instances": [row]}, timeout=30

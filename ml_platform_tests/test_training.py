@@ -15,9 +15,10 @@ from ml_platform.cli import main
 from ml_platform.home import prepare_home
 from ml_platform.metadata import describe_failed_check, failed_checks, latest_metadata
 from ml_platform.training import registry
-from ml_platform.training.assets import GATE_PASSED_TAG, build_training_assets, read_split
+from ml_platform.training.assets import build_training_assets
 from ml_platform.training.evaluate import model_input
 from ml_platform.training.model import anomaly_scores, build_pipeline
+from ml_platform.training.steps import GATE_PASSED_TAG, read_split
 from ml_platform.usecases import get_use_case
 
 from .conftest import DAYS, FIRST_DAY, USE_CASE, key, land_days, make_platform

@@ -168,6 +168,21 @@ def test_user_use_cases_come_from_files_modules_and_entry_points(user_repo, monk
             "columns[5].min_value",
             "bounds apply to float and integer columns, not to boolean column 'running'",
         ),
+        (
+            ("{kind: value, column: flow}", "{kind: is_value, column: mode, value: turbo}"),
+            "features.features[3].value",
+            "'turbo' is not among 'mode''s allowed values ['auto', 'manual']",
+        ),
+        (
+            ("{kind: value, column: flow}", "{kind: is_value, column: flow, value: high}"),
+            "features.features[3].column",
+            "column 'flow' is float; is_value reads text",
+        ),
+        (
+            ("{kind: value, column: flow}", "{kind: value, column: mode}"),
+            "features.features[3].column",
+            "column 'mode' is string; this feature reads numbers (a text column takes is_value)",
+        ),
     ],
 )
 def test_an_invalid_spec_fails_naming_file_use_case_and_field(user_repo, change, field, problem):
@@ -357,7 +372,7 @@ def test_no_platform_module_spells_a_shipped_use_cases_columns_table_or_features
     assert found == []
 
 
-def test_events_of_integer_and_boolean_columns_are_checked_like_landed_rows(user_repo):
+def test_events_of_integer_boolean_and_categorical_columns_are_checked_like_landed_rows(user_repo):
     from ml_platform.serving.events import EventError, example_event, validate_event
 
     (spec,) = read_spec_file(user_repo / "pumps.yaml")
@@ -370,6 +385,7 @@ def test_events_of_integer_and_boolean_columns_are_checked_like_landed_rows(user
         ({"stage": 9}, "'stage' is above 5"),
         ({"running": "yes"}, "'running' must be true or false"),
         ({"running": 1}, "'running' must be true or false"),
+        ({"mode": "turbo"}, "'mode' is 'turbo', not one of auto, manual"),  # as in files: allowed:mode
     ):
         with pytest.raises(EventError, match=problem):
             validate_event(spec, {**event, **change}, 0)

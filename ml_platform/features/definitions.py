@@ -37,7 +37,8 @@ def period_timedelta(period: str) -> dt.timedelta:
 class History:
     """One entity's events up to and including the one being scored, oldest first.
 
-    ``times`` are microseconds since the epoch (UTC); ``values`` are floats with NaN for missing.
+    ``times`` are microseconds since the epoch (UTC); ``values`` are floats with NaN for missing,
+    or, for a text column, strings with None for missing.
     """
 
     times: np.ndarray
@@ -231,7 +232,27 @@ class Ratio:
         return float(num / den)
 
 
-Feature = Value | Rolling | DiffFromMean | Lag | HourOfDay | DayOfWeek | Ratio
+@dataclass(frozen=True)
+class IsValue:
+    """1.0 when a text (categorical) column holds ``value``, else 0.0; missing stays missing. One
+    per category is a one-hot encoding whose vocabulary is the spec's, never the data's."""
+
+    column: str
+    value: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.column}_is_{re.sub(r'[^0-9a-zA-Z]+', '_', self.value).strip('_').lower()}"
+
+    def polars(self, entity: str, ts: str) -> pl.Expr:
+        return (pl.col(self.column).cast(pl.String) == self.value).cast(pl.Float64)
+
+    def online(self, history: History) -> float | None:
+        value = history.values[self.column][-1]
+        return float(value == self.value) if isinstance(value, str) else None
+
+
+Feature = Value | Rolling | DiffFromMean | Lag | HourOfDay | DayOfWeek | Ratio | IsValue
 
 
 def source_columns(features: tuple[Feature, ...]) -> list[str]:

@@ -42,7 +42,7 @@ class EntityState:
     """Kept events of one entity (oldest first) and the feature vector of the newest one."""
 
     times: list[int] = field(default_factory=list)  # microseconds since the epoch, UTC
-    values: dict[str, list[float]] = field(default_factory=dict)  # NaN for missing
+    values: dict[str, list[float | str | None]] = field(default_factory=dict)  # NaN / None: missing
     vector: dict[str, float | None] = field(default_factory=dict)
 
     @property
@@ -52,7 +52,7 @@ class EntityState:
     def to_json(self) -> dict[str, Any]:
         return {
             "times": self.times,
-            "values": {c: [None if math.isnan(v) else v for v in vs] for c, vs in self.values.items()},
+            "values": {c: [_json_cell(v) for v in vs] for c, vs in self.values.items()},
             "vector": self.vector,
         }
 
@@ -60,12 +60,19 @@ class EntityState:
     def from_json(cls, data: dict[str, Any]) -> EntityState:
         return cls(
             times=list(data["times"]),
-            values={c: [math.nan if v is None else float(v) for v in vs] for c, vs in data["values"].items()},
+            values={c: [_cell(v) for v in vs] for c, vs in data["values"].items()},
             vector=dict(data["vector"]),
         )
 
 
-def _number(value: Any) -> float:
+def _json_cell(value: float | str | None) -> float | str | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _cell(value: Any, text: bool = False) -> float | str | None:
+    """A kept value: a string for a text column (None when missing), else a float (NaN)."""
+    if text or isinstance(value, str):
+        return None if value is None else str(value)
     return math.nan if value is None else float(value)
 
 
@@ -76,6 +83,7 @@ class OnlineFeatures:
         self.spec = spec
         self.features = spec.features.features
         self.columns = spec.features.source_columns()
+        self.text = {c.name for c in spec.columns if c.dtype == "string"}
         self.keep_rows, keep_period = lookback(self.features)
         self.keep_micros = keep_period // _US
 
@@ -83,7 +91,10 @@ class OnlineFeatures:
         end = len(state.times) if upto is None else bisect.bisect_right(state.times, upto)
         return History(
             np.asarray(state.times[:end], dtype=np.int64),
-            {c: np.asarray(state.values[c][:end], dtype=np.float64) for c in self.columns},
+            {
+                c: np.asarray(state.values[c][:end], dtype=object if c in self.text else np.float64)
+                for c in self.columns
+            },
         )
 
     def vector(self, state: EntityState, upto: int | None = None) -> dict[str, float | None]:
@@ -103,7 +114,7 @@ class OnlineFeatures:
             return state, False  # older than all kept history: too late for the online path
         state.times.insert(position, micros)
         for column in self.columns:
-            state.values[column].insert(position, _number(values.get(column)))
+            state.values[column].insert(position, _cell(values.get(column), column in self.text))
         self._trim(state)
         state.vector = self.vector(state)
         return state, True
@@ -126,7 +137,7 @@ class OnlineFeatures:
         """A state built from an entity's deduplicated events in time order (the batch tail)."""
         state = EntityState(
             times=[to_micros(t) for t in times],
-            values={c: [_number(r.get(c)) for r in rows] for c in self.columns},
+            values={c: [_cell(r.get(c), c in self.text) for r in rows] for c in self.columns},
         )
         if state.times:
             self._trim(state)

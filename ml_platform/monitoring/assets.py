@@ -1,96 +1,19 @@
-"""Monitoring: drift, live performance from delayed labels, training-serving skew, serving SLOs,
-and the guard that rolls a promotion back when the new champion does worse live."""
-
-import datetime as dt
-import json
+"""Monitoring assets per use case: drift, live performance, skew, serving SLOs and the champion
+guard, declared to Dagster; what each computes is in ``results``."""
 
 import dagster as dg
-import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from ml_platform.automation.conditions import after_any_update
-from ml_platform.features.assets import features_table, read_features
-from ml_platform.features.compute import EVENT_TIMESTAMP
-from ml_platform.ingestion.labels import labelled_days, read_labels
-from ml_platform.metadata import latest_metadata, markdown_table
-from ml_platform.monitoring.performance import (
-    judged_predictions,
-    latency_summary,
-    live_metrics,
-    skew,
-)
+from ml_platform.metadata import latest_metadata
+from ml_platform.monitoring import results
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
-from ml_platform.serving.assets import predictions_table
 from ml_platform.spec import UseCaseSpec
 
-SKEW_TOLERANCE = 1e-6
-SKEW_SAMPLE = 500
 MONITOR_CRON = "*/10 * * * *"
 
 
-def read_predictions(
-    warehouse: DuckDBResource, spec: UseCaseSpec, since: dt.datetime | None = None
-) -> pl.DataFrame:
-    """Logged predictions with their served feature values as columns."""
-    query = (
-        f"SELECT * EXCLUDE (features), CAST(features AS VARCHAR) AS features FROM {predictions_table(spec)}"
-    )
-    with warehouse.get_connection() as conn:
-        exists = conn.sql(
-            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = 'predictions'",
-            params=[spec.name],
-        ).fetchall()[0][0]
-        if not exists:
-            return pl.DataFrame()
-        frame = conn.sql(
-            query + (" WHERE requested_at >= ?" if since else ""), params=[since] if since else None
-        ).pl()
-    if frame.is_empty():
-        return frame
-    names = spec.features.feature_names()
-    values = pl.DataFrame(
-        [{n: row.get(n) for n in names} for row in map(json.loads, frame["features"])],
-        schema={n: pl.Float64 for n in names},
-    )
-    return pl.concat([frame.drop("features"), values], how="horizontal")
-
-
-def _day_ranges(days: list[dt.date]) -> str:
-    """``2026-01-01..2026-01-03, 2026-01-05..2026-01-05`` for the days whose labels arrived."""
-    ranges: list[list[dt.date]] = []
-    for day in sorted(days):
-        if ranges and day - ranges[-1][1] == dt.timedelta(days=1):
-            ranges[-1][1] = day
-        else:
-            ranges.append([day, day])
-    return ", ".join(f"{a}..{b}" for a, b in ranges)
-
-
-def _has_values(column: pl.Series) -> bool:
-    present = column.drop_nulls()
-    if column.dtype.is_float():
-        present = present.drop_nans()
-    return not present.is_empty()
-
-
-def _champion_scores(platform: PlatformResource, spec: UseCaseSpec, alias: str, frame: pl.DataFrame):
-    """Scores of the model under ``alias`` on ``frame``'s features (None without such a model)."""
-    from ml_platform.training import registry
-    from ml_platform.training.evaluate import model_input
-    from ml_platform.training.model import anomaly_scores
-
-    settings = platform.settings
-    ref = registry.alias_ref(settings, spec.name, alias)
-    if ref is None or frame.is_empty():
-        return ref, None
-    pipeline = registry.load_verified_model(ref, settings.run_dir / "model_cache")
-    names = spec.features.feature_names()
-    return ref, anomaly_scores(pipeline, model_input(frame.select(names).to_pandas(), names))
-
-
 def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
-    columns = list(spec.drift.columns) or spec.features.feature_names()
-    monitoring = spec.monitoring
     key = {
         n: dg.AssetKey([spec.name, n])
         for n in (
@@ -121,80 +44,7 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         ),
     )
     def drift_report(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
-        from ml_platform.monitoring.drift import MAX_ROWS, run_drift_report
-        from ml_platform.monitoring.fast_drift import column_drift
-        from ml_platform.training import registry
-
-        settings = platform.settings
-        features = read_features(warehouse, spec)
-        since = features[EVENT_TIMESTAMP].max() - dt.timedelta(days=spec.drift.window_days)
-        current = features.filter(pl.col(EVENT_TIMESTAMP) > since)
-        champion = registry.alias_ref(settings, spec.name, registry.CHAMPION)
-        tags = registry.configure(settings).get_run(champion.run_id).data.tags if champion else {}
-        if tags.get("train_from") and tags.get("train_to"):
-            window = (
-                dt.datetime.fromisoformat(tags["train_from"]),
-                dt.datetime.fromisoformat(tags["train_to"]),
-            )
-            reference = features.filter(pl.col(EVENT_TIMESTAMP).is_between(*window))
-            reference_from = f"champion v{champion.version} train window {window[0]} .. {window[1]}"
-        else:  # no champion yet: the current training set's train split
-            from ml_platform.training.assets import read_split
-
-            reference = read_split(warehouse, spec, "train").select(features.columns)
-            reference_from = "training_set train split (no champion yet)"
-        compared = list(columns)
-        _, ref_scores = _champion_scores(platform, spec, registry.CHAMPION, reference)
-        _, cur_scores = _champion_scores(platform, spec, registry.CHAMPION, current)
-        if ref_scores is not None and cur_scores is not None:  # prediction drift, same test
-            reference = reference.with_columns(pl.Series("anomaly_score", ref_scores))
-            current = current.with_columns(pl.Series("anomaly_score", cur_scores))
-            compared.append("anomaly_score")
-        # A column with no value in either window (an optional column the data never has) cannot
-        # drift: it is reported as having no data, and the others are judged.
-        no_data = [c for c in compared if not (_has_values(reference[c]) and _has_values(current[c]))]
-        compared = [c for c in compared if c not in no_data]
-        if not compared:
-            raise dg.Failure(
-                description=f"{spec.name}: no drift column has values in both windows "
-                f"(no data in {', '.join(no_data)}); declare drift.columns the data has",
-                allow_retries=False,
-            )
-        # The verdict is computed on every row with Evidently's own tests (vectorized); Evidently
-        # itself builds the HTML people read, on a bounded sample.
-        result = column_drift(reference, current, compared, spec.drift.drift_share)
-        report = run_drift_report(
-            reference.select(compared).to_pandas(),
-            current.select(compared).to_pandas(),
-            compared,
-            settings.reports_dir / spec.name,
-            spec.drift.drift_share,
-            seed=spec.model.seed,
-        )
-        sample_verdicts = {c.column: c.drifted for c in report.columns}
-        agreeing = sum(sample_verdicts.get(c.column) == c.drifted for c in result.columns)
-        return dg.MaterializeResult(
-            metadata={
-                "report_id": report.report_id,
-                "dataset_drift": result.dataset_drift,
-                "drift_share": result.drift_share,
-                "drifted_columns": result.drifted_columns,
-                "tests": {
-                    **{c.column: c.method for c in result.columns},
-                    **dict.fromkeys(no_data, "no data"),
-                },
-                "no_data_columns": no_data,
-                "report": dg.MetadataValue.path(str(report.html_path)),
-                "report_sample_rows": min(len(current), MAX_ROWS),
-                "report_sample_agreement": agreeing / len(result.columns) if result.columns else 1.0,
-                "reference": reference_from,
-                "reference_rows": len(reference),
-                "current_rows": len(current),
-                "current_from": str(current[EVENT_TIMESTAMP].min()),
-                "champion_version": champion.version if champion else "",
-                **{f"drift_score/{c.column}": c.score for c in result.columns},
-            }
-        )
+        return results.drift_report(spec, warehouse, platform.settings)
 
     @dg.asset(
         key=key["live_performance"],
@@ -210,79 +60,7 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         ],
     )
     def live_performance(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
-        from ml_platform.training import registry
-
-        settings = platform.settings
-        predictions = read_predictions(warehouse, spec)
-        now = dt.datetime.now(dt.UTC)
-        with warehouse.get_connection() as conn:
-            labels, days = read_labels(conn, spec), labelled_days(conn, spec)
-        if predictions.is_empty():
-            labelled, stats = (
-                predictions,
-                {"predictions": 0.0, "matured": 0.0, "labelled": 0.0, "label_coverage": 0.0},
-            )
-        else:
-            labelled, stats = judged_predictions(predictions, labels, spec, days, now)
-        champion = registry.alias_ref(settings, spec.name, registry.CHAMPION)
-        by_version = (
-            {str(v): live_metrics(group) for (v,), group in labelled.group_by("model_version")}
-            if not labelled.is_empty()
-            else {}
-        )
-        current = by_version.get(champion.version, {"rows": 0.0}) if champion else {"rows": 0.0}
-        enough = current.get("rows", 0) >= monitoring.min_labelled_rows
-        slo_failures = [
-            {"metric": m, "live": current.get(m), "minimum": floor}
-            for m, floor in monitoring.min_live_metrics.items()
-            if enough and current.get(m, 0.0) < floor
-        ]
-        # The previous champion scored offline on the very rows the champion served.
-        champion_rows = (
-            labelled.filter(pl.col("model_version") == champion.version) if champion and enough else None
-        )
-        previous, previous_scores = (
-            _champion_scores(platform, spec, registry.PREVIOUS, champion_rows)
-            if champion_rows is not None
-            else (None, None)
-        )
-        gaps = {}
-        if previous_scores is not None:
-            theirs = live_metrics(
-                champion_rows.with_columns(pl.Series("previous_score", previous_scores)), "previous_score"
-            )
-            gaps = {
-                m: current.get(m, 0.0) - theirs.get(m, 0.0)
-                for m in monitoring.min_live_metrics
-                if m in theirs
-            }
-        worse = {m: g for m, g in gaps.items() if g < -monitoring.rollback_margin}
-        return dg.MaterializeResult(
-            metadata={
-                **stats,
-                "champion_version": champion.version if champion else "",
-                "previous_version": previous.version if previous else "",
-                **{f"live/{m}": v for m, v in current.items()},
-                **{f"gap_vs_previous/{m}": g for m, g in gaps.items()},
-                "by_version": markdown_table([{"version": v, **m} for v, m in sorted(by_version.items())]),
-                "labels_cover": _day_ranges(days),
-            },
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name="live_performance_slo",
-                    passed=not slo_failures,
-                    metadata={"failures": markdown_table(slo_failures), "enough_labelled_rows": enough},
-                ),
-                dg.AssetCheckResult(
-                    check_name="not_worse_than_previous",
-                    passed=not worse,
-                    metadata={
-                        "gaps": markdown_table([{"metric": m, "gap": g} for m, g in gaps.items()]),
-                        "margin": monitoring.rollback_margin,
-                    },
-                ),
-            ],
-        )
+        return results.live_performance(spec, warehouse, platform.settings)
 
     @dg.asset(
         key=key["feature_skew"],
@@ -295,44 +73,7 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         check_specs=[dg.AssetCheckSpec("online_offline_skew", asset=key["feature_skew"])],
     )
     def feature_skew(warehouse: DuckDBResource) -> dg.MaterializeResult:
-        predictions = read_predictions(warehouse, spec)
-        names = spec.features.feature_names()
-        if predictions.is_empty():
-            worst = {"compared_rows": 0.0}
-        else:
-            served = (
-                predictions.filter(pl.col("feature_event_timestamp").is_not_null())
-                .rename({"feature_event_timestamp": EVENT_TIMESTAMP})
-                .unique(subset=[spec.entity, EVENT_TIMESTAMP], keep="first", maintain_order=True)
-            )
-            logged = (
-                served.sample(n=SKEW_SAMPLE, seed=spec.model.seed) if len(served) > SKEW_SAMPLE else served
-            )
-            with warehouse.get_connection() as conn:
-                conn.register("served_keys", logged.select(spec.entity, EVENT_TIMESTAMP).to_arrow())
-                offline = conn.sql(
-                    f"SELECT f.* FROM {features_table(spec)} f"
-                    f" SEMI JOIN served_keys USING ({spec.entity}, {EVENT_TIMESTAMP})"
-                ).pl()
-                conn.unregister("served_keys")
-            worst = skew(logged.select(spec.entity, EVENT_TIMESTAMP, *names), offline, spec, SKEW_TOLERANCE)
-        skewed = {n: d for n, d in worst.items() if n != "compared_rows" and d > SKEW_TOLERANCE}
-        return dg.MaterializeResult(
-            metadata={
-                "compared_rows": worst.get("compared_rows", 0.0),
-                **{
-                    f"max_abs_difference/{n}": min(d, 1e308) for n, d in worst.items() if n != "compared_rows"
-                },
-            },
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name="online_offline_skew",
-                    passed=not skewed,
-                    description=("skewed features: " + ", ".join(sorted(skewed))) if skewed else None,
-                    metadata={"skewed_features": sorted(skewed), "tolerance": SKEW_TOLERANCE},
-                )
-            ],
-        )
+        return results.feature_skew(spec, warehouse)
 
     @dg.asset(
         key=key["serving_slo"],
@@ -341,41 +82,13 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         pool=WAREHOUSE_POOL,
         kinds={"prometheus"},
         automation_condition=on_cron,
-        description=f"Latency p50/p99, throughput and error rate per version over {monitoring.slo_window}.",
+        description=(
+            f"Latency p50/p99, throughput and error rate per version over {spec.monitoring.slo_window}."
+        ),
         check_specs=[dg.AssetCheckSpec("serving_slo", asset=key["serving_slo"])],
     )
     def serving_slo(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
-        from ml_platform.monitoring.slo import scrape_error_rate
-        from ml_platform.training import registry
-
-        settings = platform.settings
-        since = dt.datetime.now(dt.UTC) - monitoring.slo_window
-        recent = read_predictions(warehouse, spec, since)
-        summary = latency_summary(recent, monitoring.slo_window) if not recent.is_empty() else {}
-        champion = registry.alias_ref(settings, spec.name, registry.CHAMPION)
-        mine = summary.get(champion.version, {}) if champion else {}
-        error_rate = scrape_error_rate(settings.serve_url, spec.name)
-        if error_rate is not None:
-            mine["error_rate"] = error_rate
-        broken = []
-        if mine.get("p99_ms", 0.0) > monitoring.max_p99_ms:
-            broken.append(f"p99 {mine['p99_ms']:.1f} ms > {monitoring.max_p99_ms} ms")
-        if mine.get("error_rate", 0.0) > monitoring.max_error_rate:
-            broken.append(f"error rate {mine['error_rate']:.3f} > {monitoring.max_error_rate}")
-        return dg.MaterializeResult(
-            metadata={
-                "champion_version": champion.version if champion else "",
-                **{f"champion/{k}": v for k, v in mine.items()},
-                "by_version": markdown_table([{"version": v, **m} for v, m in sorted(summary.items())]),
-            },
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name="serving_slo",
-                    passed=not broken,
-                    metadata={"broken": ", ".join(broken) or "none"},
-                )
-            ],
-        )
+        return results.serving_slo(spec, warehouse, platform.settings)
 
     @dg.asset(
         key=key["champion_guard"],
@@ -386,37 +99,12 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         description="Rolls a promotion back when the new champion does worse live than the previous one.",
     )
     def champion_guard(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-        from ml_platform.training import registry
-
-        settings = platform.settings
-        live = latest_metadata(context.instance, key["live_performance"])
-        slo = latest_metadata(context.instance, key["serving_slo"])
-        champion = registry.alias_ref(settings, spec.name, registry.CHAMPION)
-        reasons = []
-        if champion and live.get("champion_version") == champion.version:
-            reasons += [
-                f"live {name.split('/', 1)[1]} {gap:+.3f} vs previous"
-                for name, gap in live.items()
-                if name.startswith("gap_vs_previous/") and gap < -monitoring.rollback_margin
-            ]
-        if champion and slo.get("champion_version") == champion.version:
-            if slo.get("champion/p99_ms", 0.0) > monitoring.max_p99_ms:
-                reasons.append(f"p99 {slo['champion/p99_ms']:.1f} ms over the SLO")
-            if slo.get("champion/error_rate", 0.0) > monitoring.max_error_rate:
-                reasons.append(f"error rate {slo['champion/error_rate']:.3f} over the SLO")
-        previous = registry.alias_ref(settings, spec.name, registry.PREVIOUS)
-        move = None
-        if reasons and previous is not None:
-            move = registry.rollback(
-                settings, spec.name, f"champion_guard run {context.run.run_id}", "; ".join(reasons)
-            )
-        return dg.MaterializeResult(
-            metadata={
-                "champion_version": champion.version if champion else "",
-                "rolled_back": move is not None,
-                "reasons": "; ".join(reasons) or "none",
-                **({"now_serving": move["to_version"]} if move else {}),
-            }
+        return results.champion_guard(
+            spec,
+            platform.settings,
+            latest_metadata(context.instance, key["live_performance"]),
+            latest_metadata(context.instance, key["serving_slo"]),
+            actor=f"champion_guard run {context.run.run_id}",
         )
 
     return [drift_report, live_performance, feature_skew, serving_slo, champion_guard]

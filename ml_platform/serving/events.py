@@ -57,6 +57,9 @@ def validate_event(spec: UseCaseSpec, item: Any, index: int) -> tuple[dt.datetim
             continue
         if column.dtype == "string" and (not isinstance(value, str) or not value):
             raise EventError(f"{where}: field '{column.name}' must be a non-empty string")
+        if column.allowed_values and value not in column.allowed_values:
+            allowed = ", ".join(column.allowed_values)
+            raise EventError(f"{where}: field '{column.name}' is {value!r}, not one of {allowed}")
         if column.dtype == "boolean" and not isinstance(value, bool):
             raise EventError(f"{where}: field '{column.name}' must be true or false")
         if column.dtype == "integer" and (isinstance(value, bool) or not isinstance(value, int)):

@@ -1,0 +1,144 @@
+"""What the raw-rows asset records: its blocking checks and metadata, from what the load
+brought and what validation found, as plain functions."""
+
+import datetime as dt
+
+import dagster as dg
+
+from ml_platform.ingestion.raw import RawLoad, raw_table
+from ml_platform.metadata import markdown_table
+from ml_platform.spec import UseCaseSpec
+from ml_platform.validation.summary import ValidationSummary
+
+CHECK_DESCRIPTIONS = {
+    "schema": "Every source parses as a whole and has the required columns; fails the run otherwise.",
+    "parse": "Every line splits into fields (column count, encoding, JSON); others are quarantined.",
+    "not_null": "Required fields are present; offending rows are quarantined.",
+    "types": "Timestamps and numbers parse (no NaN/inf); offending rows are quarantined.",
+    "value_range": "Numbers lie within the declared bounds; offending rows are quarantined.",
+    "allowed_values": "Fields with a declared set of values hold one of them; others are quarantined.",
+    "timestamps": "Event times are not in the future nor before the floor; others are quarantined.",
+    "unique_key": "One row per key; later duplicates are quarantined.",
+    "bad_sources": "A file or entity of a day over the bad share is quarantined whole; the others go on.",
+    "row_count": "Rows per day within the declared bounds: above the maximum fails, below the minimum warns.",
+    "bad_share": (
+        "The rule-breaking share of the rows outside isolated files and entities stays under the "
+        "declared maximum, and some rows are left."
+    ),
+}
+
+
+def row_count_check(
+    spec: UseCaseSpec, rows_by_day: dict[str, int], first: dt.date, last: dt.date
+) -> dg.AssetCheckResult:
+    expectations = spec.expectations
+    counts = {
+        (first + dt.timedelta(days=i)).isoformat(): 0 for i in range((last - first).days + 1)
+    } | rows_by_day
+    too_many = {
+        d: n
+        for d, n in counts.items()
+        if expectations.max_rows_per_partition is not None and n > expectations.max_rows_per_partition
+    }
+    too_few = {d: n for d, n in counts.items() if n < expectations.min_rows_per_partition}
+    return dg.AssetCheckResult(
+        check_name="row_count",
+        passed=not too_many and not too_few,
+        severity=dg.AssetCheckSeverity.ERROR if too_many else dg.AssetCheckSeverity.WARN,
+        metadata={
+            "min_rows": min(counts.values()),
+            "max_rows": max(counts.values()),
+            "too_many": too_many,
+            "too_few": too_few,
+        },
+    )
+
+
+def isolated_description(isolated: list[dict], limit: float) -> str:
+    """One line per file or entity quarantined whole: which, which day, the rules and counts."""
+    return "\n".join(
+        f"{g['kind']} {g['file or entity']} on {g['day']}: {g['bad_rows']} of {g['rows']} rows broke "
+        f"rules ({g['rules']}), over the limit of {limit:.0%}; quarantined whole"
+        for g in isolated
+    )
+
+
+def bad_share_description(summary: ValidationSummary, limit: float) -> str:
+    """Why the partition stops: its share outside isolated sources, or nothing left, and where."""
+    if summary.rows and not summary.judged_rows:
+        head = f"every file and entity of these days is over the bad share of {limit:.0%}"
+    else:
+        head = (
+            f"{summary.bad_share:.1%} of the {summary.judged_rows} rows outside isolated files and "
+            f"entities broke rules (limit {limit:.0%})"
+        )
+    detail = isolated_description(summary.isolated, limit)
+    return f"{head}; nothing of these days is staged" + (f"\n{detail}" if detail else "")
+
+
+def raw_rows_result(
+    spec: UseCaseSpec, load: RawLoad, summary: ValidationSummary, first: dt.date, last: dt.date
+) -> dg.MaterializeResult:
+    """The checks of days ``first``..``last`` (each rule, the bad sources, row counts, the bad
+    share) and the raw table's metadata (rows, files, the columns the sources delivered)."""
+    checks = [
+        dg.AssetCheckResult(
+            check_name="schema",
+            passed=not load.rejected,
+            metadata={
+                "rejected_files": len(load.rejected),
+                "reasons": markdown_table([{"file": r.path, "reason": r.reason} for r in load.rejected]),
+            },
+        )
+    ]
+    too_many = summary.bad_share > spec.expectations.max_bad_share
+    isolated = isolated_description(summary.isolated, spec.expectations.max_bad_share)
+    for name, reasons in summary.by_check().items():
+        count = sum(reasons.values())
+        extra = {"isolated": markdown_table(summary.isolated)} if name == "bad_sources" else {}
+        checks.append(
+            dg.AssetCheckResult(
+                check_name=name,
+                passed=count == 0,
+                # Quarantined rows are expected now and then (WARN); an excess blocks (ERROR).
+                severity=dg.AssetCheckSeverity.ERROR if too_many else dg.AssetCheckSeverity.WARN,
+                description=isolated if name == "bad_sources" and summary.isolated else None,
+                metadata={
+                    "violations": count,
+                    "by_rule": markdown_table([{"rule": r, "rows": n} for r, n in reasons.items()]),
+                    "sample": markdown_table(summary.samples.get(name, [])),
+                    **extra,
+                },
+            )
+        )
+    checks.append(row_count_check(spec, load.rows_by_day, first, last))
+    checks.append(
+        dg.AssetCheckResult(
+            check_name="bad_share",
+            passed=not too_many,
+            description=bad_share_description(summary, spec.expectations.max_bad_share) if too_many else None,
+            metadata={
+                "bad_share": summary.bad_share,
+                "max_bad_share": spec.expectations.max_bad_share,
+                "quarantined_rows": summary.rejected,
+                "judged_rows": summary.judged_rows,
+                "by_day": markdown_table(summary.by_day),
+                "isolated": markdown_table(summary.isolated),
+            },
+        )
+    )
+    seen = sorted(set().union(*load.columns_seen.values())) if load.columns_seen else spec.column_names
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": load.row_count,
+            "rows_by_day": load.rows_by_day,
+            "source_files": load.files,
+            "quarantined_rows": summary.rejected,
+            "table": raw_table(spec),
+            # The columns the sources delivered: a change shows in the schema-change check.
+            "dagster/column_schema": dg.TableSchema(
+                columns=[dg.TableColumn(name, "string") for name in seen]
+            ),
+        },
+        check_results=checks,
+    )

@@ -1,0 +1,269 @@
+"""What each training asset does, as plain functions of the use case, the warehouse and the
+settings: the training set, a tuned candidate, its evaluation (the gate), and the champion move.
+``assets.py`` only declares them to Dagster."""
+
+import functools
+import hashlib
+import subprocess
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from typing import TYPE_CHECKING
+
+import dagster as dg
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from ml_platform.features.assets import read_features, staged_table
+from ml_platform.features.compute import EVENT_TIMESTAMP
+from ml_platform.ingestion.labels import labelled_days, read_labels
+from ml_platform.metadata import markdown_table
+from ml_platform.settings import REPO_ROOT, Settings
+from ml_platform.spec import UseCaseSpec
+from ml_platform.training.compare import positive_events
+from ml_platform.training.dataset import LABEL, SPLIT, UNLABELLED, WINDOW, build_training_set
+from ml_platform.training.gate import NOT_WORSE
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+GATE_PASSED_TAG = "gate.passed"
+SPLITS = ("train", "validation", "test")
+LIBRARIES = ("scikit-learn", "skops", "numpy", "pandas", "polars", "duckdb", "mlflow", "dagster")
+
+
+def training_table(spec: UseCaseSpec) -> str:
+    return f"{spec.name}.training_set"
+
+
+def content_sha256(frame: pl.DataFrame) -> str:
+    """A hash of the rows' values, independent of how the table is stored."""
+    import pandas as pd
+
+    hashed = pd.util.hash_pandas_object(frame.to_pandas(), index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()
+
+
+@functools.cache  # read once per process: the code location calls it for every use case
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def read_split(warehouse: DuckDBResource, spec: UseCaseSpec, split: str) -> pl.DataFrame:
+    with warehouse.get_connection() as conn:
+        query = f"SELECT * FROM {training_table(spec)} WHERE {SPLIT} = ?"
+        return conn.sql(f"{query} ORDER BY {spec.entity}, {EVENT_TIMESTAMP}", params=[split]).pl()
+
+
+def mlflow_run_url(settings: Settings, experiment_id: str, run_id: str) -> str:
+    return f"{settings.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def _features(frame: pl.DataFrame, spec: UseCaseSpec) -> "pd.DataFrame":
+    from ml_platform.training.evaluate import model_input
+
+    names = spec.features.feature_names()
+    return model_input(frame.select(names).to_pandas(), names)
+
+
+def window_text(spec: UseCaseSpec) -> str:
+    if spec.model.training_rows is not None:
+        return f"Newest {spec.model.training_rows} rows"
+    return f"Last {spec.model.training_days} days"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The Dagster run a candidate is trained in, recorded with it in MLflow."""
+
+    run_id: str
+    code_version: str
+
+
+def write_training_set(
+    spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings
+) -> dg.MaterializeResult:
+    """The training window's rows with point-in-time features and labels, split by time."""
+    with warehouse.get_connection() as conn:
+        labels, days = read_labels(conn, spec), labelled_days(conn, spec)
+        spine = conn.sql(f'SELECT {spec.entity}, "{spec.timestamp}" FROM {staged_table(spec)}').pl()
+    # Anomaly windows before any labels landed: every row counts as normal (unsupervised).
+    frame = build_training_set(spine, read_features(warehouse, spec), labels, spec, days or None)
+    if frame.filter(pl.col(SPLIT) != UNLABELLED).is_empty():
+        raise dg.Failure(
+            description=(
+                f"{spec.name}: no row of the training window has a label yet; land labels in "
+                f"{settings.labels_dir_for(spec.name)} or POST them to /v1/labels/{spec.name} "
+                f"(columns {', '.join(spec.label_columns)})"
+            ),
+            allow_retries=False,
+        )
+    with warehouse.get_connection() as conn:
+        conn.register("training_rows", frame.to_arrow())
+        conn.sql(f"CREATE OR REPLACE TABLE {training_table(spec)} AS SELECT * FROM training_rows")
+        conn.unregister("training_rows")
+    bounds = frame.group_by(SPLIT).agg(
+        pl.len().alias("rows"),
+        pl.col(EVENT_TIMESTAMP).min().alias("from"),
+        pl.col(EVENT_TIMESTAMP).max().alias("to"),
+        pl.col(LABEL).mean().alias("label_share"),
+    )
+    counts = {row[SPLIT]: row["rows"] for row in bounds.iter_rows(named=True)}
+    windows = {row[SPLIT]: (str(row["from"]), str(row["to"])) for row in bounds.iter_rows(named=True)}
+    test = frame.filter(pl.col(SPLIT) == "test")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(frame),
+            **{f"{split}_rows": counts.get(split, 0) for split in (*SPLITS, UNLABELLED)},
+            "splits": markdown_table(bounds.sort("from").to_dicts()),
+            "label_share": float(frame[LABEL].mean() or 0.0),
+            "test_from": windows.get("test", ("", ""))[0],
+            "test_to": windows.get("test", ("", ""))[1],
+            "test_positive_events": positive_events(test[LABEL].to_numpy(), test[WINDOW].to_numpy()),
+            "train_from": windows.get("train", ("", ""))[0],
+            "train_to": windows.get("train", ("", ""))[1],
+            "first_event": str(frame[EVENT_TIMESTAMP].min()),
+            "last_event": str(frame[EVENT_TIMESTAMP].max()),
+            "content_sha256": content_sha256(frame.sort(spec.entity, EVENT_TIMESTAMP)),
+        }
+    )
+
+
+def train_candidate(
+    spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings, identity: dict, run: RunInfo
+) -> dg.MaterializeResult:
+    """Search, fit on train, choose on validation, register in MLflow; ``identity`` is the training
+    set's metadata (content hash, windows), recorded with the candidate."""
+    from ml_platform.training import registry  # MLflow is slow to import: load it in runs only
+    from ml_platform.training.tune import fit_candidate
+
+    train, valid = read_split(warehouse, spec, "train"), read_split(warehouse, spec, "validation")
+    candidate = fit_candidate(spec, train, valid, settings.ray_address)
+    best, trials, scored_on = candidate.chosen, candidate.trials, candidate.selected_on
+    params = {
+        "algorithm": spec.model.algorithm,
+        **spec.model.params,
+        **best.params,
+        "seed": spec.model.seed,
+        "features": ",".join(spec.features.feature_names()),
+        "training_window": window_text(spec),
+        "trials": len(trials),
+        "selected_on": scored_on,
+    }
+    tags = {
+        "use_case": spec.name,
+        "git_commit": git_commit(),
+        "dagster_code_version": run.code_version,
+        "dagster_run_id": run.run_id,
+        "training_rows": str(len(train)),
+        "training_content_sha256": str(identity.get("content_sha256", "")),
+        "training_first_event": str(identity.get("first_event", "")),
+        "training_last_event": str(identity.get("last_event", "")),
+        # The train window: the reference a drift report compares recent data with.
+        "train_from": str(identity.get("train_from", "")),
+        "train_to": str(identity.get("train_to", "")),
+        **{f"library.{name}": package_version(name) for name in LIBRARIES},
+    }
+    metrics = {"train_rows": float(len(train)), f"validation_{spec.model.selection_metric}": best.score}
+    ref = registry.log_candidate(
+        settings, spec.name, candidate.pipeline, _features(train, spec).head(100), params, metrics, tags
+    )
+    experiment_id = registry.ensure_experiment(settings, spec.name)
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": ref.version,
+            "mlflow_run_id": ref.run_id,
+            "mlflow_run": dg.MetadataValue.url(mlflow_run_url(settings, experiment_id, ref.run_id)),
+            "artifact_sha256": ref.sha256,
+            "train_rows": len(train),
+            "selected_params": best.params,
+            f"validation_{spec.model.selection_metric}": best.score,
+            "selected_on": scored_on,
+            "trials": markdown_table(
+                [
+                    {
+                        **t.params,
+                        "score": round(t.score, 5),
+                        "clearly_better_than_spec_params": t.clearly_better,
+                        "chosen": t is best,
+                    }
+                    for t in trials
+                ]
+            ),
+        }
+    )
+
+
+def evaluate_candidate(
+    spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings, version: str
+) -> dg.MaterializeResult:
+    """Held-out metrics, slices, behaviour, latency and size of ``version``: the gate's verdict."""
+    from ml_platform.training import registry
+    from ml_platform.training.evaluate import latency_ms
+    from ml_platform.training.gate import judge
+
+    cache = settings.run_dir / "model_cache"
+    ref = registry.model_ref(settings, spec.name, version)
+    pipeline = registry.load_verified_model(ref, cache)
+    test = read_split(warehouse, spec, "test")
+    champion_ref = registry.alias_ref(settings, spec.name, registry.CHAMPION)
+    champion_model = None
+    if champion_ref is not None and champion_ref.version != version:
+        champion_model = registry.load_verified_model(champion_ref, cache)
+    result = judge(pipeline, champion_model, champion_ref.version if champion_ref else None, test, spec)
+    speed = latency_ms(pipeline, _features(test, spec))
+    size = sum(p.stat().st_size for p in (cache / spec.name / version).rglob("*") if p.is_file())
+    logged = {**result.overall, **result.behaviour, **speed, "artifact_bytes": float(size)}
+    registry.log_evaluation(settings, ref, logged)
+    client = registry.configure(settings)
+    client.set_model_version_tag(spec.name, version, GATE_PASSED_TAG, str(result.passed).lower())
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": version,
+            "gate_passed": result.passed,
+            **logged,
+            "slices": markdown_table([{"slice": name, **m} for name, m in result.slices.items()]),
+            **result.check(NOT_WORSE).metadata,
+        },
+        check_results=[
+            dg.AssetCheckResult(check_name=c.name, passed=c.passed, metadata=c.metadata)
+            for c in result.checks
+        ],
+    )
+
+
+def promote(spec: UseCaseSpec, settings: Settings, evaluation: dict, actor: str) -> dg.MaterializeResult:
+    """Move the champion alias to the evaluated version (``evaluation`` is its metadata), only when
+    it passed the gate."""
+    from ml_platform.training import registry
+
+    version = str(evaluation["model_version"])
+    client = registry.configure(settings)
+    if client.get_model_version(spec.name, version).tags.get(GATE_PASSED_TAG) != "true":
+        raise dg.Failure(f"{spec.name} v{version} has not passed the gate; champion not moved")
+    metrics = {
+        m: evaluation[m] for m in (*spec.gate.min_metrics, *spec.gate.max_regression) if m in evaluation
+    }
+    move = registry.move_alias(
+        settings,
+        spec.name,
+        version,
+        registry.CHAMPION,
+        reason="passed the evaluation gate",
+        actor=actor,
+        metrics=metrics,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "champion_version": version,
+            "previous_version": move["from_version"] or "",
+            "moved": move["changed"],
+            "by": move["by"],
+            "reason": move["reason"],
+            **metrics,
+        }
+    )
