@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 
 import dagster as dg
 import numpy as np
+import polars as pl
 import pytest
 from click.testing import CliRunner
 
@@ -332,3 +333,77 @@ def test_a_refused_retrain_is_not_asked_for_again_until_the_data_changes(platfor
     renewed, _ = platform.tick(sensor)
     (new_request,) = renewed.run_requests
     assert new_request.tags[STATE_TAG] != request.tags[STATE_TAG]
+
+
+def _serve_log(platform, version: str, frame, scores, latency_ms: float) -> None:
+    """Prediction log records as a replica writes them, for ``frame``'s rows served by ``version``."""
+    import uuid
+
+    from ml_platform.serving.log import PredictionLogWriter
+
+    names = SPEC.features.feature_names()
+    now = dt.datetime.now(dt.UTC).isoformat()
+    records = [
+        {
+            "prediction_id": uuid.uuid4().hex,
+            "sensor_id": row["sensor_id"],
+            "feature_event_timestamp": row["event_timestamp"].isoformat(),
+            "anomaly_score": float(score),
+            "is_anomaly": bool(score > 0),
+            "model_version": version,
+            "served_by": "champion",
+            "route": "predict",
+            "requested_at": now,
+            "latency_ms": latency_ms,
+            "features": {n: row[n] for n in names},
+        }
+        for row, score in zip(frame.iter_rows(named=True), scores, strict=True)
+    ]
+    PredictionLogWriter(platform.settings.serving_log_dir).append(USE_CASE, records)
+
+
+def test_a_champion_worse_live_is_caught_by_live_performance_and_rolled_back(platform):
+    """A real worse model is made champion and serves the labelled test rows (its prediction log);
+    live_performance scores the previous champion on the very rows it served, finds the gap, and the
+    guard rolls back. Then a champion over the latency SLO is rolled back through serving_slo."""
+    good = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
+    test = read_split(platform.defs.resources["warehouse"], SPEC, "test").filter(
+        pl.col("event_timestamp") < dt.datetime.now(dt.UTC) - dt.timedelta(hours=7)
+    )
+    features = model_input(test.to_pandas(), SPEC.features.feature_names())
+    # Fit on the anomalies only: to this model anomalies look normal, so it misses them.
+    positives = features[test["label"].to_numpy() == 1]
+    worse = registry.log_candidate(
+        platform.settings, USE_CASE, build_pipeline(SPEC.model).fit(positives), features.head(5), {}, {}, {}
+    )
+    registry.move_alias(platform.settings, USE_CASE, worse.version, registry.CHAMPION, "test", "test")
+    pipeline = registry.load_verified_model(worse, platform.settings.run_dir / "model_cache")
+    _serve_log(platform, worse.version, test, anomaly_scores(pipeline, features), latency_ms=5.0)
+
+    result = platform.materialize(["predictions", "live_performance", "serving_slo", "champion_guard"])
+    live = latest_metadata(platform.instance, key("live_performance"))
+    assert live["champion_version"] == worse.version and live["previous_version"] == good.version
+    assert live["live/rows"] >= SPEC.monitoring.min_labelled_rows
+    assert live["gap_vs_previous/recall"] < -SPEC.monitoring.rollback_margin
+    live_checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert live_checks["not_worse_than_previous"] is False
+    assert live_checks["live_performance_slo"] is False  # recall far under the spec's 0.2
+    assert live_checks["serving_slo"] is True
+    decision = latest_metadata(platform.instance, key("champion_guard"))
+    assert decision["rolled_back"] is True and "live recall" in decision["reasons"]
+    assert registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION).version == good.version
+
+    # The SLO branch: the good model made champion again after the worse, now slow in serving.
+    registry.move_alias(platform.settings, USE_CASE, worse.version, registry.CHAMPION, "test", "test")
+    registry.move_alias(platform.settings, USE_CASE, good.version, registry.CHAMPION, "test", "test")
+    good_pipeline = registry.load_verified_model(good, platform.settings.run_dir / "model_cache")
+    slow = SPEC.monitoring.max_p99_ms * 3
+    _serve_log(platform, good.version, test, anomaly_scores(good_pipeline, features), latency_ms=slow)
+    result = platform.materialize(["predictions", "serving_slo", "champion_guard"])
+    slo = latest_metadata(platform.instance, key("serving_slo"))
+    assert slo["champion_version"] == good.version and slo["champion/p99_ms"] == slow
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()}["serving_slo"] is False
+    decision = latest_metadata(platform.instance, key("champion_guard"))
+    assert decision["rolled_back"] is True and "p99" in decision["reasons"]
+    assert registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION).version == worse.version
+    registry.move_alias(platform.settings, USE_CASE, good.version, registry.CHAMPION, "test restore", "test")
