@@ -214,6 +214,42 @@ def test_tampered_or_pickled_artifacts_are_refused(platform, tmp_path):
         skops_file.write_bytes(original)
 
 
+def test_an_artifact_holding_a_type_the_project_does_not_trust_is_refused(platform, tmp_path):
+    """skops loads whatever type it is told to trust: the project's list is the only one it is told,
+    never one read from the artifact. A function reference is code a load would call."""
+    import operator
+
+    import mlflow
+    from sklearn.ensemble import IsolationForest
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    train, _ = features_and_labels(platform, "train")
+    steps = [("negate", FunctionTransformer(operator.neg)), ("model", IsolationForest(n_estimators=5))]
+    settings = platform.settings
+    registry.configure(settings)
+    # Registered by another client that trusted the function; its sha256 is recorded and right.
+    with mlflow.start_run(experiment_id=registry.ensure_experiment(settings, USE_CASE)):
+        info = mlflow.sklearn.log_model(
+            Pipeline(steps).fit(train),
+            name="model",
+            serialization_format="skops",
+            skops_trusted_types=[*registry.TRUSTED_TYPES, "_operator.neg"],
+            registered_model_name=USE_CASE,
+            pip_requirements=[],
+        )
+    version = str(info.registered_model_version)
+    stored = artifact_dir(registry.configure(settings).get_model_version(USE_CASE, version).source)
+    registry.configure(settings).set_model_version_tag(
+        USE_CASE, version, registry.SHA_TAG, registry.artifact_digest(stored)
+    )
+    ref = registry.model_ref(settings, USE_CASE, version)
+    with pytest.raises(
+        registry.ArtifactIntegrityError, match=r"not trusted by the project: \['_operator.neg'\]"
+    ):
+        registry.load_verified_model(ref, tmp_path / "cache")
+
+
 def test_batch_predictions_score_a_day_with_the_champion(platform):
     day = (FIRST_DAY + dt.timedelta(days=DAYS - 1)).isoformat()
     platform.materialize(["batch_predictions"], partition_key=day)
