@@ -265,3 +265,38 @@ def test_every_landed_format_quarantines_the_same_bad_rows(platform, fmt):
     staged = _count(platform, f"SELECT count(*) FROM {USE_CASE}.stg_readings WHERE {source}")
     assert staged + sum(quarantined.values()) == written
     assert file_sha256(path) == sha_before
+
+
+def test_a_column_added_to_the_landed_files_is_flagged_by_the_schema_change_check(tmp_path):
+    """Dagster's column-schema-change check compares the columns the sources delivered between
+    two materializations of the raw table: a new column shows, named."""
+    import dagster as dg
+
+    platform = make_platform(tmp_path / "home")
+    first = FIRST_DAY
+    frame = generate_day(first, SensorDataConfig(sensors=2, days=1, start=first))[0]
+    landing = platform.landing
+    landing.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(landing / f"readings_{first}.csv", index=False)
+    checks = [
+        c for c in platform.defs.asset_checks if key("raw_readings") in {k.asset_key for k in c.check_keys}
+    ]
+    schema_checks = [c for c in checks if any("schema_change" in k.name for k in c.check_keys)]
+    assert schema_checks
+
+    def ingest(day):
+        return dg.materialize(
+            [*platform.defs.assets, *schema_checks],
+            selection=[key("raw_readings")],
+            instance=platform.instance,
+            resources=platform.defs.resources,
+            tags=day_range_tags(day, day),
+        )
+
+    ingest(first)
+    second = first + dt.timedelta(days=1)
+    later = generate_day(second, SensorDataConfig(sensors=2, days=1, start=second))[0]
+    later.assign(humidity=40.0).to_csv(landing / f"readings_{second}.csv", index=False)
+    result = ingest(second)
+    (change,) = [e for e in result.get_asset_check_evaluations() if "schema_change" in e.check_name]
+    assert change.passed is False and "humidity" in str(change.metadata) + str(change.description)

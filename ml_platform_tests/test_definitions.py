@@ -73,3 +73,17 @@ def test_loading_the_definitions_imports_no_heavy_library():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == ""
+
+
+def test_raw_staged_and_champion_carry_freshness_policies_from_the_spec():
+    from ml_platform.usecases import get_use_case
+
+    spec = get_use_case("sensor_anomaly")
+    graph = defs.resolve_asset_graph()
+    for name, window in (
+        ("raw_readings", spec.expectations.fresh_within),
+        ("features", spec.expectations.fresh_within),
+        ("champion", spec.monitoring.champion_max_age),
+    ):
+        policy = graph.get(key(name)).freshness_policy
+        assert policy is not None and policy.fail_window.to_timedelta() == window, name
