@@ -300,3 +300,34 @@ def test_a_column_added_to_the_landed_files_is_flagged_by_the_schema_change_chec
     result = ingest(second)
     (change,) = [e for e in result.get_asset_check_evaluations() if "schema_change" in e.check_name]
     assert change.passed is False and "humidity" in str(change.metadata) + str(change.description)
+
+
+def test_a_csv_with_a_byte_order_mark_lands_whole(platform):
+    """Spreadsheet exports start with a UTF-8 byte order mark: the header still names the columns."""
+    day = FIRST_DAY + dt.timedelta(days=GOOD_DAYS + len(CASES))
+    path = platform.landing / f"excel_export_{day}.csv"
+    path.write_bytes(generate_day(day, platform.config)[0].to_csv(index=False).encode("utf-8-sig"))
+    result = platform.ingest(day, day, labels=False, raise_on_error=False)
+    assert result.success
+    source = f"source_file = '{path}'"
+    staged = _count(platform, f"SELECT count(*) FROM {USE_CASE}.stg_readings WHERE {source}")
+    assert staged == _input_rows(path) > 0
+
+
+def test_a_truncated_gzip_file_is_rejected_naming_it(platform):
+    """A .csv.gz cut short (a copy that did not finish) cannot be read whole: like the other
+    unreadable files it fails the blocking schema check, named, nothing of it is staged, and the
+    landed file is left as it was."""
+    day = FIRST_DAY + dt.timedelta(days=GOOD_DAYS + len(CASES) + 1)
+    frame = generate_day(day, platform.config)[0]
+    path = platform.landing / f"cut_{day}.csv.gz"
+    whole = gzip.compress(frame.to_csv(index=False).encode())
+    path.write_bytes(whole[: len(whole) // 2])
+    sha_before = file_sha256(path)
+    result = platform.ingest(day, day, labels=False, raise_on_error=False)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not result.success and checks["schema"].passed is False
+    assert str(path) in checks["schema"].metadata["reasons"].value
+    source = f"source_file = '{path}'"
+    assert _count(platform, f"SELECT count(*) FROM {USE_CASE}.raw_readings WHERE {source}") == 0
+    assert file_sha256(path) == sha_before
