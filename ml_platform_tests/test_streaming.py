@@ -1,4 +1,5 @@
-"""Events over MQTT reach the landing zone and the online store, and survive a consumer restart."""
+"""Events over MQTT reach the landing zone and the online store, and survive a consumer restart
+and a consumer killed with SIGKILL mid-stream."""
 
 import dataclasses
 import datetime as dt
@@ -118,3 +119,54 @@ def test_default_topics_come_from_the_spec_with_its_aliases(mqtt_setup):
     files = settings.landing_dir_for(spec.name).glob("events_*.jsonl")
     landed = [json.loads(line) for f in files for line in f.read_text().splitlines()]
     assert sorted(e["value"] for e in landed) == [50.0, 51.0, 52.0]
+
+
+def test_a_consumer_killed_mid_stream_loses_no_event(mqtt_setup):
+    """``ml-platform consume`` as its own process, killed with SIGKILL while messages stream in
+    (so some are received and not yet acknowledged), then started again: every published event
+    is in the landing zone. At-least-once: a message on disk but not acknowledged comes again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    settings, topic, client_id = mqtt_setup
+    command = [
+        sys.executable, "-m", "ml_platform.cli", "consume",
+        "--use-case", SPEC.name, "--topic", topic, "--client-id", client_id,
+    ]  # fmt: skip
+    env = {**os.environ, "ML_PLATFORM_HOME": str(settings.home)}
+
+    def landed_values() -> list[float]:
+        return [e["value"] for e in landed_events(settings)] if settings.landing_dir.exists() else []
+
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "consuming" in first.stdout.readline()
+        time.sleep(1.0)  # subscribed with its persistent session
+        total = 400
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+        publisher.connect("127.0.0.1", 1883)
+        publisher.loop_start()
+        sent = [publisher.publish(topic, json.dumps(reading(i)), qos=1) for i in range(total)]
+        wait_for(lambda: len(landed_values()) >= total // 4)
+        first.send_signal(signal.SIGKILL)  # mid-stream: no handler, no clean disconnect
+        first.wait(timeout=10)
+        for message in sent:
+            message.wait_for_publish(timeout=20)
+        publisher.loop_stop()
+        publisher.disconnect()
+        assert len(set(landed_values())) < total  # the kill did stop it part-way
+    finally:
+        if first.poll() is None:
+            first.kill()
+    second = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "consuming" in second.stdout.readline()
+        wait_for(lambda: set(landed_values()) >= {50.0 + i for i in range(total)}, timeout=60)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=20)
+    values = landed_values()
+    assert set(values) == {50.0 + i for i in range(total)}
+    assert len(values) - total <= 20  # redelivered: at most the broker's in-flight window
