@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 export DAGSTER_DISABLE_TELEMETRY := true
 
-.PHONY: install demo test lint bench bench-deps browser-deps serve-deps clean
+.PHONY: install demo test test-fast lint bench bench-deps browser-deps serve-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ browser-deps:
 
 test: install browser-deps serve-deps
 	$(BIN)/python -m pytest ml_platform_tests
+
+# Tests that need no materialized home, cluster or service: run them on every change.
+test-fast: install
+	$(BIN)/python -m pytest ml_platform_tests -m "not integration"
 
 lint: install
 	$(BIN)/ruff check ml_platform ml_platform_tests bench examples

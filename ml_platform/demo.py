@@ -66,23 +66,24 @@ class Supervisor:
     def dead(self) -> list[str]:
         return [name for name, p in self.children.items() if p.poll() is not None]
 
-    def stop_all(self, timeout_s: float = 30) -> None:
-        for name, process in reversed(list(self.children.items())):
-            if process.poll() is not None:
-                continue
+    def stop_all(self, grace_s: float = 8) -> None:
+        """Tell every child at once (SIGTERM to the session we created for it, no other), give them
+        ``grace_s`` together to stop, then end what is left of each session by its id."""
+        running = {name: p for name, p in self.children.items() if p.poll() is None}
+        for name, process in reversed(list(running.items())):
             print(f"  stopping {name} (pid {process.pid})")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for name, process in running.items():
             try:
-                os.killpg(process.pid, signal.SIGTERM)  # the session we created for it, no other
-            except ProcessLookupError:
-                continue
-            try:
-                process.wait(timeout=timeout_s)
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                print(f"  {name} still running after {grace_s:.0f} s: ending it")
             # Children of the child (workers) that outlived it are in the same session.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def _wait_http(url: str, timeout_s: float, stop: threading.Event) -> bool:

@@ -123,3 +123,22 @@ def make_platform(home: Path, monkeypatch: pytest.MonkeyPatch | None = None) -> 
 
 def land_days(platform: Platform, first: dt.date, days: int, **config) -> list[Path]:
     return write_sensor_data(platform.landing, SensorDataConfig(sensors=6, days=days, start=first, **config))
+
+
+# Fixtures that run the platform for real: Dagster runs over a materialized home, a Ray cluster,
+# the demo. A test using none of them is in the fast tier (`make test-fast`).
+INTEGRATION_FIXTURES = {
+    "platform",
+    "ray_cluster",
+    "running_platform",
+    "loop",
+    "mqtt_setup",
+    "pg_table",
+    "api",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

@@ -28,6 +28,8 @@ from .conftest import USE_CASE, keys
 from .listening import listeners, process_tree
 from .test_definitions import CONTRACT_UPSTREAMS
 
+pytestmark = pytest.mark.integration  # the Dagster webserver in headless Chromium
+
 
 @pytest.fixture
 def webserver(tmp_path):

@@ -7,12 +7,15 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from ml_platform.home import child_env, prepare_home
 from ml_platform.resources.platform import WAREHOUSE_LOCKED, WAREHOUSE_UNLOCKED
 from ml_platform.settings import REPO_ROOT
 
 from .conftest import FIRST_DAY, land_days, make_platform
+
+pytestmark = pytest.mark.integration  # ten Dagster runs launched at once
 
 RUNS = 10
 WAREHOUSE_STEPS = ("sensor_anomaly__raw_readings", "sensor_anomaly__readings_quarantine")

@@ -150,6 +150,7 @@ def test_a_redelivered_drifted_day_keeps_its_labels(tmp_path):
     assert relabelled.equals(landed)
 
 
+@pytest.mark.integration  # the drift loop for seven simulated days
 def test_after_drift_the_retrain_is_promoted_on_any_day():
     outcomes = []
     for today in TODAYS:
@@ -164,6 +165,7 @@ def test_after_drift_the_retrain_is_promoted_on_any_day():
     assert all(o == outcomes[0] for o in outcomes)  # the day changes nothing
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("seed", [1, 4, 10])  # 10 fails with a search that picks by score alone
 def test_after_drift_the_retrain_is_promoted_for_other_seeds(seed):
     result, *_ = drift_loop(TODAYS[0], seed=seed)

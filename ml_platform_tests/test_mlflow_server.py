@@ -20,6 +20,8 @@ from ml_platform.training import registry
 from .conftest import DAYS, FIRST_DAY, USE_CASE, key, land_days, make_platform
 from .listening import listeners, process_tree
 
+pytestmark = pytest.mark.integration  # an MLflow tracking server
+
 ADMIN_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 
 

@@ -3,6 +3,7 @@
 import datetime as dt
 
 import duckdb
+import pytest
 
 from ml_platform.features.assets import features_table, staged_table
 from ml_platform.features.online_store import make_online_store
@@ -11,6 +12,8 @@ from ml_platform.training.steps import content_sha256
 from ml_platform.usecases import get_use_case
 
 from .conftest import FIRST_DAY, USE_CASE, land_days, make_platform
+
+pytestmark = pytest.mark.integration  # a whole home ingested, deleted and rebuilt
 
 SPEC = get_use_case(USE_CASE)
 DAYS = 3

@@ -235,6 +235,7 @@ def test_definitions_take_their_use_cases_as_input():
     assert {s.name for s in defs.sensors} >= {"only_this_one_landing_sensor", "only_this_one_retrain_sensor"}
 
 
+@pytest.mark.integration  # Dagster runs through dbt
 def test_a_user_spec_with_old_timestamps_ingests_stages_and_computes_features(user_repo, monkeypatch):
     """The YAML use case, data from 2014 on another schema and without its optional column: raw,
     quarantine, the generated dbt staging model with its tests, features, the training set and a

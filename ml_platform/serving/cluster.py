@@ -182,8 +182,11 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
     return process
 
 
-def stop_local_cluster(settings: Settings, process: subprocess.Popen, timeout_s: float = 30) -> None:
-    """Stop the head we started: a clean shutdown first, then whatever is left of its session."""
+def stop_local_cluster(settings: Settings, process: subprocess.Popen, timeout_s: float = 2) -> None:
+    """Stop the head we started, then whatever is left of its session. ``ray start --block`` was
+    seen to outlast SIGTERM by 30 s and more, so it gets ``timeout_s``: longer than the replicas'
+    one-second flush of the prediction log, and nothing else lives only in the cluster (models are
+    in the registry, events and labels in the landing zone)."""
     process.terminate()
     try:
         process.wait(timeout=timeout_s)
