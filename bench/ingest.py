@@ -18,7 +18,8 @@ How: every (format x size x implementation) measurement runs in its own child pr
 script with ``--child``), so its peak RSS (``ru_maxrss``) is its own. Both children import the
 same modules before the clock starts; wall time covers the work only. Each measurement is
 repeated (3 times, once with ``--quick``) with the implementations interleaved, and the median is
-reported. Both must quarantine the same number of rows, or the run fails with a per-reason diff.
+reported. On every repetition both must quarantine the same rows (data row numbers) for the same
+rules, or the run stops showing the rows that differ and the counts per reason.
 
 Output: progress on stderr; on stdout one JSON line per figure (``ratio`` is always ours / peer;
 ``better`` says which direction wins). Generated inputs are cached in
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,7 +72,6 @@ QUICK_SIZES = {"100k": 100_000, "300k": 300_000}
 TARGET_SIZE = "10m"
 ROWS_PER_S_TARGET = 3.0  # ours / pandas
 PEAK_MEM_TARGET_MB = 2000  # absolute bound for ours
-MISMATCH_TOLERANCE = 5  # quarantined rows ours and pandas may differ by
 
 # Bad rows: a row whose hash % 1000 is below 5 gets the fault of that number (0.5% in all).
 FAULTS = ("non_numeric_value", "value_out_of_range", "empty_sensor_id", "bad_timestamp", "duplicate_key")
@@ -198,12 +199,13 @@ def run_ours(spec: UseCaseSpec, path: Path, warehouse: Path, wrap=None) -> dict[
     return phases
 
 
-def ours_reasons(spec: UseCaseSpec, warehouse: Path) -> dict[str, int]:
+def ours_quarantined(spec: UseCaseSpec, warehouse: Path) -> list[tuple[int, str]]:
+    """(data row number from 1, reason) of every quarantined row, in row order."""
     import duckdb
 
     with duckdb.connect(str(warehouse), read_only=True) as conn:
         table = f"{spec.name}.readings_quarantine"
-        return dict(conn.sql(f"SELECT reject_reason, count(*) FROM {table} GROUP BY 1").fetchall())
+        return conn.sql(f"SELECT source_row, reject_reason FROM {table} ORDER BY 1").fetchall()
 
 
 # --- pandas ------------------------------------------------------------------------------------
@@ -316,18 +318,21 @@ def run_pandas(spec: UseCaseSpec, path: Path, warehouse: Path) -> dict[str, floa
     with phase(phases, "rules"):
         reasons = reject_reasons(spec, frame, parsed)
         bad = reasons != ""
-        quarantine = frame[bad].assign(reject_reason=reasons[bad])
+        quarantine = frame[bad].assign(reject_reason=reasons[bad], source_row=frame.index[bad] + 1)
         clean = pd.DataFrame({name: values[~bad] for name, values in parsed.items()})
     with phase(phases, "persist"):
         persist(warehouse, clean, quarantine)
     return phases
 
 
-def pandas_reasons(spec: UseCaseSpec, warehouse: Path) -> dict[str, int]:
+def pandas_quarantined(spec: UseCaseSpec, warehouse: Path) -> list[tuple[int, str]]:
+    """(data row number from 1, reason) of every quarantined row: the frame's index + 1, as ours
+    numbers a file's data rows."""
     import duckdb
 
     with duckdb.connect(str(warehouse), read_only=True) as conn:
-        return dict(conn.sql("SELECT reject_reason, count(*) FROM readings_quarantine GROUP BY 1").fetchall())
+        query = "SELECT source_row, reject_reason FROM readings_quarantine ORDER BY 1"
+        return conn.sql(query).fetchall()
 
 
 # --- one measurement (child process) -----------------------------------------------------------
@@ -339,16 +344,18 @@ def child(implementation: str, path: Path) -> None:
     baseline = peak_rss_mb()
     runs_dir = WORK_DIR / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    run, count = (run_ours, ours_reasons) if implementation == "ours" else (run_pandas, pandas_reasons)
+    run, quarantined = (
+        (run_ours, ours_quarantined) if implementation == "ours" else (run_pandas, pandas_quarantined)
+    )
     with tempfile.TemporaryDirectory(dir=runs_dir) as tmp:
         warehouse = Path(tmp) / "warehouse.duckdb"
         start, cpu_start = time.perf_counter(), cpu_seconds()
         phases = run(spec, path, warehouse)
         seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
         peak, own_peak = peak_rss_mb(), own_peak_rss_mb()
-        reasons = count(spec, warehouse)
+        rows = quarantined(spec, warehouse)
     result = {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak, "own_peak_rss_mb": own_peak}
-    result |= {"baseline_rss_mb": baseline, "phases": phases, "reasons": reasons}
+    result |= {"baseline_rss_mb": baseline, "phases": phases, "quarantined": rows}
     print(json.dumps(result))
 
 
@@ -366,20 +373,28 @@ def measure(implementation: str, path: Path) -> dict:
 # --- the benchmark (parent process) ------------------------------------------------------------
 
 
-def check_agreement(fmt: str, label: str, results: dict[str, dict], faults: dict[str, int]) -> None:
-    ours, peer = (results[impl]["reasons"] for impl in IMPLEMENTATIONS)
-    total_ours, total_peer = sum(ours.values()), sum(peer.values())
+def check_agreement(
+    fmt: str, label: str, attempt: int, results: dict[str, dict], faults: dict[str, int]
+) -> None:
+    """Both quarantined the same rows for the same rules, or the benchmark stops with the diff."""
+    ours, peer = ({int(r): reason for r, reason in results[impl]["quarantined"]} for impl in IMPLEMENTATIONS)
     log(
-        f"{fmt} {label}: quarantined rows ours={total_ours:,} pandas={total_peer:,}"
+        f"{fmt} {label} run {attempt + 1}: quarantined rows ours={len(ours):,} pandas={len(peer):,}"
         f" (injected {sum(faults.values()):,}: {faults})"
     )
-    if abs(total_ours - total_peer) <= MISMATCH_TOLERANCE:
+    if ours == peer:
         return
-    lines = [f"  {r:<24} ours={ours.get(r, 0):>9,} pandas={peer.get(r, 0):>9,}" for r in sorted(ours | peer)]
+    differing = sorted(r for r in ours.keys() | peer.keys() if ours.get(r) != peer.get(r))
+    lines = [f"  row {r:>10}: ours={ours.get(r, '-'):<24} pandas={peer.get(r, '-')}" for r in differing[:20]]
+    by_reason = Counter(ours.values()), Counter(peer.values())
+    lines += [
+        f"  {reason:<24} ours={by_reason[0].get(reason, 0):>9,} pandas={by_reason[1].get(reason, 0):>9,}"
+        for reason in sorted(by_reason[0] | by_reason[1])
+    ]
     raise SystemExit(
-        f"ours and pandas disagree on {fmt} {label} by {abs(total_ours - total_peer)} quarantined rows"
-        f" (more than {MISMATCH_TOLERANCE}): the two implementations no longer apply the same rules"
-        " to the same rows. Per reason:\n" + "\n".join(lines)
+        f"ours and pandas quarantined different rows on {fmt} {label} (run {attempt + 1}): "
+        f"{len(differing)} row(s) differ; the two no longer apply the same rules to the same rows.\n"
+        + "\n".join(lines)
     )
 
 
@@ -396,8 +411,9 @@ def run_case(fmt: str, label: str, rows: int, repeats: int, faults: dict[str, in
                 f" {rows / result['seconds']:,.0f} rows/s, peak {result['peak_rss_mb']:.0f} MB"
                 f" (after imports {result['baseline_rss_mb']:.0f} MB), phases {result['phases']}"
             )
-        if attempt == 0:
-            check_agreement(fmt, label, {impl: runs[impl][0] for impl in IMPLEMENTATIONS}, faults)
+        check_agreement(fmt, label, attempt, {impl: runs[impl][attempt] for impl in IMPLEMENTATIONS}, faults)
+        for impl in IMPLEMENTATIONS:
+            runs[impl][attempt].pop("quarantined")  # compared; not kept for the figures
     return runs
 
 

@@ -304,7 +304,7 @@ def test_a_column_added_to_the_landed_files_is_flagged_by_the_schema_change_chec
 
 def test_a_csv_with_a_byte_order_mark_lands_whole(platform):
     """Spreadsheet exports start with a UTF-8 byte order mark: the header still names the columns."""
-    day = FIRST_DAY + dt.timedelta(days=GOOD_DAYS + len(CASES))
+    day = FIRST_DAY + dt.timedelta(days=GOOD_DAYS + len(CASES) + len(FORMATS))  # a day of its own
     path = platform.landing / f"excel_export_{day}.csv"
     path.write_bytes(generate_day(day, platform.config)[0].to_csv(index=False).encode("utf-8-sig"))
     result = platform.ingest(day, day, labels=False, raise_on_error=False)
@@ -318,7 +318,7 @@ def test_a_truncated_gzip_file_is_rejected_naming_it(platform):
     """A .csv.gz cut short (a copy that did not finish) cannot be read whole: like the other
     unreadable files it fails the blocking schema check, named, nothing of it is staged, and the
     landed file is left as it was."""
-    day = FIRST_DAY + dt.timedelta(days=GOOD_DAYS + len(CASES) + 1)
+    day = FIRST_DAY + dt.timedelta(days=GOOD_DAYS + len(CASES) + len(FORMATS) + 1)
     frame = generate_day(day, platform.config)[0]
     path = platform.landing / f"cut_{day}.csv.gz"
     whole = gzip.compress(frame.to_csv(index=False).encode())
