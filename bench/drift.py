@@ -272,8 +272,11 @@ def shifted_found(columns: dict[str, dict]) -> float:
     return sum(columns.get(c, {}).get("drifted", False) for c in shifted) / len(shifted)
 
 
-def figure(name: str, ours: float, peer_value: float, better: str, target: float | None, **extra) -> dict:
-    """One contract line; ``target_kind`` "absolute..." compares ours itself, else ours / peer_value."""
+def figure(
+    name: str, ours: float, peer_value: float | None, better: str, target: float | None, **extra
+) -> dict:
+    """One contract line; ``target_kind`` "absolute..." compares ours itself, else ours / peer_value.
+    A figure that is itself a comparison of the two (the verdict agreement) has no peer value."""
     ratio = ours / peer_value if peer_value else None
     met = None
     if target is not None:
@@ -283,8 +286,8 @@ def figure(name: str, ours: float, peer_value: float, better: str, target: float
         "bench": "drift",
         "figure": name,
         "ours": significant(ours),
-        "peer": "evidently",
-        "peer_value": significant(peer_value),
+        "peer": "evidently" if peer_value is not None else None,
+        "peer_value": significant(peer_value) if peer_value is not None else None,
         "ratio": significant(ratio),
         "better": better,
         "target": target,
@@ -330,11 +333,12 @@ def main() -> None:
             MEMORY_TARGET if with_targets else None,
         ),
         figure(
-            f"verdict_agreement_{label}",
+            f"verdict_agreement_{label}",  # ours against Evidently: the share of same verdicts
             agreement["agreement"],
-            1.0,
+            None,
             "higher",
             AGREEMENT_TARGET if with_targets else None,
+            target_kind="absolute_share",
             max_score_rel_gap=significant(agreement["max_score_rel_gap"], 2),
         ),
         figure(

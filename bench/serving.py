@@ -12,7 +12,7 @@ model, evaluation, champion; in a temporary home under ``/tmp/ml_platform_bench/
   "ours", the proxy mode is printed as separate ``*_proxy_mode`` figures.
 * ``mlflow models serve -m models:/sensor_anomaly/<v> --env-manager local -w N`` against the same
   registry, N = 1 and 2; the better (by throughput at 32 connections) is the peer.
-* ``bench/_fastapi_peer.py``: FastAPI under uvicorn (1 worker, access log off), the model loaded
+* ``bench/_fastapi_peer.py``: FastAPI under uvicorn (1 and 2 workers, access log off), the model loaded
   in-process with ``load_verified_model``, ``anomaly_scores`` called per request.
 
 Request: one full feature row (the model's 12 features, the newest row of the features table),
@@ -250,7 +250,8 @@ SERVERS = (
     Server("ours", "ours fast mode, 2 replicas", fast=True, replicas=2),
     Server("mlflow", "mlflow models serve -w 1", workers=1),
     Server("mlflow", "mlflow models serve -w 2", workers=2),
-    Server("fastapi", "fastapi (uvicorn, 1 worker)"),
+    Server("fastapi", "fastapi (uvicorn, 1 worker)", workers=1),
+    Server("fastapi", "fastapi (uvicorn, 2 workers)", workers=2),
 )
 
 
@@ -366,10 +367,12 @@ def running(server: Server, model: Model, cpus: set[int]):
         "--port",
         "{port}",
         "--workers",
-        "1",
+        str(server.workers),
         "--no-access-log",
     ]
-    return run_process(command, {**env, "BENCH_MODEL_VERSION": model.version}, "fastapi", "/ping")
+    return run_process(
+        command, {**env, "BENCH_MODEL_VERSION": model.version}, f"fastapi-w{server.workers}", "/ping"
+    )
 
 
 def body_of(rows: list[dict]) -> str:

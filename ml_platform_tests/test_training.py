@@ -395,7 +395,9 @@ def _serve_log(platform, version: str, frame, scores, latency_ms: float) -> None
         }
         for row, score in zip(frame.iter_rows(named=True), scores, strict=True)
     ]
-    PredictionLogWriter(platform.settings.serving_log_dir).append(USE_CASE, records)
+    writer = PredictionLogWriter(platform.settings.serving_log_dir)
+    writer.append(USE_CASE, records)
+    writer.close()
 
 
 def test_a_champion_worse_live_is_caught_by_live_performance_and_rolled_back(platform):

@@ -32,6 +32,12 @@ class PredictionLogWriter:
         handle.write("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
         handle.flush()
 
+    def close(self) -> None:
+        """Close every file this writer has open (a later append opens its file again)."""
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
 
 def read_prediction_log(directory: Path, use_case: str) -> list[dict[str, Any]]:
     """Every complete record logged for ``use_case``, in file order."""
