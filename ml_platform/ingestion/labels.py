@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -23,6 +24,7 @@ from ml_platform.ingestion.landing import file_sha256
 from ml_platform.spec import EventLabels, UseCaseSpec
 from ml_platform.tables import replace_days
 
+LabelFiles = list[tuple[Path, dt.date, dt.date]]  # (file, first day, last day), as label_files lists them
 _SPAN = re.compile(r"_(\d{4}-\d{2}-\d{2})_(\d{4}-\d{2}-\d{2})\.csv$")
 
 
@@ -42,7 +44,7 @@ def label_file_span(path: Path) -> tuple[dt.date, dt.date] | None:
     return dt.date.fromisoformat(match.group(1)), dt.date.fromisoformat(match.group(2))
 
 
-def label_files(labels_dir: Path) -> list[tuple[Path, dt.date, dt.date]]:
+def label_files(labels_dir: Path) -> LabelFiles:
     """Labels files with the days they cover, oldest modification first (newer files win)."""
     found = []
     for path in labels_dir.glob("*.csv") if labels_dir.is_dir() else []:
@@ -52,7 +54,7 @@ def label_files(labels_dir: Path) -> list[tuple[Path, dt.date, dt.date]]:
     return sorted(found, key=lambda f: (f[0].stat().st_mtime_ns, f[0].name))
 
 
-def covering_file(files: list[tuple[Path, dt.date, dt.date]], day: dt.date) -> Path | None:
+def covering_file(files: LabelFiles, day: dt.date) -> Path | None:
     """The newest of ``files`` (as ``label_files`` lists them) that covers ``day``."""
     covering = [path for path, first, last in files if first <= day <= last]
     return covering[-1] if covering else None
@@ -138,7 +140,19 @@ def _day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start, start + dt.timedelta(days=1)
 
 
-def _window_rows(spec, days, files_found, labels_dir) -> tuple[list, list, dict]:
+@dataclass(frozen=True)
+class DayLabels:
+    """What ``load_label_days`` writes for some days: the labels, which file(s) each day's came
+    from, and every file read (path -> sha256)."""
+
+    rows: pl.DataFrame
+    coverage: list[dict[str, object]]
+    sources: dict[str, str]
+
+
+def _window_rows(
+    spec: UseCaseSpec, days: list[dt.date], files_found: LabelFiles, labels_dir: Path
+) -> DayLabels:
     """Per day, the windows overlapping it from the newest file covering it."""
     sources = {day: covering_file(files_found, day) for day in days}
     uncovered = [d.isoformat() for d, path in sources.items() if path is None]
@@ -163,10 +177,10 @@ def _window_rows(spec, days, files_found, labels_dir) -> tuple[list, list, dict]
         coverage.append(
             {"label_day": day, "source_file": str(path), "file_sha256": sha, "labels": len(overlapping)}
         )
-    return rows, coverage, {str(path): sha for path, (_, sha) in files.items()}
+    return DayLabels(pl.concat(rows), coverage, {str(path): sha for path, (_, sha) in files.items()})
 
 
-def _event_rows(spec, days, files_found) -> tuple[list, list, dict]:
+def _event_rows(spec: UseCaseSpec, days: list[dt.date], files_found: LabelFiles) -> DayLabels:
     """Per day, the labels of its events from every file covering it, the newest label per event.
 
     A label whose event lies outside the days its file's name covers fails: it would never be read."""
@@ -209,7 +223,7 @@ def _event_rows(spec, days, files_found) -> tuple[list, list, dict]:
         .agg(pl.len().cast(pl.Int64).alias("labels"))
         .sort("label_day", "source_file")
     )
-    return [newest.drop("_order").sort(spec.entity, timestamp)], coverage.to_dicts(), shas
+    return DayLabels(newest.drop("_order").sort(spec.entity, timestamp), coverage.to_dicts(), shas)
 
 
 def load_label_days(
@@ -222,18 +236,18 @@ def load_label_days(
     days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
     files_found = label_files(labels_dir)
     if isinstance(spec.labels, EventLabels):
-        rows, coverage, sources = _event_rows(spec, days, files_found)
+        found = _event_rows(spec, days, files_found)
     else:
-        rows, coverage, sources = _window_rows(spec, days, files_found, labels_dir)
+        found = _window_rows(spec, days, files_found, labels_dir)
     ingested_at = dt.datetime.now(dt.UTC)
-    labels = pl.concat(rows).with_columns(pl.lit(ingested_at).alias("ingested_at"))
+    labels = found.rows.with_columns(pl.lit(ingested_at).alias("ingested_at"))
     covered_schema = {
         "label_day": pl.Date,
         "source_file": pl.String,
         "file_sha256": pl.String,
         "labels": pl.Int64,
     }
-    covered = pl.DataFrame(coverage, schema=covered_schema).with_columns(
+    covered = pl.DataFrame(found.coverage, schema=covered_schema).with_columns(
         pl.lit(ingested_at).alias("ingested_at")
     )
     conn.sql(f"CREATE SCHEMA IF NOT EXISTS {spec.name}")
@@ -245,7 +259,7 @@ def load_label_days(
         "labels": labels.select(spec.label_columns).unique().height,
         "days": len(days),
         "days_with_labels": covered["label_day"].n_unique(),
-        "source_files": dict(sorted(sources.items())),
+        "source_files": dict(sorted(found.sources.items())),
     }
 
 
