@@ -259,5 +259,10 @@ class UseCaseSpec:
         return (self.entity, "start", "end")
 
     @property
+    def text_column_names(self) -> frozenset[str]:
+        """Columns whose values stay text for features (``is_value``), not cast to numbers."""
+        return frozenset(c.name for c in self.columns if c.dtype == "string")
+
+    @property
     def numeric_columns(self) -> list[Column]:
         return [c for c in self.columns if c.dtype in NUMBER_DTYPES]

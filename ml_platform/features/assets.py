@@ -42,9 +42,9 @@ def compute_days(conn, spec: UseCaseSpec, first: dt.date, last: dt.date) -> pl.D
     end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
     # Features read numbers (integer and boolean columns as DOUBLE, a boolean as 0 / 1) or, with
     # is_value, text, as online.
-    text = {c.name for c in spec.columns if c.dtype == "string"}
     sources = [
-        f'"{c}"' if c in text else f'CAST("{c}" AS DOUBLE) AS "{c}"' for c in spec.features.source_columns()
+        f'"{c}"' if c in spec.text_column_names else f'CAST("{c}" AS DOUBLE) AS "{c}"'
+        for c in spec.features.source_columns()
     ]
     selected = ", ".join([_quoted([spec.entity, spec.timestamp]), *sources])
     rows = conn.sql(

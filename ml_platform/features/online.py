@@ -83,7 +83,7 @@ class OnlineFeatures:
         self.spec = spec
         self.features = spec.features.features
         self.columns = spec.features.source_columns()
-        self.text = {c.name for c in spec.columns if c.dtype == "string"}
+        self.text = spec.text_column_names
         self.keep_rows, keep_period = lookback(self.features)
         self.keep_micros = keep_period // _US
 

@@ -12,7 +12,7 @@ from ml_platform.ingestion.labels import LabelFileError, labels_table, load_labe
 from ml_platform.ingestion.raw import load_raw_partitions
 from ml_platform.metadata import markdown_table
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
-from ml_platform.spec import UseCaseSpec
+from ml_platform.spec import EventLabels, UseCaseSpec
 from ml_platform.validation.summary import (
     partition_filter,
     record_rejects,
@@ -102,6 +102,7 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
 
 def build_label_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     labels_key = dg.AssetKey([spec.name, "raw_labels"])
+    per_event = isinstance(spec.labels, EventLabels)
 
     @dg.asset(
         key=labels_key,
@@ -111,8 +112,10 @@ def build_label_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         pool=WAREHOUSE_POOL,
         kinds={"duckdb"},
         description=(
-            "Anomaly windows per day, from the labels files landed for those days; labels arrive up to "
-            f"{spec.monitoring.label_lateness} after the events (a day is judged once its labels landed)."
+            f"{'Labels of the events' if per_event else 'Anomaly windows'} per day, from the labels "
+            "files landed or posted for those days; labels arrive up to "
+            f"{spec.monitoring.label_lateness} after the events"
+            + ("." if per_event else " (a day is judged once its labels landed).")
         ),
     )
     def raw_labels(

@@ -23,6 +23,7 @@ from ml_platform.features.compute import EVENT_TIMESTAMP
 from ml_platform.ingestion.landing import file_sha256
 from ml_platform.spec import EventLabels, UseCaseSpec
 from ml_platform.tables import replace_days
+from ml_platform.timestamps import parse_timestamp
 
 LabelFiles = list[tuple[Path, dt.date, dt.date]]  # (file, first day, last day), as label_files lists them
 _SPAN = re.compile(r"_(\d{4}-\d{2}-\d{2})_(\d{4}-\d{2}-\d{2})\.csv$")
@@ -30,7 +31,7 @@ _SPAN = re.compile(r"_(\d{4}-\d{2}-\d{2})_(\d{4}-\d{2}-\d{2})\.csv$")
 
 # How a label is written in a file or a post, and what it means.
 LABEL_VALUES = {"1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0}
-LABEL = "label"
+LABEL = "label"  # the column an event's label is read into, for training and monitoring alike
 
 
 class LabelFileError(ValueError):
@@ -63,10 +64,9 @@ def covering_file(files: LabelFiles, day: dt.date) -> Path | None:
 def _utc(text: str | None) -> dt.datetime | None:
     """An ISO-8601 time in UTC (without an offset it is UTC), or None when it is not one."""
     try:
-        moment = dt.datetime.fromisoformat(text.strip())  # type: ignore[union-attr]
-    except (AttributeError, ValueError):
+        return parse_timestamp(text.strip() if text is not None else None)
+    except ValueError:
         return None
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
 def _parse_times(frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:

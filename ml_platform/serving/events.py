@@ -22,6 +22,7 @@ from ml_platform.features.online import OnlineFeatures
 from ml_platform.features.online_store import OnlineStore, unavailable
 from ml_platform.settings import Settings
 from ml_platform.spec import NUMBER_DTYPES, Column, UseCaseSpec
+from ml_platform.timestamps import parse_timestamp
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,6 @@ class Ingested:
 
 class EventError(ValueError):
     """An event that breaks the use case's input schema; the message names the item and field."""
-
-
-def parse_timestamp(value: Any) -> dt.datetime:
-    if not isinstance(value, str):
-        raise ValueError("must be an ISO-8601 string")
-    moment = dt.datetime.fromisoformat(value)
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
 def validate_event(spec: UseCaseSpec, item: Any, index: int) -> tuple[dt.datetime, dict[str, Any]]:

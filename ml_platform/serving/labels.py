@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ml_platform.serving.events import parse_timestamp
 from ml_platform.settings import Settings
 from ml_platform.spec import EventLabels, UseCaseSpec
+from ml_platform.timestamps import parse_timestamp
 
 
 class LabelError(ValueError):

@@ -8,9 +8,9 @@ import polars as pl
 
 from ml_platform.features.compute import EVENT_TIMESTAMP
 from ml_platform.features.point_in_time import point_in_time_join
+from ml_platform.ingestion.labels import LABEL
 from ml_platform.spec import EventLabels, UseCaseSpec
 
-LABEL = "label"
 SPLIT = "split"
 WINDOW = "anomaly_window"
 # Rows whose labels have not arrived: neither negatives nor positives, so never validated or tested on.
