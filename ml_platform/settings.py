@@ -37,6 +37,8 @@ class Settings:
     sensor_interval_s: int = 30
     # The user's own use cases: comma-separated module paths, .py or .yaml files (see usecases/).
     use_cases: str = ""
+    # None: `serving_log/` under the home; else a folder of its own (a volume sized for the log).
+    prediction_log_dir: Path | None = None
 
     @property
     def warehouse_path(self) -> Path:
@@ -60,7 +62,7 @@ class Settings:
 
     @property
     def serving_log_dir(self) -> Path:
-        return self.home / "serving_log"
+        return self.prediction_log_dir or self.home / "serving_log"
 
     @property
     def reports_dir(self) -> Path:
@@ -114,6 +116,7 @@ ENV_VARS = {
     "serve_replicas": "ML_PLATFORM_SERVE_REPLICAS",
     "sensor_interval_s": "ML_PLATFORM_SENSOR_INTERVAL_S",
     "use_cases": "ML_PLATFORM_USE_CASES",
+    "prediction_log_dir": "ML_PLATFORM_PREDICTION_LOG_DIR",
 }
 # Never written into Dagster run config or shown in its UI (the resource reads it as a dg.EnvVar).
 SECRET_VARS = frozenset({"ML_PLATFORM_API_TOKEN"})
@@ -138,6 +141,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         serve_replicas=int(env.get("ML_PLATFORM_SERVE_REPLICAS") or "1"),
         sensor_interval_s=int(env.get("ML_PLATFORM_SENSOR_INTERVAL_S") or "30"),
         use_cases=_absolute_entries(env.get("ML_PLATFORM_USE_CASES", "")),
+        prediction_log_dir=Path(log_dir).resolve()
+        if (log_dir := env.get("ML_PLATFORM_PREDICTION_LOG_DIR"))
+        else None,
     )
 
 

@@ -1,11 +1,14 @@
 """The closed loop, unattended: drifted data lands on a running platform (Dagster daemon, Ray
 Serve) and the platform alone detects the drift, retrains once, gates, promotes and switches
-serving with no failed request. Sensor intervals are shortened to 5 s."""
+serving with no failed request, although the daemon is killed in the tick that requests the
+retrain and started again. Sensor intervals are shortened to 5 s."""
 
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +17,7 @@ import pytest
 
 from ml_platform.definitions import build_definitions
 from ml_platform.home import child_env, prepare_home
+from ml_platform.serving.processes import descendants, processes
 from ml_platform.settings import REPO_ROOT, load_settings
 from ml_platform.usecases.sensor_anomaly.scenario import run_drift_scenario
 
@@ -39,6 +43,61 @@ def assert_guarded(settings, when: str) -> None:
         assert allowed.status_code == ok, (when, path, allowed.text)
 
 
+def start_daemon(settings, home: Path) -> subprocess.Popen:
+    with (home / "daemon.log").open("ab") as log:  # the child keeps its own copy
+        return subprocess.Popen(
+            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
+            cwd=REPO_ROOT,
+            env={**child_env(settings), **{k: v for k, v in os.environ.items() if k.startswith("RAY")}},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+class DaemonKiller(threading.Thread):
+    """Once the retrain sensor's run exists (its tick may not have finished), SIGKILL the daemon
+    and its code servers (not run workers: a run keeps its own process) and start a new daemon."""
+
+    def __init__(self, platform: Platform) -> None:
+        super().__init__(daemon=True)
+        self.platform, self.stop = platform, threading.Event()
+        self.killed: list[int] = []
+        self.tick_status_at_kill: str | None = None
+
+    def run(self) -> None:
+        with dg.DagsterInstance.from_config(str(self.platform.settings.dagster_home)) as instance:
+            retrain = dg.RunsFilter(tags={"ml_platform/trigger": "retrain"})
+            while not self.stop.wait(0.05):
+                if instance.get_runs(retrain):
+                    break
+            else:
+                return
+            daemon = self.platform.daemon
+            table = processes()
+            tree = [daemon.pid] + [
+                pid
+                for pid in descendants(daemon.pid, table)
+                if b"execute_run" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+            ]
+            for pid in tree:
+                os.kill(pid, signal.SIGKILL)
+            self.killed = tree
+            daemon.wait()
+            ticks = [
+                t
+                for t in instance.get_ticks(*_sensor_ids(instance, f"{USE_CASE}_retrain_sensor"))
+                if t.status is not None
+            ]
+            self.tick_status_at_kill = ticks[0].status.value if ticks else None
+            self.platform.daemon = start_daemon(self.platform.settings, self.platform.settings.home)
+
+
+def _sensor_ids(instance: dg.DagsterInstance, name: str) -> tuple[str, str]:
+    state = next(s for s in instance.all_instigator_state() if s.name == name)
+    return state.instigator_origin_id, state.selector_id
+
+
 @pytest.fixture(scope="module")
 def running_platform(tmp_path_factory, ray_cluster):
     home = tmp_path_factory.mktemp("scenario-home")
@@ -55,19 +114,11 @@ def running_platform(tmp_path_factory, ray_cluster):
     platform.ingest(FIRST_DAY, FIRST_DAY + dt.timedelta(days=DAYS - 1))
     platform.materialize(TRAIN_AND_SERVE)
     platform.materialize(["predictions", "drift_report"])  # as make demo leaves it
-    log = (home / "daemon.log").open("wb")
-    daemon = subprocess.Popen(
-        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT,
-        env={**child_env(settings), **{k: v for k, v in os.environ.items() if k.startswith("RAY")}},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    platform.daemon = daemon
+    platform.daemon = start_daemon(settings, home)
     try:
         yield platform
     finally:
+        daemon = platform.daemon  # the one started again after a kill, if it was
         daemon.terminate()
         try:
             daemon.wait(timeout=60)
@@ -79,8 +130,17 @@ def running_platform(tmp_path_factory, ray_cluster):
 
 def test_drift_is_detected_retrained_once_promoted_and_served_without_a_failed_request(running_platform):
     settings = running_platform.settings
+    # The daemon is killed with SIGKILL the moment the retrain run exists, and started again.
+    killer = DaemonKiller(running_platform)
+    killer.start()
     # Each wait is bounded; the chain (two ingests, staging, features, drift) takes ~8 min here.
-    result = run_drift_scenario(settings, timeout_s=900, log=print)
+    try:
+        result = run_drift_scenario(settings, timeout_s=900, log=print)
+    finally:
+        killer.stop.set()
+        killer.join()
+    assert killer.killed, "the retrain run never appeared, so the daemon was not killed"
+    print(f"daemon killed; the retrain sensor's last tick was {killer.tick_status_at_kill}")
     assert result.drift_report["dataset_drift"] is True
     assert result.retrain_runs == 1
     assert int(result.champion_after) == int(result.champion_before) + 1
@@ -88,6 +148,7 @@ def test_drift_is_detected_retrained_once_promoted_and_served_without_a_failed_r
     assert result.versions_served == {result.champion_before, result.champion_after}
     assert result.requests > 50
     runs = running_platform.instance.get_runs(dg.RunsFilter(tags={"ml_platform/trigger": "retrain"}))
+    # One run although the daemon died in the tick that made it and evaluated it again.
     assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
     assert "drift report" in runs[0].tags["ml_platform/reasons"]
     # Nothing the loop started (daemon, code server, run workers, Ray, serving) listens beyond loopback.

@@ -1,6 +1,8 @@
 """Serving through Ray Serve: each protocol spoken by a real client, bad input answered 4xx,
 canary and shadow, and no failed request while the champion changes under load."""
 
+import contextlib
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -20,7 +22,7 @@ import pytest
 import tritonclient.http as triton
 
 from ml_platform.serving.app import CANARY_TAG, SHADOW_TAG
-from ml_platform.serving.deploy import deploy, wait_until_serving
+from ml_platform.serving.deploy import APP_NAME, deploy, wait_until_serving
 from ml_platform.serving.log import read_prediction_log
 from ml_platform.serving.processes import descendants, processes
 from ml_platform.training import registry
@@ -28,6 +30,7 @@ from ml_platform.training.model import build_pipeline
 from ml_platform.usecases import get_use_case
 
 from .conftest import DAYS, FIRST_DAY, USE_CASE, land_days, make_platform
+from .disks import fill, small_disk
 from .listening import listeners, process_tree
 
 SPEC = get_use_case(USE_CASE)
@@ -350,11 +353,18 @@ def test_canary_and_shadow(platform):
             ).json()
             assert body["served_by"] == "champion"  # in shadow mode the champion always answers
             ids.append(body["prediction_id"])
-        time.sleep(3)  # the log is flushed every second
+        time.sleep(2)  # shadow scores are logged off the response path, after the answer
         logged = {
             r["prediction_id"]: r for r in read_prediction_log(platform.settings.serving_log_dir, USE_CASE)
         }
         assert all(logged[i]["shadow"]["model_version"] == challenger.version for i in ids)
+        platform.materialize(["predictions"])
+        with platform.defs.resources["warehouse"].get_connection() as conn:
+            shadows = conn.sql(
+                f"SELECT prediction_id, shadow_version FROM {USE_CASE}.predictions WHERE prediction_id IN "
+                f"({', '.join(repr(i) for i in ids)})"
+            ).fetchall()
+        assert sorted(shadows) == sorted((i, challenger.version) for i in ids)
     finally:
         client.set_registered_model_tag(USE_CASE, CANARY_TAG, "0")
         client.set_registered_model_tag(USE_CASE, SHADOW_TAG, "false")
@@ -508,6 +518,156 @@ def test_an_online_store_that_is_down_answers_503_naming_it_and_serving_returns_
             time.sleep(0.5)
 
 
+# --- faults under load: a replica killed, the prediction log's disk full -------------------
+
+
+def replica_pids() -> set[int]:
+    """The serving replicas' processes (Ray names them after the deployment)."""
+    found = set()
+    for pid in process_tree(os.getpid()):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"ServeReplica:ml_platform:ModelServer" in cmdline:
+            found.add(pid)
+    return found
+
+
+def running_replicas() -> int:
+    from ray import serve
+
+    deployment = serve.status().applications[APP_NAME].deployments["ModelServer"]
+    return deployment.replica_states.get("RUNNING", 0) if deployment.status == "HEALTHY" else 0
+
+
+def wait_for(condition, timeout_s: float, what: str) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.25)
+    raise AssertionError(f"{what} not within {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def two_replicas_on_a_small_disk(platform, tmp_path_factory):
+    """The same champion deployed on two replicas, logging to a 64 MB disk of its own."""
+    with small_disk(tmp_path_factory.mktemp("prediction-log"), "64m") as disk:
+        settings = dataclasses.replace(platform.settings, serve_replicas=2, prediction_log_dir=disk)
+        deploy(settings)
+        wait_for(lambda: running_replicas() == 2 and len(replica_pids()) == 2, 120, "two replicas")
+        wait_until_serving(settings, USE_CASE, champion_version(platform))
+        yield settings
+        deploy(platform.settings)
+        wait_for(lambda: running_replicas() == 1, 120, "one replica again")
+
+
+class Load:
+    """16 clients predicting by entity until stopped; every answer and exception is kept."""
+
+    def __init__(self, settings, clients: int = 16) -> None:
+        self.settings, self.stop = settings, threading.Event()
+        self.answers: list[tuple[float, int, dict | None]] = []  # (sent at, status, body)
+        self.errors: list[tuple[float, str]] = []
+        self.made = [0] * clients
+        self.threads = [threading.Thread(target=self._client, args=(i,)) for i in range(clients)]
+
+    def _client(self, index: int) -> None:
+        with httpx.Client(timeout=30) as session:
+            while not self.stop.is_set():
+                self.made[index] += 1
+                sent = time.monotonic()
+                try:
+                    response = session.post(
+                        f"{self.settings.serve_url}/v1/models/{USE_CASE}/predict", json={SPEC.entity: "s-2"}
+                    )
+                    body = (
+                        response.json()
+                        if response.headers.get("content-type", "").startswith("application/json")
+                        else {"text": response.text[:300]}
+                    )
+                    self.answers.append((sent, response.status_code, body))
+                except Exception as exc:  # no answer at all counts as a failure too
+                    self.errors.append((sent, repr(exc)))
+
+    def __enter__(self) -> "Load":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+    def failed(self, after: float = 0.0) -> list:
+        bad = [(sent, status, body) for sent, status, body in self.answers if status != 200]
+        return [f for f in bad + self.errors if f[0] >= after]
+
+
+def test_a_replica_killed_under_load_costs_only_its_requests_in_flight(two_replicas_on_a_small_disk):
+    settings = two_replicas_on_a_small_disk
+    victim = min(replica_pids())
+    with Load(settings) as load:
+        time.sleep(5)
+        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        replaced_in = wait_for(
+            lambda: running_replicas() == 2 and len(replica_pids() - {victim}) == 2,
+            30,
+            "a replacement replica",
+        )
+        time.sleep(10)
+    assert victim not in replica_pids()
+    failed = load.failed()
+    window = (
+        (min(f[0] for f in failed) - killed_at, max(f[0] for f in failed) - killed_at) if failed else None
+    )
+    # At most one request per client was in flight on the killed replica; none fail afterwards.
+    assert len(failed) <= len(load.made), (
+        window,
+        replaced_in,
+        Counter(str(f[1:])[:200] for f in failed).most_common(3),
+    )
+    assert load.failed(after=killed_at + replaced_in) == []
+    answered = [body for _, status, body in load.answers if status == 200]
+    assert min(load.made) > 5 and len(answered) + len(failed) == sum(load.made) > 200
+    # Every answered prediction is in the log: a killed replica loses none it answered.
+    logged = {r["prediction_id"] for r in read_prediction_log(settings.serving_log_dir, USE_CASE)}
+    assert {body["prediction_id"] for body in answered} <= logged
+
+
+def test_a_full_prediction_log_disk_answers_503_and_no_answered_prediction_is_lost(
+    two_replicas_on_a_small_disk,
+):
+    settings = two_replicas_on_a_small_disk
+    predict = f"{settings.serve_url}/v1/models/{USE_CASE}/predict"
+    filler = fill(settings.serving_log_dir)
+    answers = [httpx.post(predict, json={SPEC.entity: "s-1"}, timeout=30) for _ in range(200)]
+    refused = [a for a in answers if a.status_code == 503]
+    assert len(refused) > 100 and {a.status_code for a in answers} <= {200, 503}
+    error = refused[0].json()["error"]
+    assert "No space left on device" in error and str(settings.serving_log_dir) in error
+    assert "not answered" in error
+    scrapes = [httpx.get(f"{settings.serve_url}/metrics", timeout=30).text for _ in range(6)]
+    assert any(
+        'ml_platform_prediction_log_failures_total{kind="prediction",model="sensor_anomaly"}' in s
+        for s in scrapes
+    )
+    filler.unlink()
+    wait_for(
+        lambda: httpx.post(predict, json={SPEC.entity: "s-1"}, timeout=30).status_code == 200,
+        10,
+        "serving again",
+    )
+    after = [httpx.post(predict, json={SPEC.entity: "s-1"}, timeout=30) for _ in range(20)]
+    assert {a.status_code for a in after} == {200}
+    logged = {r["prediction_id"] for r in read_prediction_log(settings.serving_log_dir, USE_CASE)}
+    answered = [a.json()["prediction_id"] for a in answers + after if a.status_code == 200]
+    assert set(answered) <= logged
+
+
 def test_nothing_the_suite_started_listens_beyond_loopback(platform):
     """Every listening socket of this process and all it started (the Ray head with its GCS,
     raylet, agents, client server and workers, Serve's proxy and replicas, HAProxy)."""
@@ -524,13 +684,8 @@ def test_nothing_the_suite_started_listens_beyond_loopback(platform):
     assert [str(x) for x in found if not x.loopback] == []
 
 
-def test_serve_stops_everything_it_started_on_ctrl_c(platform):
-    from ml_platform.home import child_env
-    from ml_platform.serving.cluster import free_port
-
-    port = free_port()
-    env = {**child_env(platform.settings), "ML_PLATFORM_SERVE_PORT": str(port)}
-    env.pop("RAY_ADDRESS", None)  # its own local Ray head, as a user's `ml-platform serve`
+def start_serve(env: dict[str, str], port: int) -> subprocess.Popen:
+    """A user's `ml-platform serve`, with its own local Ray head; returns once it answers."""
     serve = subprocess.Popen(
         [str(Path(sys.executable).with_name("ml-platform")), "serve"],
         env=env,
@@ -538,28 +693,68 @@ def test_serve_stops_everything_it_started_on_ctrl_c(platform):
         stderr=subprocess.STDOUT,
         text=True,
     )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200:
+                return serve
+        except httpx.HTTPError:
+            pass
+        if serve.poll() is not None:
+            pytest.fail(f"ml-platform serve exited: {serve.stdout.read()}")
+        time.sleep(1)
+    serve.kill()
+    pytest.fail("ml-platform serve did not become ready")
+
+
+def test_serve_killed_resumes_with_its_champion_and_canary_and_ctrl_c_stops_everything(platform):
+    from ml_platform.home import child_env
+    from ml_platform.serving.cluster import free_port
+
+    port = free_port()
+    env = {**child_env(platform.settings), "ML_PLATFORM_SERVE_PORT": str(port)}
+    env.pop("RAY_ADDRESS", None)  # its own local Ray head, as a user's `ml-platform serve`
+    predict = f"http://127.0.0.1:{port}/v1/models/{USE_CASE}/predict"
+    challenger = _second_version(platform)
+    client = registry.configure(platform.settings)
+    registry.move_alias(
+        platform.settings, USE_CASE, challenger.version, registry.CHALLENGER, "canary", "test"
+    )
+    client.set_registered_model_tag(USE_CASE, CANARY_TAG, "0.5")
+    serve = start_serve(env, port)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert serve.poll() is None, serve.stdout.read()
-            time.sleep(1)
-        else:
-            pytest.fail("ml-platform serve did not become ready")
-        table = processes()
-        started = descendants(serve.pid, table)
-        sessions = {p.sid for p in started.values()} - {os.getsid(0)}
         # A user's `ml-platform serve` starts its own head: nothing of it listens beyond loopback.
         found = listeners(process_tree(serve.pid))
         assert len(found) >= 8 and [str(x) for x in found if not x.loopback] == []
+        answered = [httpx.post(predict, json={SPEC.entity: "s-4"}, timeout=30) for _ in range(40)]
+        assert {a.status_code for a in answered} == {200}
+        # SIGKILL to the command and everything of its Ray head: no chance to clean up.
+        killed = process_tree(serve.pid)
+        for pid in killed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        serve.wait(timeout=30)
+        wait_for(lambda: not (killed & {p for p, x in processes().items() if not x.zombie}), 30, "the kill")
+        logged = {
+            r["prediction_id"] for r in read_prediction_log(platform.settings.serving_log_dir, USE_CASE)
+        }
+        assert {a.json()["prediction_id"] for a in answered} <= logged
+
+        serve = start_serve(env, port)
+        served = Counter()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(served) < 2:
+            body = httpx.post(predict, json={SPEC.entity: "s-4"}, timeout=30).json()
+            served[(body["served_by"], body["model_version"])] += 1
+        assert set(served) == {("champion", champion_version(platform)), ("challenger", challenger.version)}
+        table = processes()
+        started = descendants(serve.pid, table)
+        sessions = {p.sid for p in started.values()} - {os.getsid(0)}
         # The fast path's HAProxy runs in the Ray head's session.
         in_sessions = [pid for pid, p in table.items() if p.sid in sessions and not p.zombie]
         assert any(b"haproxy" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in in_sessions)
     finally:
+        client.set_registered_model_tag(USE_CASE, CANARY_TAG, "0")
         serve.send_signal(signal.SIGINT)
         output = serve.communicate(timeout=120)[0]
     assert serve.returncode == 0, output

@@ -36,6 +36,7 @@ def unusual(tmp_path, monkeypatch) -> Settings:
         "ML_PLATFORM_SERVE_REPLICAS": "3",
         "ML_PLATFORM_SENSOR_INTERVAL_S": "7",
         "ML_PLATFORM_USE_CASES": "ml_platform.usecases.sensor_anomaly_copy_for_settings_test",
+        "ML_PLATFORM_PREDICTION_LOG_DIR": str(tmp_path / "prediction-log"),
     }
     assert set(values) == set(ENV_VARS.values())  # a new setting must be added here too
     for name, value in values.items():

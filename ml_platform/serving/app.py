@@ -35,7 +35,7 @@ from ml_platform.features.online_store import make_online_store, unavailable
 from ml_platform.serving.cluster import bind_replica_grpc_to_node_address
 from ml_platform.serving.events import EventError, EventIngestor, example_event, example_value
 from ml_platform.serving.labels import LabelError, LabelLanding, example_labels
-from ml_platform.serving.log import PredictionLogWriter
+from ml_platform.serving.log import SHADOW_OF, PredictionLogError, PredictionLogWriter
 from ml_platform.serving.protocols import (
     RequestError,
     Row,
@@ -141,8 +141,6 @@ class ModelServer:
         self.routing: dict[str, Routing] = {name: Routing() for name in self.use_cases}
         self.load_errors: dict[str, str] = {}
         self.log = PredictionLogWriter(self.settings.serving_log_dir)
-        self._pending: list[tuple[str, dict]] = []
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self.metrics = CollectorRegistry()
         self.requests = Counter(
@@ -164,7 +162,12 @@ class ModelServer:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.metrics,
         )
-        threading.Thread(target=self._flush_loop, daemon=True).start()
+        self.log_failures = Counter(
+            "ml_platform_prediction_log_failures",
+            "Predictions refused (503) or shadow scores dropped: the prediction log could not be written",
+            ["model", "kind"],
+            registry=self.metrics,
+        )
         threading.Thread(target=self._watch_loop, daemon=True).start()
 
     # --- models -------------------------------------------------------------------------
@@ -219,26 +222,19 @@ class ModelServer:
 
     # --- prediction log -----------------------------------------------------------------
 
-    def _log(self, use_case: str, record: dict) -> None:
-        with self._lock:
-            self._pending.append((use_case, record))
-
-    def _flush(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, []
-        by_use_case: dict[str, list[dict]] = {}
-        for use_case, record in pending:
-            by_use_case.setdefault(use_case, []).append(record)
-        for use_case, records in by_use_case.items():
+    def _log(self, use_case: str, records: list[dict]) -> None:
+        """Write before answering: an answered prediction is in the log, or it is not answered."""
+        try:
             self.log.append(use_case, records)
+        except PredictionLogError as exc:
+            self.log_failures.labels(use_case, "prediction").inc(len(records))
+            raise RequestError(
+                503, f"{exc.strerror}: the prediction could not be recorded, so it is not answered"
+            ) from None
 
-    def _flush_loop(self) -> None:
-        while not self._stop.wait(1.0):
-            self._flush()
-
-    def __del__(self) -> None:  # graceful shutdown: nothing logged is left in memory
+    def __del__(self) -> None:
         self._stop.set()
-        self._flush()
+        self.log.close()
 
     # --- request handling ---------------------------------------------------------------
 
@@ -342,33 +338,43 @@ class ModelServer:
             {"prediction_id": uuid.uuid4().hex, **echo, "anomaly_score": float(s), "is_anomaly": bool(s > 0)}
             for echo, s in zip(echoes, scores, strict=True)
         ]
-        shadow = routing.challenger if routing.shadow and routing.challenger else None
-        asyncio.get_running_loop().create_task(
-            self._record(use_case, served, role, shadow, features, outputs, now, route, latency_ms)
+        self._log(
+            use_case,
+            [
+                {
+                    **output,
+                    "model_version": served.ref.version,
+                    "served_by": role,
+                    "route": route,
+                    "requested_at": now,
+                    "latency_ms": round(latency_ms, 3),
+                    "features": row,
+                }
+                for row, output in zip(features, outputs, strict=True)
+            ],
         )
+        if routing.shadow and routing.challenger:
+            asyncio.get_running_loop().create_task(
+                self._shadow(use_case, routing.challenger, features, outputs)
+            )
         return served, role, outputs
 
-    async def _record(
-        self, use_case, served, role, shadow, features, outputs, requested_at, route, latency_ms
-    ) -> None:
-        """Log one row per scored row, after scoring the challenger in shadow mode (off the response path)."""
-        shadow_scores = await self._score_batch((shadow, features)) if shadow else None
-        for i, (row, output) in enumerate(zip(features, outputs, strict=True)):
-            record = {
-                **output,
-                "model_version": served.ref.version,
-                "served_by": role,
-                "route": route,
-                "requested_at": requested_at,
-                "latency_ms": round(latency_ms, 3),
-                "features": row,
-            }
-            if shadow_scores is not None:
-                record["shadow"] = {
-                    "model_version": shadow.ref.version,
-                    "anomaly_score": float(shadow_scores[i]),
-                }
-            self._log(use_case, record)
+    async def _shadow(self, use_case: str, shadow: Served, features: list[dict], outputs: list[dict]) -> None:
+        """The challenger scores the same rows off the response path; logged as lines of their own."""
+        scores = await self._score_batch((shadow, features))
+        try:
+            self.log.append(
+                use_case,
+                [
+                    {
+                        SHADOW_OF: output["prediction_id"],
+                        "shadow": {"model_version": shadow.ref.version, "anomaly_score": float(score)},
+                    }
+                    for output, score in zip(outputs, scores, strict=True)
+                ],
+            )
+        except PredictionLogError:
+            self.log_failures.labels(use_case, "shadow").inc(len(outputs))
 
     async def _answer(self, model: str, route: str, request: Request, parse, shape) -> Response:
         start = time.perf_counter()

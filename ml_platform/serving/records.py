@@ -23,7 +23,8 @@ def predictions_table(spec: UseCaseSpec) -> str:
 def ingest_prediction_log(
     spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings
 ) -> dg.MaterializeResult:
-    """Every logged prediction not in the table yet (by prediction id), with its served features."""
+    """Every logged prediction not in the table yet (by prediction id), with its served features;
+    a shadow score logged after its prediction was ingested is added to that row."""
     records = read_prediction_log(settings.serving_log_dir, spec.name)
     table = predictions_table(spec)
     with warehouse.get_connection() as conn:
@@ -63,7 +64,10 @@ def ingest_prediction_log(
                     CAST(requested_at AS TIMESTAMPTZ), CAST(feature_event_timestamp AS TIMESTAMPTZ),
                     anomaly_score, is_anomaly, CAST(latency_ms AS DOUBLE),
                     CAST(shadow_version AS VARCHAR), CAST(shadow_score AS DOUBLE), CAST(features AS JSON)
-                    FROM logged_predictions ON CONFLICT DO NOTHING"""
+                    FROM logged_predictions
+                    ON CONFLICT (prediction_id) DO UPDATE
+                    SET shadow_version = EXCLUDED.shadow_version, shadow_score = EXCLUDED.shadow_score
+                    WHERE {table}.shadow_version IS NULL AND EXCLUDED.shadow_version IS NOT NULL"""
             )
             conn.unregister("logged_predictions")
         total = conn.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
