@@ -19,16 +19,18 @@ import pandas as pd
 from fastapi import FastAPI
 
 from ml_platform.settings import load_settings
-from ml_platform.training.model import anomaly_scores
+from ml_platform.tasks import task_of
 from ml_platform.training.registry import load_verified_model, model_ref
 from ml_platform.usecases import get_use_case
 
 USE_CASE = "sensor_anomaly"
-NAMES = get_use_case(USE_CASE).features.feature_names()
+SPEC = get_use_case(USE_CASE)
+NAMES = SPEC.features.feature_names()
+TASK = task_of(SPEC)
 
 settings = load_settings()
 ref = model_ref(settings, USE_CASE, os.environ["BENCH_MODEL_VERSION"])
-pipeline = load_verified_model(ref, settings.run_dir / "fastapi_peer_cache")
+pipeline = load_verified_model(ref, settings.run_dir / "fastapi_peer_cache", TASK)
 
 app = FastAPI()
 
@@ -41,5 +43,4 @@ async def ping() -> dict:
 @app.post("/invocations")
 def invocations(body: dict) -> dict:  # a dict parameter is the JSON body
     frame = pd.DataFrame.from_records(body["dataframe_records"], columns=NAMES).astype(float)
-    scores = anomaly_scores(pipeline, frame)
-    return {"predictions": [{"anomaly_score": float(s), "is_anomaly": bool(s > 0)} for s in scores]}
+    return {"predictions": TASK.answers(pipeline, TASK.scores(pipeline, frame))}

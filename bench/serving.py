@@ -13,12 +13,12 @@ model, evaluation, champion; in a temporary home under ``/tmp/ml_platform_bench/
 * ``mlflow models serve -m models:/sensor_anomaly/<v> --env-manager local -w N`` against the same
   registry, N = 1 and 2; the better (by throughput at 32 connections) is the peer.
 * ``bench/_fastapi_peer.py``: FastAPI under uvicorn (1 and 2 workers, access log off), the model loaded
-  in-process with ``load_verified_model``, ``anomaly_scores`` called per request.
+  in-process with ``load_verified_model``, the task's ``scores`` called per request.
 
 Request: one full feature row (the model's 12 features, the newest row of the features table),
 ``{"dataframe_records": [row]}`` POSTed to ``/invocations``. Before measuring, every server is
 checked on that row and on a few more (one of them anomalous): ours and the FastAPI peer must return
-the in-process ``anomaly_scores`` to 1e-9. ``mlflow models serve`` runs the registered pyfunc, whose
+the in-process task scores to 1e-9. ``mlflow models serve`` runs the registered pyfunc, whose
 sklearn flavour calls ``IsolationForest.predict`` (the same ``decision_function`` plus a threshold)
 and so answers labels: it must answer -1 exactly where the score is above 0.
 
@@ -92,7 +92,7 @@ def log(message: str) -> None:
 class Model:
     version: str
     rows: list[dict]  # rows[0] is the one the load uses
-    scores: list[float]  # in-process anomaly_scores of rows
+    scores: list[float]  # in-process task scores of rows
 
 
 def build_model(home: Path) -> Model:
@@ -101,8 +101,8 @@ def build_model(home: Path) -> Model:
 
     from ml_platform.definitions import build_definitions
     from ml_platform.settings import load_settings
+    from ml_platform.tasks import task_of
     from ml_platform.training import registry
-    from ml_platform.training.model import anomaly_scores
     from ml_platform.usecases import get_use_case
     from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, write_sensor_data
 
@@ -145,8 +145,9 @@ def build_model(home: Path) -> Model:
     jump = {n: rows[0][n] + 30.0 for n in ("value", "value_diff_mean_12", "value_diff_mean_72")}
     jump |= {n: rows[0][n] * 4.0 for n in ("vibration", "vibration_max_1h")}
     rows.append({**rows[0], **jump})
-    pipeline = registry.load_verified_model(ref, home / "bench_cache")
-    scores = anomaly_scores(pipeline, pd.DataFrame.from_records(rows, columns=names).astype(float))
+    task = task_of(get_use_case(USE_CASE))
+    pipeline = registry.load_verified_model(ref, home / "bench_cache", task)
+    scores = task.scores(pipeline, pd.DataFrame.from_records(rows, columns=names).astype(float))
     if not (scores > 0).any() or not (scores <= 0).any():
         log(f"warning: the check rows are not both normal and anomalous (scores {scores.round(3)})")
     return Model(ref.version, rows, [float(s) for s in scores])
@@ -723,13 +724,14 @@ def time_steps(model: Model) -> None:
 
     from ml_platform.serving.protocols import Signature, mlflow_rows
     from ml_platform.settings import load_settings
+    from ml_platform.tasks import task_of
     from ml_platform.training import registry
-    from ml_platform.training.model import anomaly_scores
     from ml_platform.usecases import get_use_case
 
     settings = load_settings()
+    task = task_of(get_use_case(USE_CASE, settings))
     ref = registry.model_ref(settings, USE_CASE, model.version)
-    pipeline = registry.load_verified_model(ref, settings.home / "bench_cache")
+    pipeline = registry.load_verified_model(ref, settings.home / "bench_cache", task)
     signature = Signature.of(get_use_case(USE_CASE, settings))
     names = list(signature.names)
     body = body_of(model.rows[:1])
@@ -757,7 +759,7 @@ def time_steps(model: Model) -> None:
     timed("impute + scale (pipeline[:-1].transform)", lambda: pipeline[:-1].transform(frame), 300)
     for n in (1, 8, 32, 64):
         batch = pd.DataFrame.from_records([row] * n, columns=names).astype(float)
-        timed(f"anomaly_scores, batch of {n}", lambda b=batch: anomaly_scores(pipeline, b), 50)
+        timed(f"task.scores, batch of {n}", lambda b=batch: task.scores(pipeline, b), 50)
     timed("json.dumps of a one-row answer", lambda: json.dumps({"predictions": [dict(row)]}), 2000)
 
 

@@ -9,6 +9,7 @@ import threading
 import click
 
 from ml_platform.settings import load_settings
+from ml_platform.usecases.card_fraud import commands as fraud_commands
 from ml_platform.usecases.sensor_anomaly import commands as example_commands
 
 
@@ -69,6 +70,7 @@ def generate() -> None:
 
 
 generate.add_command(example_commands.generate_sensors)
+generate.add_command(fraud_commands.generate_payments)
 main.add_command(example_commands.scenario)
 
 

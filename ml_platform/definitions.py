@@ -6,12 +6,7 @@ import dagster as dg
 
 from ml_platform.automation.sensors import build_landing_sensor, build_retrain_sensor
 from ml_platform.features.assets import build_feature_assets
-from ml_platform.ingestion.assets import (
-    build_ingestion_assets,
-    build_ingestion_checks,
-    build_label_assets,
-    shared_daily_partitions,
-)
+from ml_platform.ingestion.assets import build_ingestion_assets, build_ingestion_checks, build_label_assets
 from ml_platform.monitoring.assets import build_monitoring_assets
 from ml_platform.resources.platform import build_resources
 from ml_platform.serving.assets import build_serving_assets
@@ -28,8 +23,8 @@ def build_definitions(
     """The code location for ``use_cases`` (default: every use case the settings declare)."""
     settings = settings or load_settings()
     specs = list(find_use_cases(settings).values()) if use_cases is None else use_cases
-    # All use cases share daily partitions from the earliest start, so dbt runs one day at a time.
-    assets: list = [build_dbt_assets(shared_daily_partitions(specs), specs)]
+    # Each use case's dbt models run on the use case's own daily partitions.
+    assets: list = build_dbt_assets(specs)
     sensors: list = []
     checks: list = []
     for spec in specs:

@@ -22,7 +22,6 @@ import httpx
 from ml_platform.home import child_env, prepare_home
 from ml_platform.settings import REPO_ROOT, Settings
 
-USE_CASE = "sensor_anomaly"
 TRAIN_AND_SERVE = [
     "online_features",
     "training_set",
@@ -34,8 +33,8 @@ TRAIN_AND_SERVE = [
 MONITOR = ["predictions", "drift_report"]
 
 
-def _keys(names: list[str]) -> str:
-    return ",".join(f"{USE_CASE}/{n}" for n in names)
+def _keys(use_cases: list[str], names: list[str]) -> str:
+    return ",".join(f"{use_case}/{n}" for use_case in use_cases for n in names)
 
 
 def _bin(name: str) -> str:
@@ -99,7 +98,7 @@ def _wait_http(url: str, timeout_s: float, stop: threading.Event) -> bool:
 
 
 def _materialize(
-    env: dict[str, str], names: list[str], log_dir: Path, extra: list[str] | None = None
+    env: dict[str, str], use_cases: list[str], names: list[str], log_dir: Path, extra: list[str] | None = None
 ) -> None:
     command = [
         _bin("dagster"),
@@ -108,10 +107,10 @@ def _materialize(
         "-m",
         "ml_platform.definitions",
         "--select",
-        _keys(names),
+        _keys(use_cases, names),
         *(extra or []),
     ]
-    print(f"  materializing {', '.join(names)} {' '.join(extra or [])}")
+    print(f"  materializing {', '.join(names)} of {', '.join(use_cases)} {' '.join(extra or [])}")
     log = log_dir / "materialize.log"
     with log.open("ab") as handle:
         result = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
@@ -119,7 +118,7 @@ def _materialize(
         raise RuntimeError(f"materialization of {names} failed; see {log}")
 
 
-def _missing_raw_days(settings: Settings) -> list[str]:
+def _missing_raw_days(settings: Settings, use_case: str) -> list[str]:
     """Days whose landed files the raw partitions do not hold yet (at their current content)."""
     import dagster as dg
 
@@ -128,11 +127,11 @@ def _missing_raw_days(settings: Settings) -> list[str]:
     from ml_platform.ingestion.raw import file_days
     from ml_platform.usecases import get_use_case
 
-    spec = get_use_case(USE_CASE)
-    key = dg.AssetKey([USE_CASE, spec.raw_name])
+    spec = get_use_case(use_case)
+    key = dg.AssetKey([use_case, spec.raw_name])
     missing: set[str] = set()
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        for path in list_landing_files(settings.landing_dir_for(USE_CASE)):
+        for path in list_landing_files(settings.landing_dir_for(use_case)):
             sha = file_sha256(path)
             for day in file_days(path, spec):
                 if ingested_files(instance, key, day).get(str(path)) != sha:
@@ -140,30 +139,32 @@ def _missing_raw_days(settings: Settings) -> list[str]:
     return sorted(missing)
 
 
-def _never_materialized(settings: Settings, names: list[str]) -> list[str]:
+def _never_materialized(settings: Settings, use_cases: list[str], names: list[str]) -> list[str]:
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         return [
-            n for n in names if instance.get_latest_materialization_event(dg.AssetKey([USE_CASE, n])) is None
+            f"{u}/{n}"
+            for u in use_cases
+            for n in names
+            if instance.get_latest_materialization_event(dg.AssetKey([u, n])) is None
         ]
 
 
-def _predict(settings: Settings, body: dict) -> httpx.Response:
-    return httpx.post(f"{settings.serve_url}/v1/models/{USE_CASE}/predict", json=body, timeout=30)
+def _predict(settings: Settings, use_case: str, body: dict) -> httpx.Response:
+    return httpx.post(f"{settings.serve_url}/v1/models/{use_case}/predict", json=body, timeout=30)
 
 
-def _ingest_assets() -> list[str]:
+def _ingest_assets(use_case: str) -> list[str]:
     from ml_platform.usecases import get_use_case
 
-    spec = get_use_case(USE_CASE)
+    spec = get_use_case(use_case)
     return [spec.raw_name, spec.quarantine_name, "raw_labels", spec.staged_name, "features"]
 
 
 def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 5000) -> int:
     from ml_platform.serving.mqtt import default_topics
-    from ml_platform.usecases import get_use_case, use_cases
-    from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, sensor_ids, write_sensor_data
+    from ml_platform.usecases import examples, get_use_case, use_cases
     from ml_platform.validation.dbt_assets import prepare_dbt_project
 
     stop = threading.Event()
@@ -171,17 +172,21 @@ def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 50
         signal.signal(sig, lambda *_: stop.set())
 
     prepare_home(settings)
-    spec = get_use_case(USE_CASE, settings)
+    shipped = examples()  # the shipped examples, each with its synthetic data and requests
+    names = list(shipped)
     env = child_env(settings)
     log_dir = settings.run_dir / "logs"
     supervisor = Supervisor(log_dir, env)
-    print(f"ml_platform demo, home {settings.home}")
+    print(f"ml_platform demo, home {settings.home}; use cases {', '.join(names)}")
     try:
-        landing = settings.landing_dir_for(USE_CASE)
-        # Days up to yesterday; days already landed are kept as they are.
-        written = write_sensor_data(landing, SensorDataConfig())
-        if written:
-            print(f"  generated {len(written)} files of synthetic {spec.table} in {landing}")
+        for name, example in shipped.items():
+            landing = settings.landing_dir_for(name)
+            # Days up to yesterday; days already landed are kept as they are.
+            written = example.land(landing)
+            if written:
+                print(
+                    f"  generated {len(written)} files of synthetic {get_use_case(name).table} in {landing}"
+                )
         # Generate staging and parse dbt once, before several processes load the definitions.
         prepare_dbt_project(use_cases(settings).values())
 
@@ -215,38 +220,49 @@ def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 50
             ],
         )
 
-        days = _missing_raw_days(settings)
-        if days:
-            _materialize(env, _ingest_assets(), log_dir, ["--partition-range", f"{days[0]}...{days[-1]}"])
+        ingested = False
+        for name in names:
+            days = _missing_raw_days(settings, name)
+            if days:
+                extra = ["--partition-range", f"{days[0]}...{days[-1]}"]
+                _materialize(env, [name], _ingest_assets(name), log_dir, extra)
+                ingested = True
         supervisor.start("serving", [_bin("ml-platform"), "serve"])
         if not _wait_http(f"{settings.serve_url}/v2/health/live", 180, stop):
             raise RuntimeError(f"serving did not come up; see {log_dir / 'serving.log'}")
         supervisor.start("dagster-daemon", [_bin("dagster-daemon"), "run", "-w", "workspace.yaml"])
-        supervisor.start("mqtt-consumer", [_bin("ml-platform"), "consume", "--use-case", USE_CASE])
+        first = names[0]
+        supervisor.start("mqtt-consumer", [_bin("ml-platform"), "consume", "--use-case", first])
 
-        if days or _never_materialized(settings, TRAIN_AND_SERVE):
-            _materialize(env, TRAIN_AND_SERVE, log_dir)
-        requests = [{spec.entity: entity} for entity in sensor_ids(3)]
-        for body in requests:
-            _predict(settings, body)
-        if days or _never_materialized(settings, MONITOR):
-            _materialize(env, MONITOR, log_dir)
+        if ingested or _never_materialized(settings, names, TRAIN_AND_SERVE):
+            _materialize(env, names, TRAIN_AND_SERVE, log_dir)
+        for name, example in shipped.items():
+            for body in example.requests:
+                _predict(settings, name, body)
+        if ingested or _never_materialized(settings, names, MONITOR):
+            _materialize(env, names, MONITOR, log_dir)
 
-        answer = _predict(settings, requests[0])
+        tries = []
+        for name, example in shipped.items():
+            answer = _predict(settings, name, example.requests[0])
+            tries.append(
+                f"""  curl -s -X POST {settings.serve_url}/v1/models/{name}/predict \\
+       -H 'content-type: application/json' -d '{json.dumps(example.requests[0])}'
+  -> {answer.status_code} {json.dumps(answer.json())}"""
+            )
+        newline = "\n"
         print(
             f"""
 ml_platform is up:
-  Dagster UI   http://127.0.0.1:{dagster_port}   (lineage: Assets > {USE_CASE})
+  Dagster UI   http://127.0.0.1:{dagster_port}   (lineage: Assets > {", ".join(names)})
   MLflow UI    http://127.0.0.1:{mlflow_port}
   Serving      {settings.serve_url}
 
 Try:
-  curl -s -X POST {settings.serve_url}/v1/models/{USE_CASE}/predict \\
-       -H 'content-type: application/json' -d '{json.dumps(requests[0])}'
-  -> {answer.status_code} {json.dumps(answer.json())}
+{newline.join(tries)}
 
-Real-time events: POST {settings.serve_url}/v1/events/{USE_CASE}, or MQTT topic
-  {default_topics(spec)[0]} on {settings.mqtt_url} (the consumer is running)
+Real-time events: POST {settings.serve_url}/v1/events/<use case>, or MQTT topic
+  {default_topics(get_use_case(first))[0]} on {settings.mqtt_url} (the consumer is running)
 
 Ctrl-C stops everything this demo started.""",
             flush=True,

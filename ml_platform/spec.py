@@ -132,13 +132,22 @@ class FeatureSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    algorithm: str  # "isolation_forest"
+    """Which task, which estimator of that task (see ``ml_platform.tasks``), and how it is searched,
+    fit and split in time."""
+
+    algorithm: str  # an estimator of the task: "isolation_forest", "logistic_regression", ...
+    task: str = "anomaly_detection"  # | "binary_classification" | "regression"
     params: dict[str, object] = field(default_factory=dict)
     # Candidate values per parameter; the search tries at most `trials` combinations (seeded),
     # always including `params` itself, each fit on the train window and scored on validation.
     search_space: dict[str, tuple] = field(default_factory=dict)
     trials: int = 6
-    selection_metric: str = "average_precision"
+    # The metric the search compares trials on; None: the task's default.
+    selection_metric: str | None = None
+    # Classification: the threshold is chosen on validation for this objective ("f1",
+    # "recall_at_precision" or "precision_at_recall", the latter two with this floor).
+    threshold_objective: str = "f1"
+    threshold_floor: float = 0.5
     # The training window, counted back from the newest data (not from today): these many days,
     # or, when `training_rows` is set, that many of the newest rows instead.
     training_days: int = 7
@@ -159,10 +168,22 @@ class Slice:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """A plain model the candidate must beat on the same test rows: an estimator of the task
+    (default params unless given) on a few of the declared features (all when empty)."""
+
+    algorithm: str
+    params: dict[str, object] = field(default_factory=dict)
+    features: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class GateSpec:
     """What a candidate must show on held-out data before it becomes champion."""
 
+    # Floors of metrics where higher is better, ceilings of errors (mae, rmse, log_loss, brier).
     min_metrics: dict[str, float] = field(default_factory=dict)
+    max_metrics: dict[str, float] = field(default_factory=dict)
     # Largest allowed drop below the champion (same test rows), overall and on every slice: the
     # candidate is refused where it falls further *and* the rows leave no doubt about it (the
     # `confidence` interval of a paired bootstrap over positive events lies below zero).
@@ -172,6 +193,15 @@ class GateSpec:
     min_positive_events: int = 5
     confidence: float = 0.95
     slices: tuple[Slice, ...] = ()
+    # Floors (and ceilings of errors) every slice group must meet, and every entity when
+    # `per_entity` is on: a model useless on some entities cannot pass on a pooled figure. A scope
+    # with fewer than `min_positive_events` is shown but not judged.
+    per_entity: bool = False
+    scope_min_metrics: dict[str, float] = field(default_factory=dict)
+    scope_max_metrics: dict[str, float] = field(default_factory=dict)
+    # Trained on the same train rows and scored on the same test rows; the candidate must do at
+    # least as well on the selection metric (a blocking check).
+    baseline: Baseline | None = None
     # Behaviour: small noise (noise_scale x each feature's std) flips at most this share of decisions.
     noise_scale: float = 0.01
     max_flip_rate: float = 0.02
@@ -193,8 +223,10 @@ class MonitoringSpec:
 
     # Labels of an event are complete this long after it; younger predictions are not judged yet.
     label_lateness: dt.timedelta = dt.timedelta(hours=6)
-    # Live performance below these (on matured, labelled predictions) fails a check.
+    # Live performance below these floors, or errors (mae, rmse, log_loss, brier) above these
+    # ceilings, on matured, labelled predictions fails a check and asks for a retrain.
     min_live_metrics: dict[str, float] = field(default_factory=dict)
+    max_live_metrics: dict[str, float] = field(default_factory=dict)
     min_labelled_rows: int = 50
     # Serving SLOs per model version over the recent window.
     slo_window: dt.timedelta = dt.timedelta(hours=1)
@@ -205,7 +237,7 @@ class MonitoringSpec:
     champion_max_age: dt.timedelta = dt.timedelta(days=7)
     retrain_cooldown: dt.timedelta = dt.timedelta(hours=1)
     min_new_rows: int = 1000
-    # After a promotion, a champion whose live metric falls below the previous one's by more than
+    # After a promotion, a champion whose live metric falls behind the previous one's by more than
     # this is rolled back.
     rollback_margin: float = 0.05
 

@@ -23,12 +23,12 @@ import yaml
 from ml_platform import spec as spec_module
 from ml_platform.features import definitions
 from ml_platform.spec import NUMBER_DTYPES, UseCaseSpec
+from ml_platform.tasks import TASKS, Task
+from ml_platform.tasks.classification import THRESHOLD_OBJECTIVES
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 DTYPES = ("string", "timestamp", "float", "integer", "boolean")
-ALGORITHMS = ("isolation_forest",)
 LABEL_MISSING = ("unlabelled", "negative")
-METRICS = ("roc_auc", "average_precision", "precision", "recall", "f1")
 # Columns a feature may read, by feature kind: numeric input only.
 NUMERIC = ("float", "integer", "boolean")  # what features read (a boolean as 0 / 1)
 
@@ -71,6 +71,8 @@ def _convert(value: Any, hint: Any, field: str) -> Any:
         options = [h for h in typing.get_args(hint) if h is not type(None)]
         if value is None:
             return None
+        if len(options) == 1 and dataclasses.is_dataclass(options[0]):
+            return _dataclass(options[0], value, field)
         if all(dataclasses.is_dataclass(h) for h in options):
             return _tagged(value, options, field)
         return _convert(value, options[0], field)
@@ -239,8 +241,10 @@ def problems(spec: UseCaseSpec) -> list[str]:
                 break
     need(bool(spec.features.features), "features.features", "a use case needs at least one feature")
     model = spec.model
-    need(model.algorithm in ALGORITHMS, "model.algorithm", f"unknown algorithm {model.algorithm!r}")
-    need(model.selection_metric in ("roc_auc", "average_precision"), "model.selection_metric", "unknown")
+    task = TASKS.get(model.task)
+    need(task is not None, "model.task", f"unknown task {model.task!r} (one of {', '.join(TASKS)})")
+    if task is not None:
+        found += _task_problems(spec, task)
     need(model.training_days > 0, "model.training_days", "must be positive")
     need(model.training_rows is None or model.training_rows > 0, "model.training_rows", "must be positive")
     need(
@@ -251,9 +255,6 @@ def problems(spec: UseCaseSpec) -> list[str]:
         "validation_fraction and test_fraction must be positive and leave rows to train on",
     )
     gate = spec.gate
-    for group in ("min_metrics", "max_regression"):
-        for metric in getattr(gate, group):
-            need(metric in METRICS, f"gate.{group}.{metric}", f"unknown metric (one of {METRICS})")
     for i, slice_ in enumerate(gate.slices):
         need(slice_.column in names, f"gate.slices[{i}].column", f"{slice_.column!r} is not a feature")
     need(gate.min_positive_events >= 1, "gate.min_positive_events", "must be at least 1")
@@ -276,10 +277,75 @@ def problems(spec: UseCaseSpec) -> list[str]:
             "labels.missing",
             f"{spec.labels.missing!r} is not one of {LABEL_MISSING}",
         )
+        need(
+            spec.labels.missing != "negative" or task is None or task.binary_labels,
+            "labels.missing",
+            f"'negative' needs 0 / 1 labels; a {model.task} label cannot default to one",
+        )
     try:
         dt.date.fromisoformat(spec.partitions_start)
     except ValueError:
         found.append(f"partitions_start: {spec.partitions_start!r} is not a date (YYYY-MM-DD)")
+    return found
+
+
+def _task_problems(spec: UseCaseSpec, task: Task) -> list[str]:
+    """What ``spec`` asks of its task that the task does not have: estimator, metrics, labels."""
+    found: list[str] = []
+    model, gate, monitoring = spec.model, spec.gate, spec.monitoring
+    if model.algorithm not in task.estimators:
+        found.append(
+            f"model.algorithm: {model.algorithm!r} is not an estimator of {task.name} "
+            f"(one of {', '.join(task.estimators)})"
+        )
+    names = task.metric_names
+    selection = model.selection_metric
+    if selection is not None and (selection not in names or not task.metric(selection).comparable):
+        found.append(f"model.selection_metric: {selection!r} is not a metric of {task.name} (one of {names})")
+    if model.threshold_objective not in THRESHOLD_OBJECTIVES:
+        found.append(
+            f"model.threshold_objective: {model.threshold_objective!r} is not one of {THRESHOLD_OBJECTIVES}"
+        )
+    if not 0 < model.threshold_floor < 1:
+        found.append("model.threshold_floor: must be between 0 and 1")
+    # Floors for metrics where higher is better, ceilings for errors.
+    for group, higher in (
+        ("gate.min_metrics", True),
+        ("gate.max_metrics", False),
+        ("gate.scope_min_metrics", True),
+        ("gate.scope_max_metrics", False),
+        ("monitoring.min_live_metrics", True),
+        ("monitoring.max_live_metrics", False),
+    ):
+        section, key = group.split(".")
+        for name in getattr(gate if section == "gate" else monitoring, key):
+            metric = task.metric(name)
+            if metric is None:
+                found.append(f"{group}.{name}: unknown metric of {task.name} (one of {names})")
+            elif metric.higher_is_better != higher:
+                kind = "an error (lower is better)" if higher else "better when higher"
+                other = f"{'max' if higher else 'min'}_{key.split('_', 1)[1]}"
+                found.append(f"{group}.{name}: {name} is {kind}; give it under {section}.{other}")
+    for name in gate.max_regression:
+        metric = task.metric(name)
+        if metric is None or not metric.comparable:
+            comparable = [m.name for m in task.metrics if m.comparable]
+            found.append(
+                f"gate.max_regression.{name}: not a comparable metric of {task.name} (one of {comparable})"
+            )
+    baseline = gate.baseline
+    if baseline is not None:
+        if baseline.algorithm not in task.estimators:
+            found.append(
+                f"gate.baseline.algorithm: {baseline.algorithm!r} is not an estimator of {task.name} "
+                f"(one of {', '.join(task.estimators)})"
+            )
+        declared = spec.features.feature_names()
+        for i, name in enumerate(baseline.features):
+            if name not in declared:
+                found.append(f"gate.baseline.features[{i}]: {name!r} is not a feature of the use case")
+    if isinstance(spec.labels, spec_module.AnomalyWindows) and not task.windows_allowed:
+        found.append(f"labels: anomaly windows give 0 / 1 labels; a {task.name} use case needs event_labels")
     return found
 
 

@@ -112,14 +112,21 @@ def rows(*keys: tuple[str, dt.datetime]) -> pl.DataFrame:
 
 def test_an_event_without_a_label_is_unknown_or_after_the_lateness_a_negative_if_the_spec_says_so():
     labels = pl.DataFrame(
-        {"sensor_id": ["s-1"], "event_timestamp": [at(DAY, 1)], LABEL: [1]},
+        {"sensor_id": ["s-1", "s-2"], "event_timestamp": [at(DAY, 1), at(NEXT, 21)], LABEL: [1, 1]},
         schema={"sensor_id": pl.String, "event_timestamp": pl.Datetime("us", "UTC"), LABEL: pl.Int8},
     )
-    events = rows(("s-1", at(DAY, 1)), ("s-1", at(DAY, 2)), ("s-2", at(DAY, 1)), ("s-1", at(NEXT, 20)))
-    now = at(NEXT, 23)  # the sensor spec's lateness is 6 h: the last event is too recent
-    assert label_rows(events, labels, SPEC, now=now)[LABEL].to_list() == [1, None, None, None]
+    events = rows(
+        ("s-1", at(DAY, 1)),
+        ("s-1", at(DAY, 2)),
+        ("s-2", at(DAY, 1)),
+        ("s-1", at(NEXT, 20)),
+        ("s-2", at(NEXT, 21)),
+    )
+    now = at(NEXT, 23)  # the sensor spec's lateness is 6 h: the last two events are too recent
+    assert label_rows(events, labels, SPEC, now=now)[LABEL].to_list() == [1, None, None, None, 1]
     negatives = dataclasses.replace(SPEC, labels=EventLabels(column="fraud", missing="negative"))
-    assert label_rows(events, labels, negatives, now=now)[LABEL].to_list() == [1, 0, 0, None]
+    # Positives-only labels: a recent event is not known yet, even one already reported positive.
+    assert label_rows(events, labels, negatives, now=now)[LABEL].to_list() == [1, 0, 0, None, None]
 
 
 def test_training_tests_on_labelled_events_only_and_live_performance_joins_the_same_way():

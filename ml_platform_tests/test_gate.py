@@ -19,7 +19,8 @@ from sklearn.metrics import average_precision_score, f1_score, precision_score, 
 
 from ml_platform.features.compute import compute_features
 from ml_platform.ingestion.labels import read_label_file
-from ml_platform.training.compare import compare_scopes, paired_differences, weighted_metrics
+from ml_platform.tasks import task_of
+from ml_platform.training.compare import Scored, compare_scopes, paired_differences
 from ml_platform.training.dataset import LABEL, SPLIT, UNLABELLED, build_training_set
 from ml_platform.training.gate import NOT_WORSE, judge
 from ml_platform.training.tune import Trial, choose, fit_candidate
@@ -33,6 +34,7 @@ from ml_platform.usecases.sensor_anomaly.generate import (
 )
 
 SPEC = get_use_case("sensor_anomaly")
+TASK = task_of(SPEC)
 DAYS, SENSORS = 10, 6
 # Simulated todays: every weekday, a month and a year boundary, a leap day, the far past.
 TODAYS = [
@@ -84,7 +86,9 @@ def drift_loop(today: dt.date, seed: int = 42, spec=SPEC):
     assert drifted_windows.equals(windows)  # drift moves readings, never the anomaly windows
     after = training_set(drifted, drifted_windows, spec)
     candidate = fit_candidate(spec, split(after, "train"), split(after, "validation"))
-    result = judge(candidate.pipeline, champion.pipeline, "1", split(after, "test"), spec)
+    result = judge(
+        candidate.pipeline, champion.pipeline, "1", split(after, "test"), spec, split(after, "train")
+    )
     return result, drift_from, champion, candidate
 
 
@@ -184,7 +188,7 @@ def test_a_truly_worse_candidate_is_refused_metric_by_metric():
         model=dataclasses.replace(SPEC.model, params={"n_estimators": 2, "max_samples": 8}, search_space={}),
     )
     worse = fit_candidate(weak, split(after, "train"), split(after, "validation"))
-    refused = judge(worse.pipeline, champion.pipeline, "1", split(after, "test"), SPEC)
+    refused = judge(worse.pipeline, champion.pipeline, "1", split(after, "test"), SPEC, split(after, "train"))
     check = refused.check(NOT_WORSE)
     assert check.passed is False
     regressions = [c for c in refused.comparisons if c.regression]
@@ -201,8 +205,8 @@ def test_weighted_metrics_equal_scikit_learn():
     labels = (rng.random(2000) < 0.05).astype(int)
     scores = np.round(rng.normal(size=2000) + 2 * labels, 1) - 1.0  # ties included
     weights = rng.integers(0, 3, size=2000).astype(float)
-    found = weighted_metrics(scores, labels, np.vstack([np.ones(2000), weights]))
     decided = (scores > 0).astype(int)
+    found = TASK.weighted(scores, decided, labels, np.vstack([np.ones(2000), weights]))
     for row, w in ((0, None), (1, weights)):
         assert found["roc_auc"][row] == pytest.approx(roc_auc_score(labels, scores, sample_weight=w))
         assert found["average_precision"][row] == pytest.approx(
@@ -221,12 +225,23 @@ def test_the_interval_tells_noise_from_a_real_difference():
     for event, start in enumerate(rng.choice(2900, size=12, replace=False)):
         labels[start : start + 6], events[start : start + 6] = 1, f"e{event}"
     good = rng.normal(size=3000) + 3 * labels
-    same = paired_differences(good, good.copy(), labels, events, ("average_precision",), seed=1)
-    assert same["average_precision"].value == 0 and same["average_precision"].low == 0
+    groups = TASK.resampling_groups(labels, events)
+
+    def differences(candidate, baseline):
+        return paired_differences(
+            TASK,
+            Scored(candidate, candidate > 0),
+            Scored(baseline, baseline > 0),
+            labels,
+            groups,
+            ("average_precision",),
+            seed=1,
+        )["average_precision"]
+
+    same = differences(good, good.copy())
+    assert same.value == 0 and same.low == 0
     blind = rng.normal(size=3000)
-    lost = paired_differences(blind, good, labels, events, ("average_precision",), seed=1)[
-        "average_precision"
-    ]
+    lost = differences(blind, good)
     assert lost.surely_lower and lost.low <= lost.value <= lost.high
 
 
@@ -238,8 +253,9 @@ def test_a_scope_with_too_few_positive_events_is_shown_but_not_judged():
     events[[10, 11]], events[500] = "a", "b"
     good, blind = rng.normal(size=1000) + 4 * labels, rng.normal(size=1000)
     found = compare_scopes(
-        blind,
-        good,
+        TASK,
+        Scored(blind, blind > 0),
+        Scored(good, good > 0),
         labels,
         events,
         {"overall": np.ones(1000, dtype=bool)},
@@ -259,12 +275,17 @@ def test_the_search_keeps_the_spec_params_unless_another_is_clearly_better():
     nearly = base_scores + rng.normal(0, 0.05, 2000)  # a hair apart: chance, not skill
     clearly = rng.normal(size=2000) + 4.0 * labels
     trials = [
-        Trial({"n": 1}, float(average_precision_score(labels, base_scores)), base_scores),
-        Trial({"n": 2}, float(average_precision_score(labels, nearly)), nearly),
+        Trial(
+            {"n": 1},
+            float(average_precision_score(labels, base_scores)),
+            base_scores,
+            decisions=base_scores > 0,
+        ),
+        Trial({"n": 2}, float(average_precision_score(labels, nearly)), nearly, decisions=nearly > 0),
     ]
-    marked = choose(trials, labels, None, SPEC.model)
+    marked = choose(trials, labels, None, SPEC)
     assert [t.clearly_better for t in marked] == [False, False]
-    marked = choose([*trials, Trial({"n": 3}, 0.0, clearly)], labels, None, SPEC.model)
+    marked = choose([*trials, Trial({"n": 3}, 0.0, clearly, decisions=clearly > 0)], labels, None, SPEC)
     assert [t.clearly_better for t in marked] == [False, False, True]
 
 

@@ -25,8 +25,8 @@ from ml_platform.serving.app import CANARY_TAG, SHADOW_TAG
 from ml_platform.serving.deploy import APP_NAME, deploy, wait_until_serving
 from ml_platform.serving.log import read_prediction_log
 from ml_platform.serving.processes import descendants, processes
+from ml_platform.tasks import task_of
 from ml_platform.training import registry
-from ml_platform.training.model import build_pipeline
 from ml_platform.usecases import get_use_case
 
 from .conftest import DAYS, FIRST_DAY, USE_CASE, land_days, make_platform
@@ -263,11 +263,10 @@ def _second_version(platform) -> registry.ModelRef:
     """Another registered version of the model (same features, other seed), for switching."""
     with platform.defs.resources["warehouse"].get_connection() as conn:
         train = conn.sql(f"SELECT * FROM {USE_CASE}.training_set WHERE split = 'train'").pl()
-    import dataclasses
 
     features = train.select(NAMES).to_pandas()
-    pipeline = build_pipeline(dataclasses.replace(SPEC.model, seed=7)).fit(features)
-    return registry.log_candidate(platform.settings, USE_CASE, pipeline, features.head(5), {}, {}, {})
+    pipeline = task_of(SPEC).build(SPEC.model.algorithm, SPEC.model.params, seed=7).fit(features)
+    return registry.log_candidate(platform.settings, SPEC, pipeline, features.head(5), {}, {}, {})
 
 
 def wait_for_version(platform, version: str, timeout_s: float = 10) -> float:
@@ -550,7 +549,7 @@ def wait_for(condition, timeout_s: float, what: str) -> float:
     raise AssertionError(f"{what} not within {timeout_s} s")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def two_replicas_on_a_small_disk(platform, tmp_path_factory):
     """The same champion deployed on two replicas, logging to a 64 MB disk of its own."""
     with small_disk(tmp_path_factory.mktemp("prediction-log"), "64m") as disk:
@@ -606,66 +605,70 @@ class Load:
         return [f for f in bad + self.errors if f[0] >= after]
 
 
-def test_a_replica_killed_under_load_costs_only_its_requests_in_flight(two_replicas_on_a_small_disk):
-    settings = two_replicas_on_a_small_disk
-    victim = min(replica_pids())
-    with Load(settings) as load:
-        time.sleep(5)
-        killed_at = time.monotonic()
-        os.kill(victim, signal.SIGKILL)
-        replaced_in = wait_for(
-            lambda: running_replicas() == 2 and len(replica_pids() - {victim}) == 2,
-            30,
-            "a replacement replica",
+class TestTwoReplicasOnASmallDisk:
+    """Faults of a deployment of two replicas (its own log disk); torn down before the tests after."""
+
+    def test_a_replica_killed_under_load_costs_only_its_requests_in_flight(
+        self, two_replicas_on_a_small_disk
+    ):
+        settings = two_replicas_on_a_small_disk
+        victim = min(replica_pids())
+        with Load(settings) as load:
+            time.sleep(5)
+            killed_at = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+            replaced_in = wait_for(
+                lambda: running_replicas() == 2 and len(replica_pids() - {victim}) == 2,
+                30,
+                "a replacement replica",
+            )
+            time.sleep(10)
+        assert victim not in replica_pids()
+        failed = load.failed()
+        window = (
+            (min(f[0] for f in failed) - killed_at, max(f[0] for f in failed) - killed_at) if failed else None
         )
-        time.sleep(10)
-    assert victim not in replica_pids()
-    failed = load.failed()
-    window = (
-        (min(f[0] for f in failed) - killed_at, max(f[0] for f in failed) - killed_at) if failed else None
-    )
-    # At most one request per client was in flight on the killed replica; none fail afterwards.
-    assert len(failed) <= len(load.made), (
-        window,
-        replaced_in,
-        Counter(str(f[1:])[:200] for f in failed).most_common(3),
-    )
-    assert load.failed(after=killed_at + replaced_in) == []
-    answered = [body for _, status, body in load.answers if status == 200]
-    assert min(load.made) > 5 and len(answered) + len(failed) == sum(load.made) > 200
-    # Every answered prediction is in the log: a killed replica loses none it answered.
-    logged = {r["prediction_id"] for r in read_prediction_log(settings.serving_log_dir, USE_CASE)}
-    assert {body["prediction_id"] for body in answered} <= logged
+        # At most one request per client was in flight on the killed replica; none fail afterwards.
+        assert len(failed) <= len(load.made), (
+            window,
+            replaced_in,
+            Counter(str(f[1:])[:200] for f in failed).most_common(3),
+        )
+        assert load.failed(after=killed_at + replaced_in) == []
+        answered = [body for _, status, body in load.answers if status == 200]
+        assert min(load.made) > 5 and len(answered) + len(failed) == sum(load.made) > 200
+        # Every answered prediction is in the log: a killed replica loses none it answered.
+        logged = {r["prediction_id"] for r in read_prediction_log(settings.serving_log_dir, USE_CASE)}
+        assert {body["prediction_id"] for body in answered} <= logged
 
-
-def test_a_full_prediction_log_disk_answers_503_and_no_answered_prediction_is_lost(
-    two_replicas_on_a_small_disk,
-):
-    settings = two_replicas_on_a_small_disk
-    predict = f"{settings.serve_url}/v1/models/{USE_CASE}/predict"
-    filler = fill(settings.serving_log_dir)
-    answers = [httpx.post(predict, json={SPEC.entity: "s-1"}, timeout=30) for _ in range(200)]
-    refused = [a for a in answers if a.status_code == 503]
-    assert len(refused) > 100 and {a.status_code for a in answers} <= {200, 503}
-    error = refused[0].json()["error"]
-    assert "No space left on device" in error and str(settings.serving_log_dir) in error
-    assert "not answered" in error
-    scrapes = [httpx.get(f"{settings.serve_url}/metrics", timeout=30).text for _ in range(6)]
-    assert any(
-        'ml_platform_prediction_log_failures_total{kind="prediction",model="sensor_anomaly"}' in s
-        for s in scrapes
-    )
-    filler.unlink()
-    wait_for(
-        lambda: httpx.post(predict, json={SPEC.entity: "s-1"}, timeout=30).status_code == 200,
-        10,
-        "serving again",
-    )
-    after = [httpx.post(predict, json={SPEC.entity: "s-1"}, timeout=30) for _ in range(20)]
-    assert {a.status_code for a in after} == {200}
-    logged = {r["prediction_id"] for r in read_prediction_log(settings.serving_log_dir, USE_CASE)}
-    answered = [a.json()["prediction_id"] for a in answers + after if a.status_code == 200]
-    assert set(answered) <= logged
+    def test_a_full_prediction_log_disk_answers_503_and_no_answered_prediction_is_lost(
+        self, two_replicas_on_a_small_disk
+    ):
+        settings = two_replicas_on_a_small_disk
+        predict = f"{settings.serve_url}/v1/models/{USE_CASE}/predict"
+        filler = fill(settings.serving_log_dir)
+        answers = [httpx.post(predict, json={SPEC.entity: "s-1"}, timeout=30) for _ in range(200)]
+        refused = [a for a in answers if a.status_code == 503]
+        assert len(refused) > 100 and {a.status_code for a in answers} <= {200, 503}
+        error = refused[0].json()["error"]
+        assert "No space left on device" in error and str(settings.serving_log_dir) in error
+        assert "not answered" in error
+        scrapes = [httpx.get(f"{settings.serve_url}/metrics", timeout=30).text for _ in range(6)]
+        assert any(
+            'ml_platform_prediction_log_failures_total{kind="served",model="sensor_anomaly"}' in s
+            for s in scrapes
+        )
+        filler.unlink()
+        wait_for(
+            lambda: httpx.post(predict, json={SPEC.entity: "s-1"}, timeout=30).status_code == 200,
+            10,
+            "serving again",
+        )
+        after = [httpx.post(predict, json={SPEC.entity: "s-1"}, timeout=30) for _ in range(20)]
+        assert {a.status_code for a in after} == {200}
+        logged = {r["prediction_id"] for r in read_prediction_log(settings.serving_log_dir, USE_CASE)}
+        answered = [a.json()["prediction_id"] for a in answers + after if a.status_code == 200]
+        assert set(answered) <= logged
 
 
 def test_nothing_the_suite_started_listens_beyond_loopback(platform):
@@ -723,6 +726,9 @@ def test_serve_killed_resumes_with_its_champion_and_canary_and_ctrl_c_stops_ever
     client.set_registered_model_tag(USE_CASE, CANARY_TAG, "0.5")
     serve = start_serve(env, port)
     try:
+        # What answers on the port is this command's own head, not the suite's cluster.
+        owners = {x.pid for x in listeners(set(processes())) if x.port == port}
+        assert owners and owners <= process_tree(serve.pid), (owners, process_tree(serve.pid))
         # A user's `ml-platform serve` starts its own head: nothing of it listens beyond loopback.
         found = listeners(process_tree(serve.pid))
         assert len(found) >= 8 and [str(x) for x in found if not x.loopback] == []
@@ -738,7 +744,9 @@ def test_serve_killed_resumes_with_its_champion_and_canary_and_ctrl_c_stops_ever
         logged = {
             r["prediction_id"] for r in read_prediction_log(platform.settings.serving_log_dir, USE_CASE)
         }
-        assert {a.json()["prediction_id"] for a in answered} <= logged
+        lost = {a.json()["prediction_id"] for a in answered} - logged
+        files = sorted(str(p) for p in platform.settings.serving_log_dir.rglob("*.jsonl"))
+        assert not lost, f"{len(lost)} of {len(answered)} answered predictions not in the log; files: {files}"
 
         serve = start_serve(env, port)
         served = Counter()

@@ -230,4 +230,4 @@ def test_the_spec_file_lives_outside_the_package(loop):
     found = discover(load_settings().use_cases)
     origin = found["meters"].origin
     assert origin.endswith("meters.yaml") and not origin.startswith(str(REPO_ROOT))
-    assert sorted(found) == ["meters", "sensor_anomaly"]
+    assert sorted(found) == ["card_fraud", "meters", "sensor_anomaly"]

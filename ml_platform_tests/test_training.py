@@ -15,16 +15,17 @@ from click.testing import CliRunner
 from ml_platform.cli import main
 from ml_platform.home import prepare_home
 from ml_platform.metadata import describe_failed_check, failed_checks, latest_metadata
+from ml_platform.tasks import task_of
 from ml_platform.training import registry
 from ml_platform.training.assets import build_training_assets
 from ml_platform.training.evaluate import model_input
-from ml_platform.training.model import anomaly_scores, build_pipeline
 from ml_platform.training.steps import GATE_PASSED_TAG, read_split
 from ml_platform.usecases import get_use_case
 
 from .conftest import DAYS, FIRST_DAY, USE_CASE, key, land_days, make_platform
 
 SPEC = get_use_case(USE_CASE)
+TASK = task_of(SPEC)
 TRAIN = ["training_set", "model", "model_evaluation", "champion"]
 
 
@@ -65,7 +66,13 @@ def test_a_better_candidate_is_promoted(platform):
         SPEC.model, params={"n_estimators": 1, "max_samples": 4, "contamination": 0.02}
     )
     ref = registry.log_candidate(
-        platform.settings, USE_CASE, build_pipeline(weak).fit(train), train.head(5), {}, {}, {}
+        platform.settings,
+        SPEC,
+        TASK.build(weak.algorithm, weak.params, weak.seed).fit(train),
+        train.head(5),
+        {},
+        {},
+        {},
     )
     registry.move_alias(platform.settings, USE_CASE, ref.version, registry.CHAMPION, "test setup", "test")
 
@@ -151,8 +158,9 @@ def test_retraining_is_reproducible(platform):
     test, _ = features_and_labels(platform)
     cache = platform.settings.run_dir / "model_cache"
     scores = [
-        anomaly_scores(
-            registry.load_verified_model(registry.model_ref(platform.settings, USE_CASE, v), cache), test
+        TASK.scores(
+            registry.load_verified_model(registry.model_ref(platform.settings, USE_CASE, v), cache, TASK),
+            test,
         )
         for v in (first["model_version"], second["model_version"])
     ]
@@ -187,7 +195,7 @@ def test_tampered_or_pickled_artifacts_are_refused(platform, tmp_path):
     registry.configure(settings)
     with mlflow.start_run(experiment_id=registry.ensure_experiment(settings, USE_CASE)):
         info = mlflow.sklearn.log_model(
-            build_pipeline(SPEC.model).fit(train),
+            TASK.build(SPEC.model.algorithm, SPEC.model.params, SPEC.model.seed).fit(train),
             name="model",
             serialization_format="pickle",
             registered_model_name=USE_CASE,
@@ -199,7 +207,9 @@ def test_tampered_or_pickled_artifacts_are_refused(platform, tmp_path):
     sha = registry.artifact_digest(stored)
     registry.configure(settings).set_model_version_tag(USE_CASE, version, registry.SHA_TAG, sha)
     with pytest.raises(registry.ArtifactIntegrityError, match="only skops artifacts"):
-        registry.load_verified_model(registry.model_ref(settings, USE_CASE, version), tmp_path / "cache")
+        registry.load_verified_model(
+            registry.model_ref(settings, USE_CASE, version), tmp_path / "cache", TASK
+        )
     assert not marker.exists()
 
     # A skops artifact changed after registration: its sha256 no longer matches.
@@ -209,7 +219,7 @@ def test_tampered_or_pickled_artifacts_are_refused(platform, tmp_path):
     try:
         skops_file.write_bytes(original + b"\0")
         with pytest.raises(registry.ArtifactIntegrityError, match="does not match the recorded"):
-            registry.load_verified_model(champion, tmp_path / "cache2")
+            registry.load_verified_model(champion, tmp_path / "cache2", TASK)
     finally:
         skops_file.write_bytes(original)
 
@@ -234,7 +244,7 @@ def test_an_artifact_holding_a_type_the_project_does_not_trust_is_refused(platfo
             Pipeline(steps).fit(train),
             name="model",
             serialization_format="skops",
-            skops_trusted_types=[*registry.TRUSTED_TYPES, "_operator.neg"],
+            skops_trusted_types=[*TASK.trusted_types, "_operator.neg"],
             registered_model_name=USE_CASE,
             pip_requirements=[],
         )
@@ -245,9 +255,10 @@ def test_an_artifact_holding_a_type_the_project_does_not_trust_is_refused(platfo
     )
     ref = registry.model_ref(settings, USE_CASE, version)
     with pytest.raises(
-        registry.ArtifactIntegrityError, match=r"not trusted by the project: \['_operator.neg'\]"
+        registry.ArtifactIntegrityError,
+        match=r"not trusted by the project for anomaly_detection: \['_operator.neg'\]",
     ):
-        registry.load_verified_model(ref, tmp_path / "cache")
+        registry.load_verified_model(ref, tmp_path / "cache", TASK)
 
 
 def test_batch_predictions_score_a_day_with_the_champion(platform):
@@ -412,11 +423,17 @@ def test_a_champion_worse_live_is_caught_by_live_performance_and_rolled_back(pla
     # Fit on the anomalies only: to this model anomalies look normal, so it misses them.
     positives = features[test["label"].to_numpy() == 1]
     worse = registry.log_candidate(
-        platform.settings, USE_CASE, build_pipeline(SPEC.model).fit(positives), features.head(5), {}, {}, {}
+        platform.settings,
+        SPEC,
+        TASK.build(SPEC.model.algorithm, SPEC.model.params, SPEC.model.seed).fit(positives),
+        features.head(5),
+        {},
+        {},
+        {},
     )
     registry.move_alias(platform.settings, USE_CASE, worse.version, registry.CHAMPION, "test", "test")
-    pipeline = registry.load_verified_model(worse, platform.settings.run_dir / "model_cache")
-    _serve_log(platform, worse.version, test, anomaly_scores(pipeline, features), latency_ms=5.0)
+    pipeline = registry.load_verified_model(worse, platform.settings.run_dir / "model_cache", TASK)
+    _serve_log(platform, worse.version, test, TASK.scores(pipeline, features), latency_ms=5.0)
 
     result = platform.materialize(["predictions", "live_performance", "serving_slo", "champion_guard"])
     live = latest_metadata(platform.instance, key("live_performance"))
@@ -434,9 +451,9 @@ def test_a_champion_worse_live_is_caught_by_live_performance_and_rolled_back(pla
     # The SLO branch: the good model made champion again after the worse, now slow in serving.
     registry.move_alias(platform.settings, USE_CASE, worse.version, registry.CHAMPION, "test", "test")
     registry.move_alias(platform.settings, USE_CASE, good.version, registry.CHAMPION, "test", "test")
-    good_pipeline = registry.load_verified_model(good, platform.settings.run_dir / "model_cache")
+    good_pipeline = registry.load_verified_model(good, platform.settings.run_dir / "model_cache", TASK)
     slow = SPEC.monitoring.max_p99_ms * 3
-    _serve_log(platform, good.version, test, anomaly_scores(good_pipeline, features), latency_ms=slow)
+    _serve_log(platform, good.version, test, TASK.scores(good_pipeline, features), latency_ms=slow)
     result = platform.materialize(["predictions", "serving_slo", "champion_guard"])
     slo = latest_metadata(platform.instance, key("serving_slo"))
     assert slo["champion_version"] == good.version and slo["champion/p99_ms"] == slow

@@ -122,7 +122,14 @@ def test_user_use_cases_come_from_files_modules_and_entry_points(user_repo, monk
     monkeypatch.syspath_prepend(str(user_repo))
     declared = f"{user_repo / 'pumps.yaml'}, {python_file}, user_pkg.more"
     found = discover(declared)
-    assert list(found) == ["sensor_anomaly", "pumps", "sensors_copy", "by_module", "by_entry_point"]
+    assert list(found) == [
+        "sensor_anomaly",
+        "card_fraud",
+        "pumps",
+        "sensors_copy",
+        "by_module",
+        "by_entry_point",
+    ]
     assert found["pumps"].origin == str(user_repo / "pumps.yaml")
     assert found["by_module"].origin == "module user_pkg.more"
     assert found["by_entry_point"].origin.startswith("entry point plugged = user_pkg.plugin:PLUGGED")
@@ -143,7 +150,8 @@ def test_user_use_cases_come_from_files_modules_and_entry_points(user_repo, monk
         check=True,
     ).stdout.splitlines()
     assert listed[0].startswith("sensor_anomaly\tshipped example ml_platform.usecases.sensor_anomaly")
-    assert listed[1] == f"pumps\t{user_repo / 'pumps.yaml'}\tPressure of pumps, recorded in 2014."
+    assert listed[1].startswith("card_fraud\tshipped example ml_platform.usecases.card_fraud")
+    assert listed[2] == f"pumps\t{user_repo / 'pumps.yaml'}\tPressure of pumps, recorded in 2014."
     assert use_cases(settings)["pumps"].partitions_start == "2014-01-01"
 
 
@@ -370,6 +378,29 @@ def test_no_platform_module_spells_a_shipped_use_cases_columns_table_or_features
         for match in pattern.finditer(line)
     ]
     assert len(platform_files) > 40
+    assert found == []
+
+
+def test_no_platform_module_names_an_output_of_one_task():
+    """A task's outputs (``anomaly_score``, ``probability``, ``prediction`` ...) are keys in its own
+    module only; serving, the log, training and monitoring ask the task for them. ("prediction" is
+    also a word of prose, so keys are looked for: the name quoted, or an ``anomaly_`` identifier.)"""
+    from ml_platform.tasks import TASKS
+
+    usecases = REPO_ROOT / "ml_platform" / "usecases"
+    found = []
+    for task in TASKS.values():
+        own = Path(sys.modules[type(task).__module__].__file__)
+        names = [o.name for o in task.outputs]
+        alternatives = [rf"[\"']({'|'.join(map(re.escape, names))})[\"']"]
+        alternatives += [rf"(?<![A-Za-z0-9_]){re.escape(n)}(?![A-Za-z0-9_])" for n in names if "_" in n]
+        pattern = re.compile("|".join(alternatives))
+        for path in (REPO_ROOT / "ml_platform").rglob("*.py"):
+            if path == own or usecases in path.parents:  # a use case may speak of its task's outputs
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                where = f"{path.relative_to(REPO_ROOT)}:{number}"
+                found += [f"{where}: {m.group(0)}" for m in pattern.finditer(line)]
     assert found == []
 
 

@@ -10,6 +10,7 @@ from ml_platform.ingestion.labels import label_files
 from ml_platform.ingestion.landing import file_sha256, list_landing_files
 from ml_platform.ingestion.raw import file_days
 from ml_platform.metadata import failed_checks, latest_metadata
+from ml_platform.monitoring.performance import missed_live_slos
 from ml_platform.resources.platform import PlatformResource
 from ml_platform.spec import UseCaseSpec
 
@@ -144,16 +145,11 @@ def retrain_reasons(
     ).records
     if records and str(records[0].storage_id) != cursor.get("performance"):
         seen["performance"] = str(records[0].storage_id)
-        live = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
-        below = [
-            m
-            for m, floor in spec.monitoring.min_live_metrics.items()
-            if f"live/{m}" in live
-            and live.get("live/rows", 0) >= spec.monitoring.min_labelled_rows
-            and live[f"live/{m}"] < floor
-        ]
-        if below:
-            reasons.append(f"live {', '.join(below)} below the SLO")
+        metadata = records[0].asset_materialization.metadata
+        live = {k.split("/", 1)[1]: v.value for k, v in metadata.items() if k.startswith("live/")}
+        missed = [str(m["metric"]) for m in missed_live_slos(spec, live)]
+        if missed:
+            reasons.append(f"live {', '.join(missed)} below the SLO")
     return reasons, seen
 
 

@@ -138,11 +138,11 @@ def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 f"""SELECT {_quoted(columns)} FROM (
                         SELECT *, row_number() OVER w AS back, max("{spec.timestamp}") OVER w2 AS newest
                         FROM {staged_table(spec)}
-                        WINDOW w AS (PARTITION BY {spec.entity} ORDER BY "{spec.timestamp}" DESC),
-                               w2 AS (PARTITION BY {spec.entity}))
+                        WINDOW w AS (PARTITION BY "{spec.entity}" ORDER BY "{spec.timestamp}" DESC),
+                               w2 AS (PARTITION BY "{spec.entity}"))
                     WHERE back <= {online.keep_rows}
                        OR "{spec.timestamp}" > newest - INTERVAL {online.keep_micros} MICROSECOND
-                    ORDER BY {spec.entity}, "{spec.timestamp}" """
+                    ORDER BY "{spec.entity}", "{spec.timestamp}" """
             ).pl()
             newest = latest_vectors(conn.sql(f"SELECT * FROM {features_table(spec)}").pl(), spec)
         states = {

@@ -2,7 +2,6 @@
 (what they record is in ``results``), and the labels."""
 
 import datetime as dt
-from collections.abc import Iterable
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -24,11 +23,6 @@ from ml_platform.validation.summary import (
 def daily_partitions(spec: UseCaseSpec) -> dg.DailyPartitionsDefinition:
     # end_offset=1: today's partition exists, so data landing today is ingested today.
     return dg.DailyPartitionsDefinition(start_date=spec.partitions_start, end_offset=1)
-
-
-def shared_daily_partitions(specs: Iterable[UseCaseSpec]) -> dg.DailyPartitionsDefinition:
-    """Daily partitions from the earliest use case's start, for assets shared by use cases (dbt)."""
-    return dg.DailyPartitionsDefinition(start_date=min(s.partitions_start for s in specs), end_offset=1)
 
 
 def partition_days(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:

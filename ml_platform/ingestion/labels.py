@@ -23,14 +23,13 @@ from ml_platform.features.compute import EVENT_TIMESTAMP
 from ml_platform.ingestion.landing import file_sha256
 from ml_platform.spec import EventLabels, UseCaseSpec
 from ml_platform.tables import replace_days
+from ml_platform.tasks import task_of
 from ml_platform.timestamps import parse_timestamp
 
 LabelFiles = list[tuple[Path, dt.date, dt.date]]  # (file, first day, last day), as label_files lists them
 _SPAN = re.compile(r"_(\d{4}-\d{2}-\d{2})_(\d{4}-\d{2}-\d{2})\.csv$")
 
 
-# How a label is written in a file or a post, and what it means.
-LABEL_VALUES = {"1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0}
 LABEL = "label"  # the column an event's label is read into, for training and monitoring alike
 
 
@@ -92,7 +91,7 @@ def _first_bad(path: Path, parsed: pl.DataFrame, problems: list[tuple[str, pl.Ex
 
 def read_label_file(path: Path, spec: UseCaseSpec) -> pl.DataFrame:
     """The labels of one file, times in UTC: windows (entity, start, end) or event labels (entity,
-    timestamp, label as 0/1); a bad row fails naming its line and field."""
+    timestamp, label as the task reads it); a bad row fails naming its line and field."""
     frame = pl.read_csv(path, infer_schema=False)
     expected = spec.label_columns
     missing = set(expected) - set(frame.columns)
@@ -104,10 +103,7 @@ def read_label_file(path: Path, spec: UseCaseSpec) -> pl.DataFrame:
         timestamp, column = expected[1], expected[2]
         parsed = _parse_times(frame, (timestamp,)).with_columns(
             pl.col(column).alias(f"_{column}_text"),
-            pl.col(column)
-            .str.strip_chars()
-            .str.to_lowercase()
-            .replace_strict(LABEL_VALUES, default=None, return_dtype=pl.Int8),
+            task_of(spec).parse_labels(pl.col(column)),
         )
         _first_bad(
             path,
@@ -210,7 +206,7 @@ def _event_rows(spec: UseCaseSpec, days: list[dt.date], files_found: LabelFiles)
     schema = {
         spec.entity: pl.String,
         timestamp: pl.Datetime("us", "UTC"),
-        spec.labels.column: pl.Int8,
+        spec.labels.column: task_of(spec).label_dtype,
         "label_day": pl.Date,
         "source_file": pl.String,
         "file_sha256": pl.String,
@@ -278,16 +274,20 @@ def _exists(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, table: str) -> b
 
 def read_labels(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> pl.DataFrame:
     """Every label that has arrived, empty before any landed: anomaly windows (entity, ``start``,
-    ``end``), or event labels (entity, ``event_timestamp``, ``label`` as 0/1)."""
+    ``end``), or event labels (entity, ``event_timestamp``, ``label`` as the task types it)."""
     if isinstance(spec.labels, EventLabels):
-        schema = {spec.entity: pl.String, EVENT_TIMESTAMP: pl.Datetime("us", "UTC"), LABEL: pl.Int8}
+        schema = {
+            spec.entity: pl.String,
+            EVENT_TIMESTAMP: pl.Datetime("us", "UTC"),
+            LABEL: task_of(spec).label_dtype,
+        }
         query = (
-            f"SELECT {spec.entity}, {spec.timestamp} AS {EVENT_TIMESTAMP}, {spec.labels.column} AS {LABEL} "
-            f"FROM {labels_table(spec)} ORDER BY ALL"
+            f'SELECT "{spec.entity}", "{spec.timestamp}" AS {EVENT_TIMESTAMP}, '
+            f'"{spec.labels.column}" AS {LABEL} FROM {labels_table(spec)} ORDER BY ALL'
         )
     else:
         schema = {spec.entity: pl.String, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC")}
-        query = f'SELECT DISTINCT {spec.entity}, start, "end" FROM {labels_table(spec)} ORDER BY ALL'
+        query = f'SELECT DISTINCT "{spec.entity}", start, "end" FROM {labels_table(spec)} ORDER BY ALL'
     if not _exists(conn, spec, "raw_labels"):
         return pl.DataFrame(schema=schema)
     return conn.sql(query).pl().cast(schema)

@@ -9,6 +9,8 @@ import polars as pl
 
 from ml_platform.features.compute import EVENT_TIMESTAMP
 from ml_platform.spec import UseCaseSpec
+from ml_platform.tasks import Task
+from ml_platform.training.compare import Scored
 from ml_platform.training.dataset import LABEL, label_rows
 
 
@@ -38,21 +40,59 @@ def judged_predictions(
     return judged, stats
 
 
-def live_metrics(labelled: pl.DataFrame, score_column: str = "anomaly_score") -> dict[str, float]:
-    """Metrics of the served scores against the labels; a metric that needs positives (labelled
-    or predicted) is left out when there are none, rather than reported as 0."""
+def logged_answers(task: Task, logged: pl.DataFrame) -> Scored:
+    """What the served model answered, as the prediction log recorded it."""
+    decisions = logged[task.decision_output].to_numpy() if task.decision_output else None
+    return Scored(logged[task.score_output].to_numpy().astype(float), decisions)
+
+
+def live_metrics(task: Task, answers: Scored, labelled: pl.DataFrame) -> dict[str, float]:
+    """The task's metrics of ``answers`` against ``labelled``'s labels; a metric that needs
+    positives (labelled or decided) is left out when there are none, rather than reported as 0."""
     if labelled.is_empty():
         return {"rows": 0.0}
-    scores, labels = labelled[score_column].to_numpy(), labelled[LABEL].to_numpy()
-    from ml_platform.training.evaluate import detection_metrics  # scikit-learn: not at load
-
-    metrics = detection_metrics(scores, labels)
-    if labels.sum() == 0:
+    labels = labelled[LABEL].to_numpy()
+    metrics = task.evaluate(answers.scores, answers.decisions, labels, None)
+    if task.binary_labels and labels.sum() == 0:
         for name in ("recall", "f1"):
             metrics.pop(name, None)
-    if (scores > 0).sum() == 0:
+    if answers.decisions is not None and answers.decisions.astype(bool).sum() == 0:
         metrics.pop("precision", None)
     return metrics
+
+
+def missed_live_slos(spec: UseCaseSpec, live: dict[str, float]) -> list[dict[str, object]]:
+    """The live SLOs ``live`` (metrics of the champion's judged predictions) misses: a metric
+    below its floor or an error above its ceiling, once enough rows are labelled."""
+    monitoring = spec.monitoring
+    if live.get("rows", 0) < monitoring.min_labelled_rows:
+        return []
+    missed: list[dict[str, object]] = [
+        {"metric": m, "live": live[m], "minimum": floor}
+        for m, floor in monitoring.min_live_metrics.items()
+        if m in live and live[m] < floor
+    ]
+    missed += [
+        {"metric": m, "live": live[m], "maximum": ceiling}
+        for m, ceiling in monitoring.max_live_metrics.items()
+        if m in live and live[m] > ceiling
+    ]
+    return missed
+
+
+def gaps_vs_previous(
+    task: Task, spec: UseCaseSpec, champion: dict[str, float], previous: dict[str, float]
+) -> dict[str, float]:
+    """Per SLO metric, how far the champion is ahead of the previous champion on the same rows
+    (negative: behind), whichever way the metric improves."""
+    monitoring = spec.monitoring
+    names = [*monitoring.min_live_metrics, *monitoring.max_live_metrics]
+    gaps = {}
+    for name in names:
+        if name in previous:
+            ahead = champion.get(name, 0.0) - previous[name]
+            gaps[name] = ahead if task.metric(name).higher_is_better else -ahead
+    return gaps
 
 
 def skew(

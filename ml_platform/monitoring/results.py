@@ -14,14 +14,18 @@ from ml_platform.features.compute import EVENT_TIMESTAMP
 from ml_platform.ingestion.labels import labelled_days, read_labels
 from ml_platform.metadata import markdown_table
 from ml_platform.monitoring.performance import (
+    gaps_vs_previous,
     judged_predictions,
     latency_summary,
     live_metrics,
+    logged_answers,
+    missed_live_slos,
     skew,
 )
 from ml_platform.serving.records import predictions_table
 from ml_platform.settings import Settings
 from ml_platform.spec import UseCaseSpec
+from ml_platform.tasks import task_of
 
 SKEW_TOLERANCE = 1e-6
 SKEW_SAMPLE = 500
@@ -72,18 +76,18 @@ def _has_values(column: pl.Series) -> bool:
     return not present.is_empty()
 
 
-def _champion_scores(settings: Settings, spec: UseCaseSpec, alias: str, frame: pl.DataFrame):
-    """Scores of the model under ``alias`` on ``frame``'s features (None without such a model)."""
+def _alias_scored(settings: Settings, spec: UseCaseSpec, alias: str, frame: pl.DataFrame):
+    """The model under ``alias`` and its answers on ``frame``'s features as a ``Scored`` (None
+    without such a model or rows)."""
     from ml_platform.training import registry
-    from ml_platform.training.evaluate import model_input
-    from ml_platform.training.model import anomaly_scores
+    from ml_platform.training.evaluate import features_of, score
 
     ref = registry.alias_ref(settings, spec.name, alias)
     if ref is None or frame.is_empty():
         return ref, None
-    pipeline = registry.load_verified_model(ref, settings.run_dir / "model_cache")
-    names = spec.features.feature_names()
-    return ref, anomaly_scores(pipeline, model_input(frame.select(names).to_pandas(), names))
+    task = task_of(spec)
+    model = registry.load_verified_model(ref, settings.run_dir / "model_cache", task)
+    return ref, score(task, model, features_of(frame, spec))
 
 
 def drift_report(spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings) -> dg.MaterializeResult:
@@ -111,12 +115,13 @@ def drift_report(spec: UseCaseSpec, warehouse: DuckDBResource, settings: Setting
         reference = read_split(warehouse, spec, "train").select(features.columns)
         reference_from = "training_set train split (no champion yet)"
     compared = list(columns)
-    _, ref_scores = _champion_scores(settings, spec, registry.CHAMPION, reference)
-    _, cur_scores = _champion_scores(settings, spec, registry.CHAMPION, current)
-    if ref_scores is not None and cur_scores is not None:  # prediction drift, same test
-        reference = reference.with_columns(pl.Series("anomaly_score", ref_scores))
-        current = current.with_columns(pl.Series("anomaly_score", cur_scores))
-        compared.append("anomaly_score")
+    _, ref_scored = _alias_scored(settings, spec, registry.CHAMPION, reference)
+    _, cur_scored = _alias_scored(settings, spec, registry.CHAMPION, current)
+    if ref_scored is not None and cur_scored is not None:  # prediction drift, same test
+        predicted = task_of(spec).score_output
+        reference = reference.with_columns(pl.Series(predicted, ref_scored.scores))
+        current = current.with_columns(pl.Series(predicted, cur_scored.scores))
+        compared.append(predicted)
     # A column with no value in either window (an optional column the data never has) cannot
     # drift: it is reported as having no data, and the others are judged.
     no_data = [c for c in compared if not (_has_values(reference[c]) and _has_values(current[c]))]
@@ -184,35 +189,30 @@ def live_performance(
     else:
         labelled, stats = judged_predictions(predictions, labels, spec, days, now)
     champion = registry.alias_ref(settings, spec.name, registry.CHAMPION)
+    task = task_of(spec)
     by_version = (
-        {str(v): live_metrics(group) for (v,), group in labelled.group_by("model_version")}
+        {
+            str(v): live_metrics(task, logged_answers(task, group), group)
+            for (v,), group in labelled.group_by("model_version")
+        }
         if not labelled.is_empty()
         else {}
     )
     current = by_version.get(champion.version, {"rows": 0.0}) if champion else {"rows": 0.0}
     enough = current.get("rows", 0) >= monitoring.min_labelled_rows
-    slo_failures = [
-        {"metric": m, "live": current.get(m), "minimum": floor}
-        for m, floor in monitoring.min_live_metrics.items()
-        if enough and current.get(m, 0.0) < floor
-    ]
+    slo_failures = missed_live_slos(spec, current)
     # The previous champion scored offline on the very rows the champion served.
     champion_rows = (
         labelled.filter(pl.col("model_version") == champion.version) if champion and enough else None
     )
-    previous, previous_scores = (
-        _champion_scores(settings, spec, registry.PREVIOUS, champion_rows)
+    previous, previous_scored = (
+        _alias_scored(settings, spec, registry.PREVIOUS, champion_rows)
         if champion_rows is not None
         else (None, None)
     )
     gaps = {}
-    if previous_scores is not None:
-        theirs = live_metrics(
-            champion_rows.with_columns(pl.Series("previous_score", previous_scores)), "previous_score"
-        )
-        gaps = {
-            m: current.get(m, 0.0) - theirs.get(m, 0.0) for m in monitoring.min_live_metrics if m in theirs
-        }
+    if previous_scored is not None:
+        gaps = gaps_vs_previous(task, spec, current, live_metrics(task, previous_scored, champion_rows))
     worse = {m: g for m, g in gaps.items() if g < -monitoring.rollback_margin}
     return dg.MaterializeResult(
         metadata={
@@ -259,7 +259,7 @@ def feature_skew(spec: UseCaseSpec, warehouse: DuckDBResource) -> dg.Materialize
             conn.register("served_keys", logged.select(spec.entity, EVENT_TIMESTAMP).to_arrow())
             offline = conn.sql(
                 f"SELECT f.* FROM {features_table(spec)} f"
-                f" SEMI JOIN served_keys USING ({spec.entity}, {EVENT_TIMESTAMP})"
+                f' SEMI JOIN served_keys USING ("{spec.entity}", {EVENT_TIMESTAMP})'
             ).pl()
             conn.unregister("served_keys")
         worst = skew(logged.select(spec.entity, EVENT_TIMESTAMP, *names), offline, spec, SKEW_TOLERANCE)

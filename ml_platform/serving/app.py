@@ -8,8 +8,9 @@
   ``challenger`` aliases and the canary/shadow settings. A new model is loaded, its sha256
   verified and warmed before it takes traffic; requests in flight finish on the model they
   started with; a model that fails to load or verify is never switched to.
-- The prediction log is written off the request path, flushed every second and on shutdown:
-  one row per 2xx prediction response (shadow scores, when on, are in the same row).
+- The prediction log: one line per answered prediction, written before the answer is sent (a
+  prediction that cannot be logged is answered 503); shadow scores, when on, are scored off the
+  response path and logged as lines of their own.
 """
 
 import asyncio
@@ -46,7 +47,7 @@ from ml_platform.serving.protocols import (
 )
 from ml_platform.settings import load_settings
 from ml_platform.spec import UseCaseSpec
-from ml_platform.training.model import anomaly_scores
+from ml_platform.tasks import Output, Task, task_of
 from ml_platform.training.registry import (
     CHALLENGER,
     CHAMPION,
@@ -59,6 +60,7 @@ from ml_platform.usecases import use_cases
 
 logger = logging.getLogger("ml_platform.serving")
 MAX_BODY_BYTES = 1 << 20
+PREDICTION_ID = Output("prediction_id", "BYTES", "the id the prediction log keeps it under")
 WATCH_S = 2.0
 CANARY_TAG = "serving.canary_share"
 SHADOW_TAG = "serving.shadow"
@@ -98,6 +100,7 @@ class Served:
     ref: ModelRef
     pipeline: Any
     names: tuple[str, ...]
+    task: Task
 
 
 @dataclass(frozen=True)
@@ -178,10 +181,11 @@ class ModelServer:
             self._adopt(use_case, CHAMPION, ModelRef(**ref))
 
     def _load(self, use_case: str, ref: ModelRef) -> Served:
-        pipeline = load_verified_model(ref, self.settings.run_dir / "model_cache")
+        task = task_of(self.use_cases[use_case])
+        pipeline = load_verified_model(ref, self.settings.run_dir / "model_cache", task)
         names = self.signatures[use_case].names
-        anomaly_scores(pipeline, pd.DataFrame(np.zeros((1, len(names))), columns=list(names)))  # warm up
-        return Served(ref, pipeline, names)
+        task.scores(pipeline, pd.DataFrame(np.zeros((1, len(names))), columns=list(names)))  # warm up
+        return Served(ref, pipeline, names, task)
 
     def _adopt(self, use_case: str, role: str, ref: ModelRef | None) -> None:
         """Switch ``role`` of ``use_case`` to ``ref`` once it is loaded, verified and warm."""
@@ -227,7 +231,7 @@ class ModelServer:
         try:
             self.log.append(use_case, records)
         except PredictionLogError as exc:
-            self.log_failures.labels(use_case, "prediction").inc(len(records))
+            self.log_failures.labels(use_case, "served").inc(len(records))
             raise RequestError(
                 503, f"{exc.strerror}: the prediction could not be recorded, so it is not answered"
             ) from None
@@ -269,17 +273,22 @@ class ModelServer:
     def _features(self, use_case: str, rows: list[Row]) -> tuple[list[dict], list[dict]]:
         """Feature values per row and what to echo about their origin (entity, feature age)."""
         spec = self.use_cases[use_case]
-        wanted = [r.entity for r in rows if r.features is None]
+        wanted = [r.entity for r in rows if r.features is None and r.event is None]
         try:
             vectors = self.online_store.get_many(use_case, wanted) if wanted else []
         except Exception as exc:  # down or locked: say which store; rows with features still answer
             raise RequestError(503, unavailable(self.online_store, exc)) from None
         found = dict(zip(wanted, vectors, strict=True))
         features, echoes = [], []
-        for row in rows:
+        for index, row in enumerate(rows):
             if row.features is not None:
                 features.append(row.features)
                 echoes.append({spec.entity: row.entity} if row.entity else {})
+                continue
+            if row.event is not None:
+                moment, vector = self._event_features(use_case, row.event, f"row {index}")
+                features.append(vector)
+                echoes.append({spec.entity: row.entity, "feature_event_timestamp": moment.isoformat()})
                 continue
             vector = found[row.entity]
             if vector is None:
@@ -301,6 +310,14 @@ class ModelServer:
             )
         return features, echoes
 
+    def _event_features(self, use_case: str, event: dict, where: str) -> tuple[dt.datetime, dict]:
+        try:
+            return self.ingestors[use_case].features_of_event(event, where)
+        except EventError as exc:
+            raise RequestError(422, str(exc)) from None
+        except Exception as exc:  # the online store is down or locked: say which
+            raise RequestError(503, unavailable(self.online_store, exc)) from None
+
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
     async def _score_batch(self, items: list[tuple[Served, list[dict]]]) -> list[np.ndarray]:
         """Concurrent requests scored together: one model call per model in the batch."""
@@ -312,7 +329,7 @@ class ModelServer:
             served = items[indexes[0]][0]
             rows = [row for i in indexes for row in items[i][1]]
             frame = pd.DataFrame.from_records(rows, columns=list(served.names)).astype(float)
-            scores = anomaly_scores(served.pipeline, frame)
+            scores = served.task.scores(served.pipeline, frame)
             offset = 0
             for i in indexes:
                 n = len(items[i][1])
@@ -335,8 +352,8 @@ class ModelServer:
         latency_ms = (time.perf_counter() - started) * 1000
         now = dt.datetime.now(dt.UTC).isoformat()
         outputs = [
-            {"prediction_id": uuid.uuid4().hex, **echo, "anomaly_score": float(s), "is_anomaly": bool(s > 0)}
-            for echo, s in zip(echoes, scores, strict=True)
+            {"prediction_id": uuid.uuid4().hex, **echo, **answer}
+            for echo, answer in zip(echoes, served.task.answers(served.pipeline, scores), strict=True)
         ]
         self._log(
             use_case,
@@ -362,13 +379,14 @@ class ModelServer:
     async def _shadow(self, use_case: str, shadow: Served, features: list[dict], outputs: list[dict]) -> None:
         """The challenger scores the same rows off the response path; logged as lines of their own."""
         scores = await self._score_batch((shadow, features))
+        score_output = shadow.task.score_output
         try:
             self.log.append(
                 use_case,
                 [
                     {
                         SHADOW_OF: output["prediction_id"],
-                        "shadow": {"model_version": shadow.ref.version, "anomaly_score": float(score)},
+                        "shadow": {"model_version": shadow.ref.version, score_output: float(score)},
                     }
                     for output, score in zip(outputs, scores, strict=True)
                 ],
@@ -425,23 +443,12 @@ class ModelServer:
                 "parameters": {"served_by": role},
                 "outputs": [
                     {
-                        "name": "anomaly_score",
-                        "datatype": "FP64",
+                        "name": o.name,
+                        "datatype": o.datatype,
                         "shape": [n],
-                        "data": [o["anomaly_score"] for o in outputs],
-                    },
-                    {
-                        "name": "is_anomaly",
-                        "datatype": "BOOL",
-                        "shape": [n],
-                        "data": [o["is_anomaly"] for o in outputs],
-                    },
-                    {
-                        "name": "prediction_id",
-                        "datatype": "BYTES",
-                        "shape": [n],
-                        "data": [o["prediction_id"] for o in outputs],
-                    },
+                        "data": [r[o.name] for r in outputs],
+                    }
+                    for o in (*served.task.outputs, PREDICTION_ID)
                 ],
             }
 
@@ -526,9 +533,8 @@ class ModelServer:
             "platform": "sklearn",
             "inputs": [{"name": n, "datatype": "FP64", "shape": [-1]} for n in signature.names],
             "outputs": [
-                {"name": "anomaly_score", "datatype": "FP64", "shape": [-1]},
-                {"name": "is_anomaly", "datatype": "BOOL", "shape": [-1]},
-                {"name": "prediction_id", "datatype": "BYTES", "shape": [-1]},
+                {"name": o.name, "datatype": o.datatype, "shape": [-1]}
+                for o in (*task_of(self.use_cases[model]).outputs, PREDICTION_ID)
             ],
             "parameters": {
                 "challenger_version": routing.challenger.ref.version if routing.challenger else None,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ml_platform.features.online import OnlineFeatures
+from ml_platform.features.online import EntityState, OnlineFeatures
 from ml_platform.features.online_store import OnlineStore, unavailable
 from ml_platform.settings import Settings
 from ml_platform.spec import NUMBER_DTYPES, Column, UseCaseSpec
@@ -35,9 +35,11 @@ class EventError(ValueError):
     """An event that breaks the use case's input schema; the message names the item and field."""
 
 
-def validate_event(spec: UseCaseSpec, item: Any, index: int) -> tuple[dt.datetime, dict[str, Any]]:
-    """The event's time and values, or an EventError naming what is wrong."""
-    where = f"event {index}"
+def validate_event(
+    spec: UseCaseSpec, item: Any, index: int, where: str | None = None
+) -> tuple[dt.datetime, dict[str, Any]]:
+    """The event's time and values, or an EventError naming what is wrong (``where`` it is)."""
+    where = where or f"event {index}"
     if not isinstance(item, dict):
         raise EventError(f"{where}: must be a JSON object")
     unknown = sorted(set(item) - set(spec.column_names))
@@ -156,3 +158,15 @@ class EventIngestor:
         except Exception as exc:  # landed already: say that the online features lag, and why
             return Ingested(len(validated), unavailable(self.store, exc))
         return Ingested(len(validated))
+
+    def features_of_event(self, item: dict[str, Any], where: str) -> tuple[dt.datetime, dict[str, Any]]:
+        """The feature vector of an event sent with a request, computed on its entity's online
+        history as if it had just arrived (at its own time, or now when it gives none), without
+        storing anything; an entity with no history is scored on this event alone."""
+        if item.get(self.spec.timestamp) is None:
+            item = {**item, self.spec.timestamp: dt.datetime.now(dt.UTC).isoformat()}
+        moment, values = validate_event(self.spec, item, 0, where)
+        kept = self.store.state(self.spec.name, values[self.spec.entity])
+        state = EntityState.from_json(kept.to_json()) if kept is not None else None  # a copy
+        scored, _ = self.online.apply(state, moment, values)
+        return moment, scored.vector

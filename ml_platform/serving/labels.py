@@ -6,7 +6,8 @@ landing sensor loads posted and landed labels the same way and nothing posted ex
 process's memory.
 
 - Event labels: one label, a list, or ``{"labels": [...]}``; each item has the entity, the
-  timestamp and the label column (1/0 or true/false). The file covers the days of its events.
+  timestamp and the label column (as the task takes it: 1/0 or true/false, or a number). The
+  file covers the days of its events.
 - Anomaly windows: ``{"first_day": D1, "last_day": D2, "windows": [{entity, start, end}, ...]}``
   states every window of days D1..D2, as a landed file does (an empty list: those days had none).
 """
@@ -26,6 +27,7 @@ from typing import Any
 
 from ml_platform.settings import Settings
 from ml_platform.spec import EventLabels, UseCaseSpec
+from ml_platform.tasks import task_of
 from ml_platform.timestamps import parse_timestamp
 
 
@@ -92,22 +94,22 @@ def _check_days(spec: UseCaseSpec, first: dt.date, last: dt.date, what: str) -> 
 
 def event_labels(
     spec: UseCaseSpec, payload: Any
-) -> tuple[list[tuple[str, dt.datetime, int]], dt.date, dt.date]:
+) -> tuple[list[tuple[str, dt.datetime, Any]], dt.date, dt.date]:
     if isinstance(payload, dict) and "labels" in payload:
         items = payload["labels"]
     else:
         items = payload if isinstance(payload, list) else [payload]
     if not isinstance(items, list) or not items:
         raise LabelError('send one label (a JSON object), a non-empty list of them, or {"labels": [...]}')
-    fields = spec.label_columns
+    fields, task = spec.label_columns, task_of(spec)
     rows = []
     for index, item in enumerate(items):
         where = f"label {index}"
         item = _object(item, where, fields)
-        value = item[fields[2]]
-        if not isinstance(value, bool | int) or value not in (0, 1):
-            raise LabelError(f"{where}: field '{fields[2]}' must be 1, 0, true or false")
-        rows.append((_entity(spec, item, where), _moment(item, fields[1], where), int(value)))
+        value = task.json_label(item[fields[2]])
+        if value is None:
+            raise LabelError(f"{where}: field '{fields[2]}' must be {task.label_rule()}")
+        rows.append((_entity(spec, item, where), _moment(item, fields[1], where), value))
     days = [moment.date() for _, moment, _ in rows]
     first, last = min(days), max(days)
     _check_days(spec, first, last, "the labels' events")

@@ -33,6 +33,8 @@ class Signature:
     entity: str
     # Features built only from optional columns: a row may leave them out (they are missing).
     optional: frozenset[str] = frozenset()
+    # The use case's input columns: a row of the entity and some of these is an event to score.
+    columns: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, spec: UseCaseSpec) -> Signature:
@@ -45,15 +47,19 @@ class Signature:
             if (read := source_columns((f,))) and set(read) <= optional_columns
         )
         # A feature that is a raw column keeps that column's declared range.
-        return cls(names, {n: declared[n] for n in names if n in declared}, spec.entity, optional)
+        bounds = {n: declared[n] for n in names if n in declared}
+        return cls(names, bounds, spec.entity, optional, frozenset(spec.column_names))
 
 
 @dataclass(frozen=True)
 class Row:
-    """A row to score: features given directly, or an entity whose features are looked up."""
+    """A row to score: features given directly, an entity whose features are looked up, or an
+    event of an entity (its input columns, sent with the request) scored on the entity's online
+    history as if it had just arrived, without storing it."""
 
     features: dict[str, float | None] | None = None
     entity: str | None = None
+    event: dict[str, Any] | None = None
 
 
 def _number(value: Any, field: str, where: str) -> float | None:
@@ -67,20 +73,29 @@ def _number(value: Any, field: str, where: str) -> float | None:
     return number
 
 
+def _entity(signature: Signature, item: dict, where: str) -> str:
+    entity = item[signature.entity]
+    if not isinstance(entity, str) or not entity:
+        raise RequestError(422, f"{where}: field '{signature.entity}' must be a non-empty string")
+    return entity
+
+
 def feature_row(signature: Signature, item: Any, where: str) -> Row:
     if not isinstance(item, dict):
         raise RequestError(422, f"{where}: must be a JSON object")
     if signature.entity in item and not (set(item) - {signature.entity}):
-        entity = item[signature.entity]
-        if not isinstance(entity, str) or not entity:
-            raise RequestError(422, f"{where}: field '{signature.entity}' must be a non-empty string")
-        return Row(entity=entity)
+        return Row(entity=_entity(signature, item, where))
+    given = set(item) - {signature.entity}
+    complete = all(n in item or n in signature.optional for n in signature.names)
+    if signature.entity in item and given <= signature.columns and not complete:
+        return Row(entity=_entity(signature, item, where), event=dict(item))
     unknown = sorted(set(item) - set(signature.names) - {signature.entity})
     if unknown:
         raise RequestError(
             422,
             f"{where}: unknown field(s) {', '.join(unknown)}; send '{signature.entity}' alone "
-            "(features from the online store) or every feature of the model's signature",
+            "(features from the online store), with some of the use case's columns (an event to "
+            "score on its history), or every feature of the model's signature",
         )
     missing = [n for n in signature.names if n not in item and n not in signature.optional]
     if missing:

@@ -14,6 +14,7 @@ from ml_platform.serving.log import read_prediction_log
 from ml_platform.settings import Settings
 from ml_platform.spec import UseCaseSpec
 from ml_platform.tables import replace_days
+from ml_platform.tasks import task_of
 
 
 def predictions_table(spec: UseCaseSpec) -> str:
@@ -23,17 +24,20 @@ def predictions_table(spec: UseCaseSpec) -> str:
 def ingest_prediction_log(
     spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings
 ) -> dg.MaterializeResult:
-    """Every logged prediction not in the table yet (by prediction id), with its served features;
-    a shadow score logged after its prediction was ingested is added to that row."""
+    """Every logged prediction not in the table yet (by prediction id), with the task's outputs and
+    its served features; a shadow score logged after its prediction was ingested is added to that
+    row."""
+    task = task_of(spec)
     records = read_prediction_log(settings.serving_log_dir, spec.name)
     table = predictions_table(spec)
+    outputs = ", ".join(f"{o.name} {o.sql_type}" for o in task.outputs)
     with warehouse.get_connection() as conn:
         conn.sql(f"CREATE SCHEMA IF NOT EXISTS {spec.name}")
         conn.sql(
             f"""CREATE TABLE IF NOT EXISTS {table} (
                 prediction_id VARCHAR PRIMARY KEY, model_version VARCHAR, served_by VARCHAR,
-                {spec.entity} VARCHAR, requested_at TIMESTAMPTZ, feature_event_timestamp TIMESTAMPTZ,
-                anomaly_score DOUBLE, is_anomaly BOOLEAN, latency_ms DOUBLE,
+                "{spec.entity}" VARCHAR, requested_at TIMESTAMPTZ, feature_event_timestamp TIMESTAMPTZ,
+                {outputs}, latency_ms DOUBLE,
                 shadow_version VARCHAR, shadow_score DOUBLE, features JSON)"""
         )
         before = conn.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
@@ -47,22 +51,22 @@ def ingest_prediction_log(
                         spec.entity: r.get(spec.entity),
                         "requested_at": r["requested_at"],
                         "feature_event_timestamp": r.get("feature_event_timestamp"),
-                        "anomaly_score": r["anomaly_score"],
-                        "is_anomaly": r["is_anomaly"],
+                        **{o.name: r[o.name] for o in task.outputs},
                         "latency_ms": r.get("latency_ms"),
                         "shadow_version": (r.get("shadow") or {}).get("model_version"),
-                        "shadow_score": (r.get("shadow") or {}).get("anomaly_score"),
+                        "shadow_score": (r.get("shadow") or {}).get(task.score_output),
                         "features": json.dumps(r["features"]),
                     }
                     for r in records
                 ],
                 infer_schema_length=None,
             )
+            casts = ", ".join(f"CAST({o.name} AS {o.sql_type})" for o in task.outputs)
             conn.register("logged_predictions", frame.to_arrow())
             conn.sql(
-                f"""INSERT INTO {table} SELECT prediction_id, model_version, served_by, {spec.entity},
+                f"""INSERT INTO {table} SELECT prediction_id, model_version, served_by, "{spec.entity}",
                     CAST(requested_at AS TIMESTAMPTZ), CAST(feature_event_timestamp AS TIMESTAMPTZ),
-                    anomaly_score, is_anomaly, CAST(latency_ms AS DOUBLE),
+                    {casts}, CAST(latency_ms AS DOUBLE),
                     CAST(shadow_version AS VARCHAR), CAST(shadow_score AS DOUBLE), CAST(features AS JSON)
                     FROM logged_predictions
                     ON CONFLICT (prediction_id) DO UPDATE
@@ -79,33 +83,34 @@ def ingest_prediction_log(
 def score_days(
     spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings, first: dt.date, last: dt.date
 ) -> dg.MaterializeResult:
-    """Every feature row of days ``first``..``last`` scored by the champion, with version and id."""
+    """Every feature row of days ``first``..``last`` answered by the champion, with version and id."""
     from ml_platform.training import registry
-    from ml_platform.training.evaluate import model_input
-    from ml_platform.training.model import anomaly_scores
+    from ml_platform.training.evaluate import features_of
 
+    task = task_of(spec)
     ref = registry.alias_ref(settings, spec.name, registry.CHAMPION)
     if ref is None:
         raise dg.Failure(f"{spec.name}: no champion to score with yet")
-    pipeline = registry.load_verified_model(ref, settings.run_dir / "model_cache")
+    model = registry.load_verified_model(ref, settings.run_dir / "model_cache", task)
     table = f"{spec.name}.batch_predictions"
     with warehouse.get_connection() as conn:
         rows = conn.sql(
             f"SELECT * FROM {spec.name}.features WHERE {EVENT_DAY} BETWEEN ? AND ?", params=[first, last]
         ).pl()
-        scores = anomaly_scores(pipeline, model_input(rows.to_pandas(), spec.features.feature_names()))
+        scores = task.scores(model, features_of(rows, spec))
+        columns = task.columns(model, scores)
         scored = rows.select(spec.entity, EVENT_TIMESTAMP).with_columns(
             pl.Series("prediction_id", [uuid.uuid4().hex for _ in range(len(rows))]),
             pl.lit(ref.version).alias("model_version"),
-            pl.Series("anomaly_score", scores),
-            pl.Series("is_anomaly", scores > 0),
+            *(pl.Series(o.name, columns[o.name]) for o in task.outputs),
         )
         replace_days(conn, EVENT_DAY, first, last, {table: scored})
+    decided = task.decisions(model, scores)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(scored),
             "model_version": ref.version,
-            "anomalies": int((scores > 0).sum()),
+            **({"decided_positive": int(decided.astype(bool).sum())} if decided is not None else {}),
             "table": table,
         }
     )

@@ -2,25 +2,26 @@
 
 A gate that compares point estimates on a few labelled anomalies decides by chance: one test
 window may hold six anomaly events, and which six decides the sign of a difference. The
-comparison here is a paired bootstrap: each resample draws the positive *events* (an anomaly
-window's rows travel together; a positive row without an event is its own event) and the
-negative rows with replacement, and scores both models on it. A difference counts only when the
-interval of the resampled differences leaves no doubt about its sign.
+comparison here is a paired bootstrap: each resample draws the rows' groups with replacement (for
+0 / 1 labels the positive *events*, an anomaly window's rows travelling together, and the negative
+rows one by one; for a regression every row), and scores both models on it. A difference counts
+only when the interval of the resampled differences leaves no doubt about its sign.
 
-Metrics are computed from weights (the number of times each row was drawn), vectorized over
-resamples; with unit weights they equal scikit-learn's.
+Metrics are the task's own (``Task.weighted``), computed from weights (the number of times each
+row was drawn), vectorized over resamples; with unit weights they equal scikit-learn's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-RANKING_METRICS = ("roc_auc", "average_precision")
-THRESHOLD_METRICS = ("precision", "recall", "f1")
-METRICS = RANKING_METRICS + THRESHOLD_METRICS
+if TYPE_CHECKING:
+    from ml_platform.tasks.base import Task
+
 CONFIDENCE = 0.95
 RESAMPLES = 400
 # Resamples computed at once are capped so that one block holds at most this many weights.
@@ -49,6 +50,23 @@ class Difference:
     def surely_higher(self) -> bool:
         return self.low > 0
 
+    def surely_worse(self, higher_is_better: bool) -> bool:
+        return self.surely_lower if higher_is_better else self.surely_higher
+
+    def surely_better(self, higher_is_better: bool) -> bool:
+        return self.surely_higher if higher_is_better else self.surely_lower
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One model's answers on some rows: its scores and, where the task makes them, decisions."""
+
+    scores: np.ndarray
+    decisions: np.ndarray | None = None
+
+    def take(self, mask: np.ndarray) -> Scored:
+        return Scored(self.scores[mask], None if self.decisions is None else self.decisions[mask])
+
 
 def event_ids(labels: np.ndarray, events: np.ndarray | None) -> np.ndarray:
     """An integer id per positive row (rows of one event share it), -1 for negative rows."""
@@ -68,8 +86,12 @@ def event_ids(labels: np.ndarray, events: np.ndarray | None) -> np.ndarray:
 
 
 def positive_events(labels: np.ndarray, events: np.ndarray | None) -> int:
-    ids = event_ids(labels, events)
-    return len(np.unique(ids[ids >= 0]))
+    return evidence(event_ids(labels, events))
+
+
+def evidence(groups: np.ndarray) -> int:
+    """How many groups the bootstrap draws (positive events, or rows for a regression)."""
+    return len(np.unique(groups[groups >= 0]))
 
 
 def _resample_weights(ids: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -92,68 +114,34 @@ def _resample_weights(ids: np.ndarray, resamples: int, rng: np.random.Generator)
     return weights
 
 
-def weighted_metrics(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """Every metric of ``METRICS`` for each row of ``weights`` (shape (k, rows)); NaN where a
-    ranking metric is undefined (no positive or no negative weight). Higher scores are more
-    positive; a score above 0 is a positive decision."""
-    order = np.argsort(-scores, kind="stable")
-    s, y, w = scores[order], labels[order].astype(float), weights[:, order]
-    # The last row of each run of equal scores: ties move together along the curves.
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]
-    tp = np.cumsum(w * y, axis=1)[:, last_of_tie]
-    fp = np.cumsum(w * (1 - y), axis=1)[:, last_of_tie]
-    pos, neg = tp[:, -1], fp[:, -1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        recall_curve = tp / pos[:, None]
-        precision_curve = tp / (tp + fp)
-        recall_steps = np.diff(np.c_[np.zeros(len(w)), recall_curve], axis=1)
-        average_precision = np.nansum(recall_steps * precision_curve, axis=1)
-        tpr = np.c_[np.zeros(len(w)), recall_curve]
-        fpr = np.c_[np.zeros(len(w)), fp / neg[:, None]]
-        roc_auc = np.sum(np.diff(fpr, axis=1) * (tpr[:, 1:] + tpr[:, :-1]) / 2, axis=1)
-    defined = (pos > 0) & (neg > 0)
-    decided = (scores > 0).astype(float)
-    true_pos = weights @ (labels * decided)
-    false_pos = weights @ ((1 - labels) * decided)
-    false_neg = weights @ (labels * (1 - decided))
-    return {
-        "roc_auc": np.where(defined, roc_auc, np.nan),
-        "average_precision": np.where(defined, average_precision, np.nan),
-        "precision": _ratio(true_pos, true_pos + false_pos),
-        "recall": _ratio(true_pos, true_pos + false_neg),
-        "f1": _ratio(2 * true_pos, 2 * true_pos + false_pos + false_neg),
-    }
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """numerator / denominator, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
-    safe = np.where(denominator > 0, denominator, 1.0)
-    return np.where(denominator > 0, numerator / safe, 0.0)
-
-
 def paired_differences(
-    candidate: np.ndarray,
-    baseline: np.ndarray,
+    task: Task,
+    candidate: Scored,
+    baseline: Scored,
     labels: np.ndarray,
-    events: np.ndarray | None,
+    groups: np.ndarray,
     metrics: tuple[str, ...],
     *,
     seed: int,
     confidence: float = CONFIDENCE,
     resamples: int = RESAMPLES,
 ) -> dict[str, Difference]:
-    """Each metric of both score vectors on the same rows, and the ``confidence`` interval of
-    ``candidate - baseline`` over paired resamples (the same rows drawn for both)."""
-    labels = np.asarray(labels).astype(int)
+    """Each metric of both models on the same rows, and the ``confidence`` interval of
+    ``candidate - baseline`` over paired resamples (the same rows drawn for both); ``groups`` is
+    ``task.resampling_groups`` of the rows."""
+    labels = np.asarray(labels)
+
+    def measure(scored: Scored, weights: np.ndarray) -> dict[str, np.ndarray]:
+        return task.weighted(scored.scores, scored.decisions, labels, weights)
+
     ones = np.ones((1, len(labels)))
-    ours, theirs = weighted_metrics(candidate, labels, ones), weighted_metrics(baseline, labels, ones)
-    ids = event_ids(labels, events)
+    ours, theirs = measure(candidate, ones), measure(baseline, ones)
     rng = np.random.default_rng(seed)
     block = max(1, min(resamples, _BLOCK_CELLS // max(len(labels), 1)))
     spread: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
     for done in range(0, resamples, block):
-        weights = _resample_weights(ids, min(block, resamples - done), rng)
-        a, b = weighted_metrics(candidate, labels, weights), weighted_metrics(baseline, labels, weights)
+        weights = _resample_weights(groups, min(block, resamples - done), rng)
+        a, b = measure(candidate, weights), measure(baseline, weights)
         for metric in metrics:
             spread[metric].append(a[metric] - b[metric])
     tail = (1 - confidence) / 2 * 100
@@ -202,8 +190,9 @@ class Comparison:
 
 
 def compare_scopes(
-    candidate: np.ndarray,
-    champion: np.ndarray,
+    task: Task,
+    candidate: Scored,
+    champion: Scored,
     labels: np.ndarray,
     events: np.ndarray | None,
     scopes: Mapping[str, np.ndarray],
@@ -215,34 +204,39 @@ def compare_scopes(
 ) -> list[Comparison]:
     """Candidate against champion per scope (a boolean row mask) and per metric of ``allowed_drop``.
 
-    A metric is ``worse`` when the candidate falls below the champion by more than its allowed
-    drop *and* the interval of the difference lies below zero; a scope with fewer than
-    ``min_positive_events`` positive events is shown but not judged: it cannot tell."""
+    A metric is ``worse`` when the candidate falls behind the champion by more than its allowed
+    drop (below for a metric where higher is better, above for an error) *and* the interval of the
+    difference leaves no doubt about it; a scope with fewer than ``min_positive_events`` groups
+    (positive events, or labelled rows for a regression) is shown but not judged: it cannot tell."""
     metrics = tuple(allowed_drop)
     found = []
     for scope, mask in scopes.items():
-        scope_labels = np.asarray(labels)[mask].astype(int)
+        scope_labels = np.asarray(labels)[mask]
         scope_events = None if events is None else np.asarray(events, dtype=object)[mask]
-        count = positive_events(scope_labels, scope_events)
+        groups = task.resampling_groups(scope_labels, scope_events)
+        count = evidence(groups)
         diffs = paired_differences(
-            candidate[mask],
-            champion[mask],
+            task,
+            candidate.take(mask),
+            champion.take(mask),
             scope_labels,
-            scope_events,
+            groups,
             metrics,
             seed=seed,
             confidence=confidence,
         )
         for metric, diff in diffs.items():
             margin = allowed_drop[metric]
+            higher_is_better = task.metric(metric).higher_is_better
+            behind = -diff.value if higher_is_better else diff.value  # how far the candidate falls back
             if count < min_positive_events:
-                verdict = f"not judged: {count} positive event(s) < {min_positive_events}"
+                verdict = f"not judged: {count} {task.evidence} < {min_positive_events}"
             elif np.isnan(diff.value):
                 verdict = "not judged: undefined on these rows"
-            elif diff.value < -margin and diff.surely_lower:
+            elif behind > margin and diff.surely_worse(higher_is_better):
                 verdict = "worse"
-            elif diff.value < -margin:
-                verdict = "lower, within the rows' noise"
+            elif behind > margin:
+                verdict = f"{'lower' if higher_is_better else 'higher'}, within the rows' noise"
             else:
                 verdict = "not worse"
             found.append(

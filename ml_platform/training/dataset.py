@@ -10,6 +10,7 @@ from ml_platform.features.compute import EVENT_TIMESTAMP
 from ml_platform.features.point_in_time import point_in_time_join
 from ml_platform.ingestion.labels import LABEL
 from ml_platform.spec import EventLabels, UseCaseSpec
+from ml_platform.tasks import task_of
 
 SPLIT = "split"
 WINDOW = "anomaly_window"
@@ -40,15 +41,12 @@ def _event_labels(
         how="left",
         maintain_order="left",
     )
-    if spec.labels.missing == "negative":  # no label once the lateness has passed: a negative
+    if spec.labels.missing == "negative":
+        # Once the lateness has passed, no label means a negative. Before, a label is not known
+        # yet whatever arrived: only positives arrive early, and counting them alone would make
+        # recent data look all positive.
         matured = pl.col(EVENT_TIMESTAMP) <= now - spec.monitoring.label_lateness
-        joined = joined.with_columns(
-            pl.when(pl.col(LABEL).is_null() & matured)
-            .then(0)
-            .otherwise(pl.col(LABEL))
-            .cast(pl.Int8)
-            .alias(LABEL)
-        )
+        joined = joined.with_columns(pl.when(matured).then(pl.col(LABEL).fill_null(0)).alias(LABEL))
     return joined.with_columns(pl.lit(None, pl.String).alias(WINDOW))
 
 
@@ -59,8 +57,9 @@ def label_rows(
     labelled_days: list[dt.date] | None = None,
     now: dt.datetime | None = None,
 ) -> pl.DataFrame:
-    """``label`` per row (1, 0, or null while it is not known) and ``anomaly_window`` (an id of the
-    row's window, for window-level recall; null outside windows and for event labels).
+    """``label`` per row (1 or 0, or the task's value; null while it is not known) and
+    ``anomaly_window`` (an id of the row's window, for window-level recall; null outside windows
+    and for event labels).
 
     ``labels`` is what ``ingestion.labels.read_labels`` gives for the spec's kind. With anomaly
     windows, a row inside a window of its entity is 1, any other is 0, and a row of a day not in
@@ -76,7 +75,9 @@ def label_rows(
         if labelled_days is not None:
             covered = pl.col(EVENT_TIMESTAMP).dt.date().is_in(labelled_days)
             found = found.with_columns(pl.when(covered).then(pl.col(LABEL)).alias(LABEL))
-    return found.sort("_row").select(pl.col(LABEL).cast(pl.Int8), pl.col(WINDOW).cast(pl.String))
+    return found.sort("_row").select(
+        pl.col(LABEL).cast(task_of(spec).label_dtype), pl.col(WINDOW).cast(pl.String)
+    )
 
 
 def split_boundaries(timestamps: pl.Series, validation_fraction: float, test_fraction: float):

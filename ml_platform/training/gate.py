@@ -16,13 +16,19 @@ import polars as pl
 from ml_platform.features.compute import EVENT_TIMESTAMP
 from ml_platform.metadata import markdown_table
 from ml_platform.spec import UseCaseSpec
-from ml_platform.training.compare import Comparison, positive_events
+from ml_platform.tasks import Task, selection_metric, task_of
+from ml_platform.training.compare import Comparison, Scored, evidence, paired_differences
 from ml_platform.training.dataset import LABEL, WINDOW
 
 if TYPE_CHECKING:
-    from sklearn.pipeline import Pipeline
+    from typing import Any
 
 NOT_WORSE = "not_worse_than_champion"
+# A row scored alone and in a batch may differ in the last bits (a batched matrix product sums in
+# another order); anything above this is a real difference.
+ROUNDING = 1e-9
+PER_SCOPE = "gate_per_scope"
+BASELINE = "better_than_baseline"
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,11 @@ class GateResult:
     comparisons: list[Comparison]
     checks: list[GateCheck]
     compared_on: dict[str, object]
+    # The task's tables beside the metrics (a classifier's calibration curve), by name.
+    diagnostics: dict[str, list[dict[str, object]]]
+    # Metrics per slice group and per entity (when the gate judges entities).
+    scopes: dict[str, dict[str, float]]
+    baseline: dict[str, float]
 
     @property
     def passed(self) -> bool:
@@ -50,23 +61,80 @@ class GateResult:
 
 
 def check_names(spec: UseCaseSpec) -> list[str]:
-    return [f"gate_{m}" for m in spec.gate.min_metrics] + [
-        NOT_WORSE,
-        "behaviour_noise",
-        "behaviour_invariance",
-    ]
+    gate = spec.gate
+    names = [f"gate_{m}" for m in (*gate.min_metrics, *gate.max_metrics)]
+    if gate.scope_min_metrics or gate.scope_max_metrics:
+        names.append(PER_SCOPE)
+    if gate.baseline is not None:
+        names.append(BASELINE)
+    return [*names, NOT_WORSE, "behaviour_noise", "behaviour_invariance"]
 
 
-def test_window(test: pl.DataFrame) -> dict[str, object]:
-    """The rows the gate judges on: their time window and how many positives they hold."""
+def scope_misses(scopes: dict[str, dict[str, float]], spec: UseCaseSpec) -> list[dict[str, object]]:
+    """Every judged scope's metric below its floor (or an error above its ceiling); a scope with
+    too little evidence is not judged."""
+    gate, missed = spec.gate, []
+    for scope, metrics in scopes.items():
+        if metrics["evidence"] < gate.min_positive_events:
+            continue
+        for name, floor in gate.scope_min_metrics.items():
+            if metrics.get(name, float("-inf")) < floor:
+                missed.append({"scope": scope, "metric": name, "value": metrics.get(name), "minimum": floor})
+        for name, ceiling in gate.scope_max_metrics.items():
+            if metrics.get(name, float("inf")) > ceiling:
+                missed.append(
+                    {"scope": scope, "metric": name, "value": metrics.get(name), "maximum": ceiling}
+                )
+    return missed
+
+
+def baseline_check(
+    task: Task, candidate: Scored, baseline: Scored, test: pl.DataFrame, spec: UseCaseSpec
+) -> GateCheck:
+    """The candidate at least as good as the baseline on the selection metric, same test rows; the
+    interval of the difference is shown (a paired bootstrap, as for the champion)."""
+    metric = selection_metric(spec)
     labels, events = test[LABEL].to_numpy(), test[WINDOW].to_numpy()
-    return {
+    diff = paired_differences(
+        task,
+        candidate,
+        baseline,
+        labels,
+        task.resampling_groups(labels, events),
+        (metric,),
+        seed=spec.model.seed,
+        confidence=spec.gate.confidence,
+    )[metric]
+    higher = task.metric(metric).higher_is_better
+    ahead = diff.value if higher else -diff.value
+    return GateCheck(
+        BASELINE,
+        bool(ahead >= 0),
+        {
+            "metric": metric,
+            "candidate": diff.candidate,
+            "baseline": diff.baseline,
+            "difference": diff.value,
+            "interval": f"[{diff.low:.4f}, {diff.high:.4f}]",
+            "baseline_model": f"{spec.gate.baseline.algorithm} on "
+            + (", ".join(spec.gate.baseline.features) or "every feature"),
+        },
+    )
+
+
+def test_window(test: pl.DataFrame, task: Task) -> dict[str, object]:
+    """The rows the gate judges on: their time window and, for 0 / 1 labels, how many positives
+    they hold."""
+    labels, events = test[LABEL].to_numpy(), test[WINDOW].to_numpy()
+    window: dict[str, object] = {
         "compared_rows_from": str(test[EVENT_TIMESTAMP].min()),
         "compared_rows_to": str(test[EVENT_TIMESTAMP].max()),
         "compared_rows": len(test),
-        "compared_positive_rows": int(np.nansum(labels)),
-        "compared_positive_events": positive_events(labels, events),
     }
+    if task.binary_labels:
+        window["compared_positive_rows"] = int(np.nansum(labels))
+        window["compared_positive_events"] = evidence(task.resampling_groups(labels, events))
+    return window
 
 
 def comparison_metadata(
@@ -87,24 +155,40 @@ def comparison_metadata(
 
 
 def judge(
-    candidate: Pipeline,
-    champion: Pipeline | None,
+    candidate: Any,
+    champion: Any | None,
     champion_version: str | None,
     test: pl.DataFrame,
     spec: UseCaseSpec,
+    train: pl.DataFrame | None = None,
 ) -> GateResult:
     """Every gate check of ``candidate`` on the test rows; ``champion`` (when there is one other
-    than the candidate) is scored on the same rows."""
-    gate = spec.gate
+    than the candidate) and the spec's baseline (fit on ``train``) are scored on the same rows."""
+    gate, task = spec.gate, task_of(spec)
     # scikit-learn is imported when the gate runs, not when the definitions load.
-    from ml_platform.training.evaluate import behaviour, compare_with_champion, evaluate, model_input
+    from ml_platform.training.evaluate import (
+        baseline_metrics,
+        behaviour,
+        compare_with_champion,
+        evaluate,
+        features_of,
+        scope_metrics,
+        score,
+    )
 
     overall, slices = evaluate(candidate, test, spec)
-    names = spec.features.feature_names()
-    features = model_input(test.select(names).to_pandas(), names)
-    behaved = behaviour(candidate, features, gate, spec.entity, spec.model.seed, test[spec.entity].to_numpy())
+    diagnostics = task.diagnostics(task.scores(candidate, features_of(test, spec)), test[LABEL].to_numpy())
+    behaved = behaviour(
+        task,
+        candidate,
+        features_of(test, spec),
+        gate,
+        spec.entity,
+        spec.model.seed,
+        test[spec.entity].to_numpy(),
+    )
     compared = compare_with_champion(candidate, champion, test, spec) if champion is not None else []
-    window = test_window(test)
+    window = test_window(test, task)
     checks = [
         GateCheck(
             f"gate_{metric}",
@@ -113,6 +197,32 @@ def judge(
         )
         for metric, threshold in gate.min_metrics.items()
     ]
+    checks += [
+        GateCheck(
+            f"gate_{metric}",
+            overall.get(metric, float("inf")) <= ceiling,
+            {"value": overall.get(metric, float("nan")), "ceiling": ceiling, **window},
+        )
+        for metric, ceiling in gate.max_metrics.items()
+    ]
+    scopes = scope_metrics(candidate, test, spec)
+    if gate.scope_min_metrics or gate.scope_max_metrics:
+        missed = scope_misses(scopes, spec)
+        judged = sum(m["evidence"] >= gate.min_positive_events for m in scopes.values())
+        checks.append(
+            GateCheck(
+                PER_SCOPE,
+                not missed,
+                {"missed": markdown_table(missed), "judged_scopes": judged, "scopes": len(scopes)},
+            )
+        )
+    baseline: dict[str, float] = {}
+    if gate.baseline is not None:
+        if train is None:
+            raise ValueError("the gate needs the train rows to fit the spec's baseline")
+        baseline, baseline_scored = baseline_metrics(train, test, spec)
+        candidate_scored = score(task, candidate, features_of(test, spec))
+        checks.append(baseline_check(task, candidate_scored, baseline_scored, test, spec))
     checks += [
         GateCheck(
             NOT_WORSE,
@@ -126,8 +236,9 @@ def judge(
         ),
         GateCheck(
             "behaviour_invariance",
-            behaved["irrelevant_fields_max_change"] == 0 and behaved["single_vs_batch_max_change"] == 0,
-            {k: v for k, v in behaved.items() if k != "noise_flip_rate"},
+            behaved["irrelevant_fields_max_change"] <= ROUNDING
+            and behaved["single_vs_batch_max_change"] <= ROUNDING,
+            {**{k: v for k, v in behaved.items() if k != "noise_flip_rate"}, "tolerance": ROUNDING},
         ),
     ]
-    return GateResult(overall, slices, behaved, compared, checks, window)
+    return GateResult(overall, slices, behaved, compared, checks, window, diagnostics, scopes, baseline)

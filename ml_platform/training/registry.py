@@ -24,16 +24,17 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
-from sklearn.pipeline import Pipeline
 
 from ml_platform.settings import Settings
+from ml_platform.spec import UseCaseSpec
+from ml_platform.tasks import Task, task_of
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
 CHALLENGER = "challenger"
 SHA_TAG = "artifact_sha256"
-# skops refuses unknown types on load; these are the ones an IsolationForest pipeline holds.
-TRUSTED_TYPES = ["sklearn.tree._tree.Tree", "numpy.dtype"]
+# skops refuses unknown types on load; each task lists the ones its artifacts hold
+# (``Task.trusted_types``), never a list read from the artifact.
 # Written by the registry after logging; not part of what is loaded.
 _UNHASHED = {"registered_model_meta"}
 
@@ -82,27 +83,29 @@ def artifact_digest(directory: Path) -> str:
 
 def log_candidate(
     settings: Settings,
-    use_case: str,
-    pipeline: Pipeline,
+    spec: UseCaseSpec,
+    model: Any,
     example: pd.DataFrame,
     params: dict[str, Any],
     metrics: dict[str, float],
     tags: dict[str, str],
 ) -> ModelRef:
-    """Log a trained pipeline as a new run and a new registered version; return its reference."""
+    """Log a trained model as a new run and a new registered version; return its reference.
+    Its signature is the task's outputs."""
+    task, use_case = task_of(spec), spec.name
     client = configure(settings)
     experiment_id = ensure_experiment(settings, use_case)
     with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics(metrics)
-        signature = infer_signature(example, pipeline.decision_function(example))
+        outputs = pd.DataFrame(task.columns(model, task.scores(model, example)))
         info = mlflow.sklearn.log_model(
-            pipeline,
+            model,
             name="model",
-            signature=signature,
+            signature=infer_signature(example, outputs),
             input_example=example.head(3),
             registered_model_name=use_case,
-            skops_trusted_types=TRUSTED_TYPES,
+            skops_trusted_types=list(task.trusted_types),
             # Pinning requirements skips MLflow's slow import-time inference.
             pip_requirements=[
                 f"scikit-learn=={sklearn.__version__}",
@@ -143,9 +146,9 @@ def _download(ref: ModelRef, target: Path) -> str:
     return artifact_digest(target)
 
 
-def load_verified_model(ref: ModelRef, cache_dir: Path) -> Pipeline:
+def load_verified_model(ref: ModelRef, cache_dir: Path, task: Task) -> Any:
     """Download the artifact, check its sha256 against the registry's record, then load it with
-    skops, trusting only the types listed in this project (never a list read from the artifact).
+    skops, trusting only the types ``task`` lists (never a list read from the artifact).
 
     Nothing in the artifact is deserialized before both checks pass.
     """
@@ -169,12 +172,13 @@ def load_verified_model(ref: ModelRef, cache_dir: Path) -> Pipeline:
     model_file = (target / str(flavor.get("pickled_model", ""))).resolve()
     if model_file.parent != target.resolve() or model_file.suffix != ".skops":
         raise ArtifactIntegrityError(f"{name}: unexpected model file {flavor.get('pickled_model')!r}")
-    untrusted = set(sio.get_untrusted_types(file=model_file)) - set(TRUSTED_TYPES)
+    trusted = list(task.trusted_types)
+    untrusted = set(sio.get_untrusted_types(file=model_file)) - set(trusted)
     if untrusted:
         raise ArtifactIntegrityError(
-            f"{name}: artifact holds types not trusted by the project: {sorted(untrusted)}"
+            f"{name}: artifact holds types not trusted by the project for {task.name}: {sorted(untrusted)}"
         )
-    return sio.load(model_file, trusted=TRUSTED_TYPES)
+    return sio.load(model_file, trusted=trusted)
 
 
 def log_evaluation(settings: Settings, ref: ModelRef, metrics: dict[str, float]) -> None:

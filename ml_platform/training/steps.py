@@ -19,7 +19,8 @@ from ml_platform.ingestion.labels import labelled_days, read_labels
 from ml_platform.metadata import markdown_table
 from ml_platform.settings import REPO_ROOT, Settings
 from ml_platform.spec import UseCaseSpec
-from ml_platform.training.compare import positive_events
+from ml_platform.tasks import selection_metric, task_of
+from ml_platform.training.compare import evidence
 from ml_platform.training.dataset import LABEL, SPLIT, UNLABELLED, WINDOW, build_training_set
 from ml_platform.training.gate import NOT_WORSE
 
@@ -56,7 +57,7 @@ def git_commit() -> str:
 def read_split(warehouse: DuckDBResource, spec: UseCaseSpec, split: str) -> pl.DataFrame:
     with warehouse.get_connection() as conn:
         query = f"SELECT * FROM {training_table(spec)} WHERE {SPLIT} = ?"
-        return conn.sql(f"{query} ORDER BY {spec.entity}, {EVENT_TIMESTAMP}", params=[split]).pl()
+        return conn.sql(f'{query} ORDER BY "{spec.entity}", {EVENT_TIMESTAMP}', params=[split]).pl()
 
 
 def mlflow_run_url(settings: Settings, experiment_id: str, run_id: str) -> str:
@@ -64,10 +65,9 @@ def mlflow_run_url(settings: Settings, experiment_id: str, run_id: str) -> str:
 
 
 def _features(frame: pl.DataFrame, spec: UseCaseSpec) -> "pd.DataFrame":
-    from ml_platform.training.evaluate import model_input
+    from ml_platform.training.evaluate import features_of
 
-    names = spec.features.feature_names()
-    return model_input(frame.select(names).to_pandas(), names)
+    return features_of(frame, spec)
 
 
 def window_text(spec: UseCaseSpec) -> str:
@@ -90,7 +90,7 @@ def write_training_set(
     """The training window's rows with point-in-time features and labels, split by time."""
     with warehouse.get_connection() as conn:
         labels, days = read_labels(conn, spec), labelled_days(conn, spec)
-        spine = conn.sql(f'SELECT {spec.entity}, "{spec.timestamp}" FROM {staged_table(spec)}').pl()
+        spine = conn.sql(f'SELECT "{spec.entity}", "{spec.timestamp}" FROM {staged_table(spec)}').pl()
     # Anomaly windows before any labels landed: every row counts as normal (unsupervised).
     frame = build_training_set(spine, read_features(warehouse, spec), labels, spec, days or None)
     if frame.filter(pl.col(SPLIT) != UNLABELLED).is_empty():
@@ -110,20 +110,29 @@ def write_training_set(
         pl.len().alias("rows"),
         pl.col(EVENT_TIMESTAMP).min().alias("from"),
         pl.col(EVENT_TIMESTAMP).max().alias("to"),
-        pl.col(LABEL).mean().alias("label_share"),
+        pl.col(LABEL).mean().alias("label_share" if task_of(spec).binary_labels else "label_mean"),
     )
     counts = {row[SPLIT]: row["rows"] for row in bounds.iter_rows(named=True)}
     windows = {row[SPLIT]: (str(row["from"]), str(row["to"])) for row in bounds.iter_rows(named=True)}
-    test = frame.filter(pl.col(SPLIT) == "test")
+    test, task = frame.filter(pl.col(SPLIT) == "test"), task_of(spec)
+    labels_of_test = test[LABEL].to_numpy()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(frame),
             **{f"{split}_rows": counts.get(split, 0) for split in (*SPLITS, UNLABELLED)},
             "splits": markdown_table(bounds.sort("from").to_dicts()),
-            "label_share": float(frame[LABEL].mean() or 0.0),
+            ("label_share" if task.binary_labels else "label_mean"): float(frame[LABEL].mean() or 0.0),
             "test_from": windows.get("test", ("", ""))[0],
             "test_to": windows.get("test", ("", ""))[1],
-            "test_positive_events": positive_events(test[LABEL].to_numpy(), test[WINDOW].to_numpy()),
+            **(
+                {
+                    "test_positive_events": evidence(
+                        task.resampling_groups(labels_of_test, test[WINDOW].to_numpy())
+                    )
+                }
+                if task.binary_labels
+                else {}
+            ),
             "train_from": windows.get("train", ("", ""))[0],
             "train_to": windows.get("train", ("", ""))[1],
             "first_event": str(frame[EVENT_TIMESTAMP].min()),
@@ -139,12 +148,17 @@ def train_candidate(
     """Search, fit on train, choose on validation, register in MLflow; ``identity`` is the training
     set's metadata (content hash, windows), recorded with the candidate."""
     from ml_platform.training import registry  # MLflow is slow to import: load it in runs only
-    from ml_platform.training.tune import fit_candidate
+    from ml_platform.training.tune import TrainingDataError, fit_candidate
 
     train, valid = read_split(warehouse, spec, "train"), read_split(warehouse, spec, "validation")
-    candidate = fit_candidate(spec, train, valid, settings.ray_address)
+    try:
+        candidate = fit_candidate(spec, train, valid, settings.ray_address)
+    except TrainingDataError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
     best, trials, scored_on = candidate.chosen, candidate.trials, candidate.selected_on
+    metric = selection_metric(spec)
     params = {
+        "task": spec.model.task,
         "algorithm": spec.model.algorithm,
         **spec.model.params,
         **best.params,
@@ -153,6 +167,7 @@ def train_candidate(
         "training_window": window_text(spec),
         "trials": len(trials),
         "selected_on": scored_on,
+        **candidate.finalized,
     }
     tags = {
         "use_case": spec.name,
@@ -168,9 +183,9 @@ def train_candidate(
         "train_to": str(identity.get("train_to", "")),
         **{f"library.{name}": package_version(name) for name in LIBRARIES},
     }
-    metrics = {"train_rows": float(len(train)), f"validation_{spec.model.selection_metric}": best.score}
+    metrics = {"train_rows": float(len(train)), f"validation_{metric}": best.score}
     ref = registry.log_candidate(
-        settings, spec.name, candidate.pipeline, _features(train, spec).head(100), params, metrics, tags
+        settings, spec, candidate.pipeline, _features(train, spec).head(100), params, metrics, tags
     )
     experiment_id = registry.ensure_experiment(settings, spec.name)
     return dg.MaterializeResult(
@@ -180,9 +195,11 @@ def train_candidate(
             "mlflow_run": dg.MetadataValue.url(mlflow_run_url(settings, experiment_id, ref.run_id)),
             "artifact_sha256": ref.sha256,
             "train_rows": len(train),
+            "task": spec.model.task,
             "selected_params": best.params,
-            f"validation_{spec.model.selection_metric}": best.score,
+            f"validation_{metric}": best.score,
             "selected_on": scored_on,
+            **candidate.finalized,
             "trials": markdown_table(
                 [
                     {
@@ -206,27 +223,59 @@ def evaluate_candidate(
     from ml_platform.training.evaluate import latency_ms
     from ml_platform.training.gate import judge
 
-    cache = settings.run_dir / "model_cache"
+    cache, task = settings.run_dir / "model_cache", task_of(spec)
     ref = registry.model_ref(settings, spec.name, version)
-    pipeline = registry.load_verified_model(ref, cache)
+    pipeline = registry.load_verified_model(ref, cache, task)
     test = read_split(warehouse, spec, "test")
     champion_ref = registry.alias_ref(settings, spec.name, registry.CHAMPION)
     champion_model = None
     if champion_ref is not None and champion_ref.version != version:
-        champion_model = registry.load_verified_model(champion_ref, cache)
-    result = judge(pipeline, champion_model, champion_ref.version if champion_ref else None, test, spec)
-    speed = latency_ms(pipeline, _features(test, spec))
+        champion_model = registry.load_verified_model(champion_ref, cache, task)
+    train = read_split(warehouse, spec, "train") if spec.gate.baseline is not None else None
+    result = judge(
+        pipeline, champion_model, champion_ref.version if champion_ref else None, test, spec, train
+    )
+    speed = latency_ms(task, pipeline, _features(test, spec))
     size = sum(p.stat().st_size for p in (cache / spec.name / version).rglob("*") if p.is_file())
-    logged = {**result.overall, **result.behaviour, **speed, "artifact_bytes": float(size)}
+    logged = {
+        **result.overall,
+        **{f"baseline/{name}": value for name, value in result.baseline.items()},
+        **result.behaviour,
+        **speed,
+        "artifact_bytes": float(size),
+    }
     registry.log_evaluation(settings, ref, logged)
     client = registry.configure(settings)
     client.set_model_version_tag(spec.name, version, GATE_PASSED_TAG, str(result.passed).lower())
+    figures = {}
+    if "calibration" in result.diagnostics:  # a reliability diagram, in MLflow and in Dagster
+        from ml_platform.training.plots import plot_calibration
+
+        path = settings.reports_dir / spec.name / f"calibration_v{version}.png"
+        plot_calibration(result.diagnostics["calibration"], path, f"{spec.name} v{version}, test rows")
+        client.log_artifact(ref.run_id, str(path))
+        figures["calibration_plot"] = dg.MetadataValue.path(str(path))
     return dg.MaterializeResult(
         metadata={
             "model_version": version,
             "gate_passed": result.passed,
             **logged,
             "slices": markdown_table([{"slice": name, **m} for name, m in result.slices.items()]),
+            **(
+                {
+                    "per_entity": markdown_table(
+                        [
+                            {"scope": k, **m}
+                            for k, m in result.scopes.items()
+                            if k.startswith(f"{spec.entity}=")
+                        ]
+                    )
+                }
+                if spec.gate.per_entity
+                else {}
+            ),
+            **{name: markdown_table(rows) for name, rows in result.diagnostics.items()},
+            **figures,
             **result.check(NOT_WORSE).metadata,
         },
         check_results=[
@@ -245,8 +294,11 @@ def promote(spec: UseCaseSpec, settings: Settings, evaluation: dict, actor: str)
     client = registry.configure(settings)
     if client.get_model_version(spec.name, version).tags.get(GATE_PASSED_TAG) != "true":
         raise dg.Failure(f"{spec.name} v{version} has not passed the gate; champion not moved")
+    gate = spec.gate
     metrics = {
-        m: evaluation[m] for m in (*spec.gate.min_metrics, *spec.gate.max_regression) if m in evaluation
+        m: evaluation[m]
+        for m in (*gate.min_metrics, *gate.max_metrics, *gate.max_regression)
+        if m in evaluation
     }
     move = registry.move_alias(
         settings,

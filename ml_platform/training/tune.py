@@ -1,12 +1,14 @@
 """Model selection: a seeded search over the spec's space, fit on train, scored on validation.
 
-Validation always follows the train window in time. For unsupervised anomaly detection the
-score uses the labelled anomaly windows when the validation window has some; otherwise anomalies
-are injected into a copy of the validation rows (seeded) and those are the positives.
+Validation always follows the train window in time. An anomaly detector is scored on the
+labelled anomalies of the validation window when it has some; otherwise anomalies are injected
+into a copy of the validation rows (seeded) and those are the positives. A supervised task is
+scored on the validation labels; a classifier then gets its threshold there
+(``Task.finalize``).
 
 The spec's own params stay the choice unless another trial beats them beyond the validation
-rows' noise (a paired bootstrap over the validation's anomaly events): a window holding a
-handful of events would otherwise pick parameters by chance, and every retrain would differ
+rows' noise (a paired bootstrap over the validation's groups, see ``compare``): a window holding
+a handful of events would otherwise pick parameters by chance, and every retrain would differ
 from the champion in its parameters as well as in its data.
 """
 
@@ -20,16 +22,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import polars as pl
-from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.pipeline import Pipeline
 
 from ml_platform.spec import ModelSpec, UseCaseSpec
-from ml_platform.training.compare import paired_differences
+from ml_platform.tasks import Task, selection_metric, task_of
+from ml_platform.tasks.anomaly import AnomalyDetection
+from ml_platform.training.compare import Scored, paired_differences
 from ml_platform.training.dataset import LABEL, WINDOW
 from ml_platform.training.evaluate import model_input
-from ml_platform.training.model import anomaly_scores, build_pipeline
 
-METRICS = {"average_precision": average_precision_score, "roc_auc": roc_auc_score}
+
+class TrainingDataError(ValueError):
+    """Training rows a model cannot be fit on; the message says what is missing."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Trial:
     scores: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.empty(0))
     # Whether the score beats the spec's params with confidence (always False for those params).
     clearly_better: bool = False
+    decisions: np.ndarray | None = field(repr=False, compare=False, default=None)
 
 
 def candidates(model: ModelSpec) -> list[dict[str, Any]]:
@@ -54,56 +58,64 @@ def candidates(model: ModelSpec) -> list[dict[str, Any]]:
     return [base, *others[: max(model.trials - 1, 0)]]
 
 
-def inject_anomalies(
-    features: pd.DataFrame, seed: int, share: float = 0.02
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """A copy of ``features`` where a share of rows is pushed 6 standard deviations off, labelled 1."""
-    rng = np.random.default_rng(seed)
-    shifted = features.copy()
-    rows = rng.choice(len(features), size=max(1, int(len(features) * share)), replace=False)
-    spread = features.std().fillna(1.0).replace(0, 1.0)
-    signs = rng.choice([-1.0, 1.0], size=(len(rows), features.shape[1]))
-    shifted.iloc[rows] = features.iloc[rows].to_numpy() + 6 * spread.to_numpy() * signs
-    labels = np.zeros(len(features), dtype=int)
-    labels[rows] = 1
-    return shifted, labels
-
-
 def selection_data(
-    features: pd.DataFrame, labels: np.ndarray, seed: int, events: np.ndarray | None = None
+    task: Task, features: pd.DataFrame, labels: np.ndarray, seed: int, events: np.ndarray | None = None
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None, str]:
-    """Validation rows, their labels and anomaly events, and what they are."""
-    if 0 < labels.sum() < len(labels):
+    """Validation rows, their labels and events, and what they are."""
+    if isinstance(task, AnomalyDetection) and not 0 < labels.sum() < len(labels):
+        shifted, injected = task.inject_anomalies(features, seed)
+        return shifted, injected, None, "injected anomalies"
+    if isinstance(task, AnomalyDetection):
         return features, labels, events, "labelled anomaly windows"
-    shifted, injected = inject_anomalies(features, seed)
-    return shifted, injected, None, "injected anomalies"
+    return features, labels, events, "validation labels"
 
 
 def run_trial(
-    model: ModelSpec, params: dict[str, Any], train: pd.DataFrame, valid: pd.DataFrame, labels: np.ndarray
+    spec: UseCaseSpec,
+    params: dict[str, Any],
+    train: pd.DataFrame,
+    train_labels: np.ndarray,
+    valid: pd.DataFrame,
+    labels: np.ndarray,
 ) -> Trial:
-    pipeline = build_pipeline(model, params).fit(train)
-    scores = anomaly_scores(pipeline, valid)
-    return Trial(params, float(METRICS[model.selection_metric](labels, scores)), scores)
+    task, model = task_of(spec), spec.model
+    pipeline = task.fit(
+        task.build(model.algorithm, {**model.params, **params}, model.seed), train, train_labels
+    )
+    scores = task.scores(pipeline, valid)
+    decisions = task.decisions(pipeline, scores)
+    metric = selection_metric(spec)
+    value = task.evaluate(scores, decisions, labels, None).get(metric, float("nan"))
+    return Trial(params, float(value), scores, decisions=decisions)
 
 
 def choose(
-    trials: list[Trial], labels: np.ndarray, events: np.ndarray | None, model: ModelSpec
+    trials: list[Trial], labels: np.ndarray, events: np.ndarray | None, spec: UseCaseSpec
 ) -> list[Trial]:
     """The trials, each marked whether it beats the first (the spec's params) with confidence."""
+    task, metric = task_of(spec), selection_metric(spec)
+    higher_is_better = task.metric(metric).higher_is_better
+    groups = task.resampling_groups(labels, events)
     base = trials[0]
     marked = [base]
     for trial in trials[1:]:
         difference = paired_differences(
-            trial.scores, base.scores, labels, events, (model.selection_metric,), seed=model.seed
-        )[model.selection_metric]
-        marked.append(replace(trial, clearly_better=difference.surely_higher))
+            task,
+            Scored(trial.scores, trial.decisions),
+            Scored(base.scores, base.decisions),
+            labels,
+            groups,
+            (metric,),
+            seed=spec.model.seed,
+        )[metric]
+        marked.append(replace(trial, clearly_better=difference.surely_better(higher_is_better)))
     return marked
 
 
 def tune(
-    model: ModelSpec,
+    spec: UseCaseSpec,
     train: pd.DataFrame,
+    train_labels: np.ndarray,
     valid: pd.DataFrame,
     labels: np.ndarray,
     ray_address: str | None = None,
@@ -114,19 +126,21 @@ def tune(
     The choice is the spec's params unless some trial clearly beats them on validation; then
     the best of those (ties keep the earlier one). ``events`` names each validation row's anomaly
     event (None outside one), so that the rows of one event are resampled together."""
-    valid, labels, events, scored_on = selection_data(valid, labels, model.seed, events)
-    params = candidates(model)
+    task = task_of(spec)
+    valid, labels, events, scored_on = selection_data(task, valid, labels, spec.model.seed, events)
+    params = candidates(spec.model)
     if ray_address:
-        trials = _tune_on_ray(model, params, train, valid, labels, ray_address)
+        trials = _tune_on_ray(spec, params, train, train_labels, valid, labels, ray_address)
     else:
-        trials = [run_trial(model, p, train, valid, labels) for p in params]
-    trials = choose(trials, labels, events, model)
+        trials = [run_trial(spec, p, train, train_labels, valid, labels) for p in params]
+    trials = choose(trials, labels, events, spec)
     better = [t for t in trials if t.clearly_better]
-    best = max(better, key=lambda t: t.score) if better else trials[0]  # max keeps the first of ties
+    sign = 1.0 if task.metric(selection_metric(spec)).higher_is_better else -1.0
+    best = max(better, key=lambda t: sign * t.score) if better else trials[0]  # max keeps the first of ties
     return best, trials, scored_on
 
 
-def _tune_on_ray(model, params, train, valid, labels, address: str) -> list[Trial]:
+def _tune_on_ray(spec, params, train, train_labels, valid, labels, address: str) -> list[Trial]:
     """Trials as Ray tasks on the cluster at ``address`` (data shipped once via the object store)."""
     import ray
 
@@ -136,16 +150,18 @@ def _tune_on_ray(model, params, train, valid, labels, address: str) -> list[Tria
         stay_on_loopback(address)
         ray.init(address=address, namespace="ml_platform", log_to_driver=False, logging_level="WARNING")
     remote = ray.remote(num_cpus=1)(run_trial)
-    refs = [ray.put(x) for x in (train, valid, labels)]
-    return ray.get([remote.remote(model, p, *refs) for p in params])
+    refs = [ray.put(x) for x in (train, train_labels, valid, labels)]
+    return ray.get([remote.remote(spec, p, *refs) for p in params])
 
 
 @dataclass(frozen=True)
 class Candidate:
-    pipeline: Pipeline
+    pipeline: Any  # the artifact to register: the fitted pipeline, or a classifier at its threshold
     chosen: Trial
     trials: list[Trial]
     selected_on: str
+    # What ``Task.finalize`` chose beside the params (a classifier's threshold and how).
+    finalized: dict[str, Any] = field(default_factory=dict)
 
 
 def fit_candidate(
@@ -153,10 +169,21 @@ def fit_candidate(
 ) -> Candidate:
     """The search on the training set's train and validation rows, then the chosen params fit
     on the train rows: the candidate the ``model`` asset registers."""
+    task, model = task_of(spec), spec.model
+    if task.supervised:  # a train row whose label has not arrived teaches nothing
+        train = train.filter(pl.col(LABEL).is_not_null())
+    problem = task.unusable_labels(train[LABEL].to_numpy())
+    if problem:
+        raise TrainingDataError(f"{spec.name}: the train window cannot fit a {task.name} model: {problem}")
     names = spec.features.feature_names()
     train_x = model_input(train.select(names).to_pandas(), names)
     valid_x = model_input(valid.select(names).to_pandas(), names)
+    train_y, valid_y = train[LABEL].to_numpy(), valid[LABEL].to_numpy()
     chosen, trials, selected_on = tune(
-        spec.model, train_x, valid_x, valid[LABEL].to_numpy(), ray_address, events=valid[WINDOW].to_numpy()
+        spec, train_x, train_y, valid_x, valid_y, ray_address, events=valid[WINDOW].to_numpy()
     )
-    return Candidate(build_pipeline(spec.model, chosen.params).fit(train_x), chosen, trials, selected_on)
+    pipeline = task.fit(
+        task.build(model.algorithm, {**model.params, **chosen.params}, model.seed), train_x, train_y
+    )
+    artifact, finalized = task.finalize(pipeline, train_x, train_y, valid_x, valid_y, spec)
+    return Candidate(artifact, chosen, trials, selected_on, finalized)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
@@ -23,7 +24,7 @@ from ml_platform.spec import UseCaseSpec
 from ml_platform.spec_file import UseCaseError, read_spec_file, validate
 
 ENTRY_POINT_GROUP = "ml_platform.use_cases"
-SHIPPED = ("ml_platform.usecases.sensor_anomaly",)
+SHIPPED = ("ml_platform.usecases.sensor_anomaly", "ml_platform.usecases.card_fraud")
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,24 @@ def use_cases(settings: Settings | None = None) -> dict[str, UseCaseSpec]:
 def origins(settings: Settings | None = None) -> dict[str, str]:
     settings = settings or load_settings()
     return {name: found.origin for name, found in _discovered(settings.use_cases).items()}
+
+
+@dataclass(frozen=True)
+class Example:
+    """What `make demo` does with a shipped use case: land its synthetic data in a landing folder
+    (returning the new files), then send these predict requests."""
+
+    land: Callable[[Path], list[Path]]
+    requests: tuple[dict, ...]
+
+
+def examples() -> dict[str, Example]:
+    """The shipped use cases' examples, by use case name, in the order they ship."""
+    found = {}
+    for name in SHIPPED:
+        module = importlib.import_module(name)
+        found[module.SPEC.name] = module.EXAMPLE
+    return found
 
 
 def get_use_case(name: str, settings: Settings | None = None) -> UseCaseSpec:

@@ -14,6 +14,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from dagster_duckdb import DuckDBResource
 
 from ml_platform.automation.conditions import follow_upstream
+from ml_platform.ingestion.assets import daily_partitions
 from ml_platform.resources.platform import WAREHOUSE_POOL, WarehouseResource
 from ml_platform.settings import DBT_PROJECT_DIR
 from ml_platform.spec import UseCaseSpec
@@ -135,15 +136,24 @@ def unbuilt_upstream(context: dg.AssetExecutionContext, specs: list[UseCaseSpec]
     return problems
 
 
-def build_dbt_assets(partitions: dg.PartitionsDefinition, specs: list[UseCaseSpec]) -> dg.AssetsDefinition:
-    """The dbt models of ``specs`` (their generated staging models and any written by hand)."""
+def build_dbt_assets(specs: list[UseCaseSpec]) -> list[dg.AssetsDefinition]:
+    """The dbt models of each use case (its generated staging model and any written by hand), on
+    the use case's own daily partitions: a use case from 2013 and one from 2025 each run dbt for
+    their own days."""
+    manifest = _read_manifest(prepare_dbt_project(specs))
+    return [_use_case_dbt_assets(manifest, spec) for spec in specs]
+
+
+def _use_case_dbt_assets(manifest: dict[str, Any], spec: UseCaseSpec) -> dg.AssetsDefinition:
+    specs = [spec]
 
     @dbt_assets(
-        manifest=_read_manifest(prepare_dbt_project(specs)),
+        manifest=manifest,
         select=" ".join(model_paths(specs)),
+        name=f"{spec.name}_dbt_models",
         project=DBT_PROJECT,
         dagster_dbt_translator=UseCaseTranslator(),
-        partitions_def=partitions,
+        partitions_def=daily_partitions(spec),
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
     )

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import click
 
+from ml_platform.cli_types import day
 from ml_platform.settings import load_settings
-
-
-def _date(value: str | None) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
 @click.command("sensors", help="Seeded synthetic sensor readings with anomalies (and optional drift).")
@@ -36,10 +26,10 @@ def generate_sensors(sensors, days, start, interval_minutes, seed, drift_from, d
     config = SensorDataConfig(
         sensors=sensors,
         days=days,
-        start=_date(start),
+        start=day(start),
         interval_minutes=interval_minutes,
         seed=seed,
-        drift_from=_date(drift_from),
+        drift_from=day(drift_from),
         drift_shift=drift_shift,
     )
     landing = settings.landing_dir_for(SPEC.name)

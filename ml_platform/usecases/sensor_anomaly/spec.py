@@ -4,6 +4,7 @@ import datetime as dt
 
 from ml_platform.features.definitions import DiffFromMean, HourOfDay, Lag, Rolling, Value
 from ml_platform.spec import (
+    Baseline,
     Column,
     DriftSpec,
     Expectations,
@@ -62,6 +63,13 @@ SPEC = UseCaseSpec(
         # f1 at the served threshold: what `is_anomaly` answers, which ranking metrics do not see.
         max_regression={"roc_auc": 0.02, "average_precision": 0.05, "f1": 0.1},
         slices=(Slice("time_of_day", "hour_of_day", bins=(0, 6, 12, 18, 24)),),
+        # Every sensor with enough anomaly events is judged on its own, and the model must beat a
+        # plain IsolationForest on the value and its 12-reading mean and difference.
+        per_entity=True,
+        scope_min_metrics={"roc_auc": 0.7},
+        baseline=Baseline(
+            "isolation_forest", {"n_estimators": 100}, ("value", "value_mean_12", "value_diff_mean_12")
+        ),
         noise_scale=0.01,
         max_flip_rate=0.02,
     ),

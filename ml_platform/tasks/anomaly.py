@@ -1,0 +1,127 @@
+"""Anomaly detection: fit without labels, score how unusual each row is, flag the unusual ones.
+
+Outputs: ``anomaly_score`` (higher is more anomalous) and ``is_anomaly`` (the score above 0, the
+estimator's own threshold, set by its ``contamination``). Labels (anomaly windows or per-event
+0 / 1 labels) are used to choose parameters and to judge, never to fit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ml_platform.tasks import binary
+from ml_platform.tasks.base import Estimator, Metric, Output, Task
+
+BINARY_LABELS = {"1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0}
+
+
+def parse_binary_labels(text: pl.Expr) -> pl.Expr:
+    return (
+        text.cast(pl.String)
+        .str.strip_chars()
+        .str.to_lowercase()
+        .replace_strict(BINARY_LABELS, default=None, return_dtype=pl.Int8)
+    )
+
+
+def json_binary_label(value: Any) -> int | None:
+    if isinstance(value, bool | int) and value in (0, 1):
+        return int(value)
+    return None
+
+
+class AnomalyDetection(Task):
+    name = "anomaly_detection"
+    description = "Unsupervised: how unusual each row is; labels only choose parameters and judge."
+    outputs = (
+        Output("anomaly_score", "FP64", "higher is more anomalous"),
+        Output("is_anomaly", "BOOL", "the score above 0, the estimator's own threshold"),
+    )
+    score_output = "anomaly_score"
+    decision_output = "is_anomaly"
+    estimators = {
+        "isolation_forest": Estimator(
+            "isolation_forest",
+            "sklearn.ensemble.IsolationForest",
+            defaults={"n_jobs": 1},
+            search_space={
+                "n_estimators": (100, 200),
+                "max_samples": (256, 512),
+                "contamination": (0.01, 0.02),
+            },
+        )
+    }
+    scaled = frozenset({"isolation_forest"})
+    metrics = (
+        Metric("roc_auc"),
+        Metric("average_precision"),
+        Metric("precision"),
+        Metric("recall"),
+        Metric("f1"),
+        Metric("window_recall", comparable=False),
+    )
+    default_selection_metric = "average_precision"
+    trusted_types = ("sklearn.tree._tree.Tree", "numpy.dtype")
+    supervised = False
+    label_dtype = pl.Int8()
+    windows_allowed = True
+    evidence = "positive event(s)"
+
+    def parse_labels(self, text: pl.Expr) -> pl.Expr:
+        return parse_binary_labels(text)
+
+    def label_rule(self) -> str:
+        return "1/0 or true/false"
+
+    def json_label(self, value: Any) -> int | None:
+        return json_binary_label(value)
+
+    def scores(self, model: Any, features: Any) -> np.ndarray:
+        return -model.decision_function(features)
+
+    def decisions(self, model: Any, scores: np.ndarray) -> np.ndarray:
+        return scores > 0
+
+    def columns(self, model: Any, scores: np.ndarray) -> dict[str, np.ndarray]:
+        return {"anomaly_score": scores.astype(float), "is_anomaly": self.decisions(model, scores)}
+
+    def evaluate(
+        self, scores: np.ndarray, decisions: np.ndarray | None, labels: np.ndarray, groups: np.ndarray | None
+    ) -> dict[str, float]:
+        labels = np.asarray(labels).astype(int)
+        decided = np.asarray(decisions).astype(int)
+        return {
+            "rows": float(len(labels)),
+            "anomaly_share": float(labels.mean()) if len(labels) else 0.0,
+            "predicted_anomaly_share": float(decided.mean()) if len(labels) else 0.0,
+            **binary.threshold_metrics(decided, labels),
+            **binary.ranking_metrics(scores, labels),
+            **binary.window_recall(decided, groups),
+        }
+
+    def resampling_groups(self, labels: np.ndarray, events: np.ndarray | None) -> np.ndarray:
+        return binary.groups_of_events(labels, events)
+
+    def weighted(
+        self, scores: np.ndarray, decisions: np.ndarray | None, labels: np.ndarray, weights: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        return {
+            **binary.weighted_ranking(scores, labels, weights),
+            **binary.weighted_at_threshold(decisions, labels, weights),
+        }
+
+    def inject_anomalies(self, features: Any, seed: int, share: float = 0.02) -> tuple[Any, np.ndarray]:
+        """A copy of ``features`` where a share of rows is pushed 6 standard deviations off,
+        labelled 1: what parameters are chosen on when validation holds no labelled anomaly."""
+        rng = np.random.default_rng(seed)
+        shifted = features.copy()
+        rows = rng.choice(len(features), size=max(1, int(len(features) * share)), replace=False)
+        spread = features.std().fillna(1.0).replace(0, 1.0)
+        signs = rng.choice([-1.0, 1.0], size=(len(rows), features.shape[1]))
+        shifted.iloc[rows] = features.iloc[rows].to_numpy() + 6 * spread.to_numpy() * signs
+        labels = np.zeros(len(features), dtype=int)
+        labels[rows] = 1
+        return shifted, labels

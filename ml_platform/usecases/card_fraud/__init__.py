@@ -1,0 +1,27 @@
+"""The second shipped example: card payments scored for fraud, frauds confirmed by chargebacks days
+later (a supervised binary classifier with delayed, positives-only labels, and a concept-drift
+mode). Nothing outside this folder knows its columns; the platform reads them from ``SPEC``."""
+
+from pathlib import Path
+
+from ml_platform.usecases import Example
+from ml_platform.usecases.card_fraud.spec import SPEC
+
+
+def _land(landing: Path) -> list[Path]:
+    from ml_platform.usecases.card_fraud.generate import PaymentsConfig, write_payments
+
+    return write_payments(landing, PaymentsConfig())
+
+
+EXAMPLE = Example(
+    land=_land,
+    requests=(
+        # A payment being made: scored on the card's history as if it had just arrived.
+        {"card_id": "c-0001", "amount": 950.0, "merchant": "electronics", "foreign": True},
+        {"card_id": "c-0001"},  # the card's newest payment, features from the online store
+        {"card_id": "c-0002", "amount": 12.5, "merchant": "grocery", "foreign": False},
+    ),
+)
+
+__all__ = ["EXAMPLE", "SPEC"]
