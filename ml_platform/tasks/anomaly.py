@@ -10,30 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 from ml_platform.tasks import binary
 from ml_platform.tasks.base import Estimator, Metric, Output, Task
 
-BINARY_LABELS = {"1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0}
 
-
-def parse_binary_labels(text: pl.Expr) -> pl.Expr:
-    return (
-        text.cast(pl.String)
-        .str.strip_chars()
-        .str.to_lowercase()
-        .replace_strict(BINARY_LABELS, default=None, return_dtype=pl.Int8)
-    )
-
-
-def json_binary_label(value: Any) -> int | None:
-    if isinstance(value, bool | int) and value in (0, 1):
-        return int(value)
-    return None
-
-
-class AnomalyDetection(Task):
+class AnomalyDetection(binary.ZeroOneLabels, Task):
     name = "anomaly_detection"
     description = "Unsupervised: how unusual each row is; labels only choose parameters and judge."
     outputs = (
@@ -66,18 +48,6 @@ class AnomalyDetection(Task):
     default_selection_metric = "average_precision"
     trusted_types = ("sklearn.tree._tree.Tree", "numpy.dtype")
     supervised = False
-    label_dtype = pl.Int8()
-    windows_allowed = True
-    evidence = "positive event(s)"
-
-    def parse_labels(self, text: pl.Expr) -> pl.Expr:
-        return parse_binary_labels(text)
-
-    def label_rule(self) -> str:
-        return "1/0 or true/false"
-
-    def json_label(self, value: Any) -> int | None:
-        return json_binary_label(value)
 
     def scores(self, model: Any, features: Any) -> np.ndarray:
         return -model.decision_function(features)
@@ -101,9 +71,6 @@ class AnomalyDetection(Task):
             **binary.ranking_metrics(scores, labels),
             **binary.window_recall(decided, groups),
         }
-
-    def resampling_groups(self, labels: np.ndarray, events: np.ndarray | None) -> np.ndarray:
-        return binary.groups_of_events(labels, events)
 
     def weighted(
         self, scores: np.ndarray, decisions: np.ndarray | None, labels: np.ndarray, weights: np.ndarray

@@ -94,10 +94,10 @@ class Task:
     evidence: str = "labelled row(s)"
     # Whether labels are needed to fit (anomaly detection fits without them).
     supervised: bool = True
-    # Labels of rows: their polars type, whether they are 0 / 1, and whether anomaly windows can
-    # give them.
-    label_dtype: pl.DataType = pl.Int8()
-    binary_labels: bool = True
+    # Labels of rows: their polars type, whether they are 0 / 1 (``binary.ZeroOneLabels``), and
+    # whether anomaly windows can give them.
+    label_dtype: pl.DataType = pl.Float64()
+    binary_labels: bool = False
     windows_allowed: bool = False
 
     # --- spec-facing -------------------------------------------------------------------

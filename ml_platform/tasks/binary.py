@@ -8,17 +8,48 @@ scikit-learn's.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import polars as pl
 
 from ml_platform.training.compare import event_ids
 
+LABEL_TEXT = {"1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0}
+
+
+class ZeroOneLabels:
+    """Labels of the tasks that judge 0 / 1: written 1/0 or true/false, given by anomaly windows as
+    well as per event, and resampled by the gate's bootstrap as positive events and negative rows."""
+
+    label_dtype = pl.Int8()
+    binary_labels = True
+    windows_allowed = True
+    evidence = "positive event(s)"
+
+    def parse_labels(self, text: pl.Expr) -> pl.Expr:
+        return (
+            text.cast(pl.String)
+            .str.strip_chars()
+            .str.to_lowercase()
+            .replace_strict(LABEL_TEXT, default=None, return_dtype=pl.Int8)
+        )
+
+    def label_rule(self) -> str:
+        return "1/0 or true/false"
+
+    def json_label(self, value: Any) -> int | None:
+        if isinstance(value, bool | int) and value in (0, 1):
+            return int(value)
+        return None
+
+    def resampling_groups(self, labels: np.ndarray, events: np.ndarray | None) -> np.ndarray:
+        """Positive rows of one event share an id; negative rows are -1 (drawn one by one)."""
+        return event_ids(np.asarray(labels).astype(int), events)
+
+
 RANKING = ("roc_auc", "average_precision")
 AT_THRESHOLD = ("precision", "recall", "f1")
-
-
-def groups_of_events(labels: np.ndarray, events: np.ndarray | None) -> np.ndarray:
-    """Positive rows of one event share an id; negative rows are -1 (drawn one by one)."""
-    return event_ids(np.asarray(labels).astype(int), events)
 
 
 def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

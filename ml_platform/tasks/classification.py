@@ -16,10 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import polars as pl
 
 from ml_platform.tasks import binary
-from ml_platform.tasks.anomaly import json_binary_label, parse_binary_labels
 from ml_platform.tasks.base import Estimator, Metric, Output, Task
 
 THRESHOLD_OBJECTIVES = ("f1", "recall_at_precision", "precision_at_recall")
@@ -63,7 +61,7 @@ def _best(values: np.ndarray, allowed: np.ndarray) -> int:
     return int(indexes[values[indexes] == best][-1])
 
 
-class BinaryClassification(Task):
+class BinaryClassification(binary.ZeroOneLabels, Task):
     name = "binary_classification"
     description = "Supervised: the probability of the positive class, and the class at a threshold."
     outputs = (
@@ -108,18 +106,6 @@ class BinaryClassification(Task):
         "sklearn.tree._tree.Tree",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     )
-    label_dtype = pl.Int8()
-    windows_allowed = True
-    evidence = "positive event(s)"
-
-    def parse_labels(self, text: pl.Expr) -> pl.Expr:
-        return parse_binary_labels(text)
-
-    def label_rule(self) -> str:
-        return "1/0 or true/false"
-
-    def json_label(self, value: Any) -> int | None:
-        return json_binary_label(value)
 
     def unusable_labels(self, labels: np.ndarray) -> str | None:
         if len(labels) == 0:
@@ -183,9 +169,6 @@ class BinaryClassification(Task):
 
     def diagnostics(self, scores: np.ndarray, labels: np.ndarray) -> dict[str, list[dict[str, Any]]]:
         return {"calibration": calibration(scores, np.asarray(labels).astype(int))}
-
-    def resampling_groups(self, labels: np.ndarray, events: np.ndarray | None) -> np.ndarray:
-        return binary.groups_of_events(labels, events)
 
     def weighted(
         self, scores: np.ndarray, decisions: np.ndarray | None, labels: np.ndarray, weights: np.ndarray

@@ -52,8 +52,6 @@ class Regression(Task):
         "sklearn.tree._tree.Tree",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     )
-    label_dtype = pl.Float64()
-    binary_labels = False
 
     def parse_labels(self, text: pl.Expr) -> pl.Expr:
         number = text.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)

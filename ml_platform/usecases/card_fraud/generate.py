@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,29 +24,24 @@ import numpy as np
 import pandas as pd
 
 from ml_platform.usecases.card_fraud.spec import MERCHANTS
-
-ANCHOR_FILE = ".synthetic_anchor"  # a dot file: the landing sensor never lists it
+from ml_platform.usecases.synthetic import (
+    SyntheticDays,
+    day_stream,
+    landed_anchor,
+    record_anchor,
+    write_csv_atomically,
+)
 
 
 @dataclass(frozen=True)
-class PaymentsConfig:
-    cards: int = 300
+class PaymentsConfig(SyntheticDays):
     days: int = 21
-    start: dt.date | None = None  # default: `days` days ending yesterday
-    payments_per_day: float = 3.0  # per card, Poisson
     seed: int = 7
+    cards: int = 300
+    payments_per_day: float = 3.0  # per card, Poisson
     fraud_share: float = 0.02
     concept_drift_from: dt.date | None = None
     label_delay_days: int = 3
-    anchor: dt.date | None = None
-
-    def start_date(self) -> dt.date:
-        if self.start is not None:
-            return self.start
-        return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=self.days)
-
-    def anchor_date(self) -> dt.date:
-        return self.anchor if self.anchor is not None else self.start_date()
 
 
 def card_ids(n: int) -> list[str]:
@@ -81,8 +75,7 @@ def _at_share(logits: np.ndarray, share: float) -> np.ndarray:
 
 def generate_day(day: dt.date, config: PaymentsConfig) -> pd.DataFrame:
     """Every card's payments of ``day`` with their ``fraud`` label (0 / 1)."""
-    offset = (day - config.anchor_date()).days
-    rng = np.random.default_rng([config.seed, 2 * offset if offset >= 0 else -2 * offset - 1])
+    rng = day_stream(config.seed, day, config.anchor_date())
     usual, abroad = _cards(config)
     counts = rng.poisson(config.payments_per_day, config.cards)
     card = np.repeat(np.arange(config.cards), counts)
@@ -119,12 +112,6 @@ def generate_day(day: dt.date, config: PaymentsConfig) -> pd.DataFrame:
     return frame.drop_duplicates(["card_id", "at"]).sort_values(["at", "card_id"]).reset_index(drop=True)
 
 
-def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def _labelled_days(labels_dir: Path) -> set[dt.date]:
     """Days a chargebacks file already covers (``chargebacks_<first>_<last>.csv``)."""
     covered: set[dt.date] = set()
@@ -140,18 +127,15 @@ def write_payments(landing_dir: Path, config: PaymentsConfig) -> list[Path]:
     returns the new paths. Later calls continue the same data set (the anchor is recorded)."""
     labels_dir = landing_dir / "labels"
     labels_dir.mkdir(parents=True, exist_ok=True)
-    anchor_file = landing_dir / ANCHOR_FILE
-    recorded = dt.date.fromisoformat(anchor_file.read_text().strip()) if anchor_file.exists() else None
     if config.anchor is None:
-        config = dataclasses.replace(config, anchor=recorded or config.start_date())
-    if recorded is None:
-        anchor_file.write_text(config.anchor_date().isoformat() + "\n")
+        config = dataclasses.replace(config, anchor=landed_anchor(landing_dir) or config.start_date())
+    record_anchor(landing_dir, config.anchor_date())
     written: list[Path] = []
     for offset in range(config.days):
         day = config.start_date() + dt.timedelta(days=offset)
         path = landing_dir / f"payments_{day.isoformat()}.csv"
         if not path.exists():
-            _write_atomically(generate_day(day, config).drop(columns="fraud"), path)
+            write_csv_atomically(generate_day(day, config).drop(columns="fraud"), path)
             written.append(path)
     newest = config.start_date() + dt.timedelta(days=config.days - 1)
     known_until = newest - dt.timedelta(days=config.label_delay_days)
@@ -162,6 +146,6 @@ def write_payments(landing_dir: Path, config: PaymentsConfig) -> list[Path]:
     if due:
         frauds = [generate_day(d, config).query("fraud == 1")[["card_id", "at", "fraud"]] for d in due]
         path = labels_dir / f"chargebacks_{due[0].isoformat()}_{due[-1].isoformat()}.csv"
-        _write_atomically(pd.concat(frauds), path)
+        write_csv_atomically(pd.concat(frauds), path)
         written.append(path)
     return written

@@ -12,48 +12,27 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ml_platform.usecases.synthetic import (
+    SyntheticDays,
+    day_stream,
+    landed_anchor,
+    record_anchor,
+    write_csv_atomically,
+)
+
 
 @dataclass(frozen=True)
-class SensorDataConfig:
+class SensorDataConfig(SyntheticDays):
     sensors: int = 10
-    days: int = 14
-    start: dt.date | None = None  # default: `days` days ending yesterday
     interval_minutes: int = 5
-    seed: int = 42
     drift_from: dt.date | None = None
     drift_shift: float = 3.0  # in units of the value's noise standard deviation
-    # The day random streams count from; default: the landing zone's recorded anchor, else `start`.
-    anchor: dt.date | None = None
-
-    def start_date(self) -> dt.date:
-        if self.start is not None:
-            return self.start
-        return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=self.days)
-
-    def anchor_date(self) -> dt.date:
-        return self.anchor if self.anchor is not None else self.start_date()
-
-
-ANCHOR_FILE = ".synthetic_anchor"  # a dot file: the landing sensor never lists it
-
-
-def landed_anchor(landing_dir: Path) -> dt.date | None:
-    """The anchor day recorded when synthetic data first landed in ``landing_dir``."""
-    path = landing_dir / ANCHOR_FILE
-    return dt.date.fromisoformat(path.read_text().strip()) if path.exists() else None
-
-
-def _day_stream(day: dt.date, config: SensorDataConfig) -> np.random.Generator:
-    offset = (day - config.anchor_date()).days
-    # Seed sequences take non-negative entropy: days before the anchor map to odd numbers.
-    return np.random.default_rng([config.seed, 2 * offset if offset >= 0 else -2 * offset - 1])
 
 
 def sensor_ids(n: int) -> list[str]:
@@ -72,7 +51,7 @@ def generate_day(
     day: dt.date, config: SensorDataConfig
 ) -> tuple[pd.DataFrame, list[tuple[str, dt.datetime, dt.datetime]]]:
     """Readings of every sensor for one day, plus the anomaly windows injected into them."""
-    rng = _day_stream(day, config)
+    rng = day_stream(config.seed, day, config.anchor_date())
     steps = 24 * 60 // config.interval_minutes
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     times = [start + dt.timedelta(minutes=config.interval_minutes * i) for i in range(steps)]
@@ -119,24 +98,11 @@ def generate_day(
     return pd.concat(frames, ignore_index=True), windows
 
 
-def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
-    # Land complete files only: a sensor polling the landing zone must never see half a file.
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def _label_frame(windows: list[tuple[str, dt.datetime, dt.datetime]]) -> pd.DataFrame:
     return pd.DataFrame(
         [(s, a.strftime("%Y-%m-%dT%H:%M:%SZ"), b.strftime("%Y-%m-%dT%H:%M:%SZ")) for s, a, b in windows],
         columns=["sensor_id", "start", "end"],
     )
-
-
-def _write_text_atomically(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
 
 
 def write_sensor_data(landing_dir: Path, config: SensorDataConfig) -> list[Path]:
@@ -149,8 +115,7 @@ def write_sensor_data(landing_dir: Path, config: SensorDataConfig) -> list[Path]
     recorded = landed_anchor(landing_dir)
     if config.anchor is None:
         config = dataclasses.replace(config, anchor=recorded or config.start_date())
-    if recorded is None:
-        _write_text_atomically(config.anchor_date().isoformat(), landing_dir / ANCHOR_FILE)
+    record_anchor(landing_dir, config.anchor_date())
     written: list[Path] = []
     labels: list[tuple[str, dt.datetime, dt.datetime]] = []
     days: list[dt.date] = []
@@ -160,13 +125,13 @@ def write_sensor_data(landing_dir: Path, config: SensorDataConfig) -> list[Path]
         if path.exists():
             continue
         frame, windows = generate_day(day, config)
-        _write_atomically(frame, path)
+        write_csv_atomically(frame, path)
         written.append(path)
         labels += windows
         days.append(day)
     if days:
         labels_path = labels_dir / f"anomalies_{days[0].isoformat()}_{days[-1].isoformat()}.csv"
-        _write_atomically(_label_frame(labels), labels_path)
+        write_csv_atomically(_label_frame(labels), labels_path)
         written.append(labels_path)
     return written
 
@@ -187,13 +152,13 @@ def redeliver_drifted(landing_dir: Path, days: list[dt.date], config: SensorData
     for day in sorted(days):
         frame, windows = generate_day(day, config)
         path = landing_dir / f"readings_{day.isoformat()}.csv"
-        _write_atomically(frame, path)  # a complete new version, never half a file
+        write_csv_atomically(frame, path)  # a complete new version, never half a file
         written.append(path)
         labels += windows
     if recorded is None:
         first, last = min(days), max(days)
         labels_path = landing_dir / "labels" / f"anomalies_{first.isoformat()}_{last.isoformat()}.csv"
         labels_path.parent.mkdir(exist_ok=True)
-        _write_atomically(_label_frame(labels), labels_path)
+        write_csv_atomically(_label_frame(labels), labels_path)
         written.append(labels_path)
     return written
