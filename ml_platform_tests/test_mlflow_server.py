@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 
 from ml_platform.metadata import latest_metadata
 from ml_platform.serving.cluster import free_port
+from ml_platform.tasks import TASKS
 from ml_platform.training import registry
 
 from .conftest import DAYS, FIRST_DAY, USE_CASE, key, land_days, make_platform
@@ -94,7 +95,7 @@ def test_training_tracks_and_registers_in_a_tracking_server(tmp_path, mlflow_ser
     assert run.data.params["algorithm"] == "isolation_forest" and "test_roc_auc" in run.data.metrics
     # The artifact went through the server's artifact store and verifies on the way back.
     pipeline = registry.load_verified_model(
-        registry.alias_ref(platform.settings, USE_CASE), tmp_path / "cache"
+        registry.alias_ref(platform.settings, USE_CASE), tmp_path / "cache", TASKS["anomaly_detection"]
     )
     assert pipeline is not None
     assert not (platform.settings.home / "mlflow.db").exists()  # nothing fell back to the embedded store

@@ -17,7 +17,6 @@ from ml_platform.tasks.base import Estimator, Metric, Output, Task
 
 class AnomalyDetection(binary.ZeroOneLabels, Task):
     name = "anomaly_detection"
-    description = "Unsupervised: how unusual each row is; labels only choose parameters and judge."
     outputs = (
         Output("anomaly_score", "FP64", "higher is more anomalous"),
         Output("is_anomaly", "BOOL", "the score above 0, the estimator's own threshold"),

@@ -80,11 +80,11 @@ class Task:
     """The base of every task; subclasses fill in the class attributes and the scoring methods."""
 
     name: str
-    description: str
     outputs: tuple[Output, ...]
     score_output: str  # the output holding the score
     decision_output: str | None = None  # the output holding the decision, where there is one
     estimators: Mapping[str, Estimator]
+    scaled: frozenset[str] = frozenset()  # estimators that get a scaler before them
     metrics: tuple[Metric, ...]
     default_selection_metric: str
     # Types skops must be told to trust to load this task's artifacts: the project's list,
@@ -108,9 +108,6 @@ class Task:
     @property
     def metric_names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.metrics)
-
-    def output(self, name: str) -> Output:
-        return next(o for o in self.outputs if o.name == name)
 
     # --- labels ------------------------------------------------------------------------
 
@@ -142,8 +139,6 @@ class Task:
         scale = algorithm in self.scaled
         return Pipeline([*preprocessing_steps(scale), ("model", estimator.make(seed, params))])
 
-    scaled: frozenset[str] = frozenset()
-
     def fit(self, pipeline: Any, features: Any, labels: np.ndarray | None) -> Any:
         return pipeline.fit(features, labels if self.supervised else None)
 
@@ -155,7 +150,7 @@ class Task:
         valid: Any,
         valid_labels: np.ndarray,
         spec: Any,
-    ) -> tuple[Any, dict[str, float]]:
+    ) -> tuple[Any, dict[str, Any]]:
         """The artifact to register from the chosen, fitted pipeline (a classifier gets its
         threshold here, chosen on validation) and what was chosen."""
         return pipeline, {}

@@ -63,7 +63,6 @@ def _best(values: np.ndarray, allowed: np.ndarray) -> int:
 
 class BinaryClassification(binary.ZeroOneLabels, Task):
     name = "binary_classification"
-    description = "Supervised: the probability of the positive class, and the class at a threshold."
     outputs = (
         Output("probability", "FP64", "of the positive class (label 1)"),
         Output("predicted_label", "INT64", "1 when the probability reaches the chosen threshold"),

@@ -21,7 +21,6 @@ CHANGE_SHARE_OF_SPREAD = 0.1
 
 class Regression(Task):
     name = "regression"
-    description = "Supervised: a number per row."
     outputs = (Output("prediction", "FP64", "the predicted value"),)
     score_output = "prediction"
     estimators = {
