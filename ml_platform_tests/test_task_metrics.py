@@ -284,3 +284,21 @@ def test_the_baseline_check_refuses_a_model_worse_than_its_baseline():
     assert worse.baseline["average_precision"] == check.metadata["baseline"]
     better = judge(fitted(spec, train), None, None, test, spec, train)
     assert better.check(BASELINE).passed
+
+
+def test_a_row_of_the_entity_and_some_columns_is_an_event_to_score():
+    from ml_platform.serving.protocols import RequestError, Signature, predict_rows
+    from ml_platform.usecases import get_use_case
+
+    signature = Signature.of(get_use_case("card_fraud"))
+    (row,), flat = predict_rows(signature, {"card_id": "c-1", "amount": 12.5, "merchant": "fuel"})
+    assert (
+        flat and row.event == {"card_id": "c-1", "amount": 12.5, "merchant": "fuel"} and row.features is None
+    )
+    (row,), _ = predict_rows(signature, {"card_id": "c-1"})
+    assert row.entity == "c-1" and row.event is None and row.features is None
+    every_feature = {name: 1.0 for name in signature.names}
+    (row,), _ = predict_rows(signature, {"card_id": "c-1", **every_feature})
+    assert row.features == every_feature and row.event is None
+    with pytest.raises(RequestError, match="unknown field\\(s\\) colour"):
+        predict_rows(signature, {"card_id": "c-1", "amount": 1.0, "colour": "red"})
