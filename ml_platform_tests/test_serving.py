@@ -4,6 +4,7 @@ canary and shadow, and no failed request while the champion changes under load."
 import contextlib
 import dataclasses
 import datetime as dt
+import importlib.metadata
 import json
 import math
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 import tritonclient.http as triton
 
@@ -108,6 +110,57 @@ def test_mlflow_scoring_formats_agree(platform):
             scores[(kind, path)] = [p["anomaly_score"] for p in response.json()["predictions"]]
     first = next(iter(scores.values()))
     assert all(np.allclose(s, first) for s in scores.values())
+
+
+def test_mlflows_own_scoring_client_pings_invokes_and_a_csv_body_scores_alike(platform):
+    from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+
+    host, port = platform.settings.serve_url.removeprefix("http://").rsplit(":", 1)
+    client = ScoringServerClient(host, int(port))
+    client.wait_server_ready(timeout=30)  # polls GET /ping as MLflow's tooling does
+    assert httpx.get(url(platform, "/health"), timeout=30).status_code == 200
+    assert client.get_version() == importlib.metadata.version("mlflow")
+    rows = feature_rows(platform, 3)
+    invoked = client.invoke(pd.DataFrame(rows, columns=NAMES))
+    lines = [
+        ",".join(NAMES),
+        *(",".join(repr(r[n]) if r[n] is not None else "" for n in NAMES) for r in rows),
+    ]
+    by_csv = httpx.post(
+        url(platform, "/invocations"),
+        content="\n".join(lines),
+        headers={"content-type": "text/csv"},
+        timeout=30,
+    )
+    assert by_csv.status_code == 200, by_csv.text
+    expected = [p["anomaly_score"] for p in invoked["predictions"]]
+    np.testing.assert_allclose([p["anomaly_score"] for p in by_csv.json()["predictions"]], expected)
+    bad = httpx.post(
+        url(platform, "/invocations"), content=f"{NAMES[0]}\nhigh", headers={"content-type": "text/csv"}
+    )
+    assert (
+        bad.status_code == 422 and f"CSV line 2: field '{NAMES[0]}' must be a number" in bad.json()["error"]
+    )
+
+
+def test_kserve_v1_model_and_predict(platform):
+    described = httpx.get(url(platform, f"/v1/models/{USE_CASE}"), timeout=30)
+    assert described.json() == {"name": USE_CASE, "ready": True}
+    assert httpx.get(url(platform, "/v1/models/nope"), timeout=30).status_code == 404
+    rows = feature_rows(platform, 2)
+    answer = httpx.post(url(platform, f"/v1/models/{USE_CASE}:predict"), json={"instances": rows}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    expected = httpx.post(url(platform, f"/v1/models/{USE_CASE}/predict"), json={"instances": rows}).json()
+    np.testing.assert_allclose(
+        [p["anomaly_score"] for p in answer.json()["predictions"]],
+        [p["anomaly_score"] for p in expected["predictions"]],
+    )
+    by_entity = httpx.post(
+        url(platform, f"/v1/models/{USE_CASE}:predict"),
+        json={"instances": [{SPEC.entity: "s-1"}]},
+        timeout=30,
+    )
+    assert by_entity.status_code == 200 and by_entity.json()["predictions"][0][SPEC.entity] == "s-1"
 
 
 BAD = [

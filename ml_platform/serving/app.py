@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from importlib.metadata import version as package_version
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ from ml_platform.serving.protocols import (
     RequestError,
     Row,
     Signature,
+    csv_rows,
     mlflow_rows,
     predict_rows,
     v2_rows,
@@ -93,6 +95,13 @@ def request_examples(spec: UseCaseSpec) -> dict[str, Any]:
         "/v1/events/{use_case}": example_event(spec),
         "/v1/labels/{use_case}": example_labels(spec, entity[spec.entity]),
     }
+
+
+@dataclass(frozen=True)
+class CsvBody:
+    """A ``text/csv`` request body (MLflow's scoring protocol takes one)."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -247,11 +256,14 @@ class ModelServer:
         if token and request.headers.get("authorization") != f"Bearer {token}":
             raise RequestError(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
 
-    async def _json(self, request: Request) -> Any:
+    async def _json(self, request: Request, csv: bool = False) -> Any:
+        """The JSON body (or, where ``csv`` is allowed, a ``text/csv`` one as ``CsvBody``)."""
         self._authorize(request)
         kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-        if kind not in ("application/json", "") and not kind.endswith("+json"):
-            raise RequestError(415, f"content type {kind!r} is not supported: send application/json")
+        is_csv = csv and kind == "text/csv"
+        if kind not in ("application/json", "") and not kind.endswith("+json") and not is_csv:
+            accepted = "application/json or text/csv" if csv else "application/json"
+            raise RequestError(415, f"content type {kind!r} is not supported: send {accepted}")
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             raise RequestError(413, f"body of {declared} bytes is over the limit of {MAX_BODY_BYTES}")
@@ -260,6 +272,11 @@ class ModelServer:
             raise RequestError(413, f"body of {len(body)} bytes is over the limit of {MAX_BODY_BYTES}")
         if not body:
             raise RequestError(422, "request body is empty; send a JSON object")
+        if is_csv:
+            try:
+                return CsvBody(body.decode("utf-8-sig"))
+            except UnicodeDecodeError as exc:
+                raise RequestError(422, f"the CSV body is not UTF-8: {exc}") from None
         try:
             return json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
@@ -394,12 +411,14 @@ class ModelServer:
         except PredictionLogError:
             self.log_failures.labels(use_case, "shadow").inc(len(outputs))
 
-    async def _answer(self, model: str, route: str, request: Request, parse, shape) -> Response:
+    async def _answer(
+        self, model: str, route: str, request: Request, parse, shape, csv: bool = False
+    ) -> Response:
         start = time.perf_counter()
         version = "none"
         try:
             signature = self._use_case(model)
-            rows = parse(signature, await self._json(request))
+            rows = parse(signature, await self._json(request, csv))
             served, role, outputs = await self._score(model, rows, route, start)
             version = served.ref.version
             response = JSONResponse(shape(model, served, role, outputs))
@@ -457,13 +476,53 @@ class ModelServer:
     def _mlflow_shape(self, name, served, role, outputs):
         return {"predictions": outputs, "model": name, "model_version": served.ref.version, "served_by": role}
 
+    @staticmethod
+    def _mlflow_rows(signature: Signature, payload: Any) -> list[Row]:
+        if isinstance(payload, CsvBody):
+            return csv_rows(signature, payload.text)
+        return mlflow_rows(signature, payload)
+
     @api.post("/invocations", openapi_extra=_json_body())
     async def invocations(self, request: Request) -> Response:
-        return await self._answer(self.default_model, "invocations", request, mlflow_rows, self._mlflow_shape)
+        return await self._answer(
+            self.default_model, "invocations", request, self._mlflow_rows, self._mlflow_shape, csv=True
+        )
 
     @api.post("/v1/models/{model}/invocations", openapi_extra=_json_body())
     async def model_invocations(self, model: str, request: Request) -> Response:
-        return await self._answer(model, "invocations", request, mlflow_rows, self._mlflow_shape)
+        return await self._answer(
+            model, "invocations", request, self._mlflow_rows, self._mlflow_shape, csv=True
+        )
+
+    # MLflow's scoring server: ping and health answer 200 once a model is loaded, 404 before.
+    @api.get("/ping")
+    @api.get("/health")
+    async def ping(self) -> Response:
+        loaded = any(r.champion for r in self.routing.values())
+        return Response("\n", status_code=200 if loaded else 404, media_type="application/json")
+
+    @api.get("/version")
+    async def version(self) -> Response:
+        return Response(package_version("mlflow"), media_type="application/json")
+
+    # KServe v1: the model's readiness, and `{"instances": [...]}` -> `{"predictions": [...]}`.
+    @api.get("/v1/models/{model}")
+    async def kserve_model(self, model: str) -> JSONResponse:
+        if model not in self.use_cases:
+            return _error(404, f"unknown model {model!r}; served: {sorted(self.use_cases)}")
+        return JSONResponse({"name": model, "ready": self.routing[model].champion is not None})
+
+    @api.post("/v1/models/{model}:predict", openapi_extra=_json_body())
+    async def kserve_predict(self, model: str, request: Request) -> Response:
+        def parse(signature, payload):
+            if not isinstance(payload, dict) or set(payload) != {"instances"}:
+                raise RequestError(422, 'KServe v1 takes {"instances": [...]}')
+            return predict_rows(signature, payload)[0]
+
+        def shape(name, served, role, outputs):
+            return {"predictions": outputs, "model_version": served.ref.version, "served_by": role}
+
+        return await self._answer(model, "kserve_v1", request, parse, shape)
 
     @api.post("/v1/events/{use_case}", status_code=202, openapi_extra=_json_body())
     async def events(self, use_case: str, request: Request) -> Response:

@@ -7,6 +7,8 @@ store) or a full feature row checked against the model's signature. Anything els
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -166,6 +168,34 @@ def mlflow_rows(signature: Signature, payload: Any) -> list[Row]:
     raise RequestError(
         422, f"unknown field '{kind}': expected dataframe_split, dataframe_records, instances or inputs"
     )
+
+
+def csv_rows(signature: Signature, text: str) -> list[Row]:
+    """A ``text/csv`` body, as MLflow's scoring server takes it: a header row of column names, then
+    one row per line; the entity stays text, features are numbers (an empty cell is missing)."""
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header:
+        raise RequestError(422, "the CSV body is empty: send a header row of column names, then rows")
+    records = []
+    for number, values in enumerate(reader, start=2):
+        if not values:
+            continue
+        if len(values) != len(header):
+            raise RequestError(422, f"CSV line {number}: {len(values)} values for {len(header)} columns")
+        record: dict[str, Any] = {}
+        for name, value in zip(header, values, strict=True):
+            if name == signature.entity or value == "":
+                record[name] = value if name == signature.entity else None
+                continue
+            try:
+                record[name] = float(value)
+            except ValueError:
+                raise RequestError(
+                    422, f"CSV line {number}: field '{name}' must be a number, got {value!r}"
+                ) from None
+        records.append(record)
+    return _rows(signature, records, "csv")[0]
 
 
 def v2_rows(signature: Signature, payload: Any) -> list[Row]:

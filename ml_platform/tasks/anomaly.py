@@ -79,6 +79,15 @@ class AnomalyDetection(binary.ZeroOneLabels, Task):
             **binary.weighted_at_threshold(decisions, labels, weights),
         }
 
+    def selection_rows(
+        self, features: Any, labels: np.ndarray, events: np.ndarray | None, seed: int
+    ) -> tuple[Any, np.ndarray, np.ndarray | None, str]:
+        """The labelled anomaly windows when validation holds some; else injected anomalies."""
+        if 0 < labels.sum() < len(labels):
+            return features, labels, events, "labelled anomaly windows"
+        shifted, injected = self.inject_anomalies(features, seed)
+        return shifted, injected, None, "injected anomalies"
+
     def inject_anomalies(self, features: Any, seed: int, share: float = 0.02) -> tuple[Any, np.ndarray]:
         """A copy of ``features`` where a share of rows is pushed 6 standard deviations off,
         labelled 1: what parameters are chosen on when validation holds no labelled anomaly."""

@@ -142,6 +142,13 @@ class Task:
     def fit(self, pipeline: Any, features: Any, labels: np.ndarray | None) -> Any:
         return pipeline.fit(features, labels if self.supervised else None)
 
+    def selection_rows(
+        self, features: Any, labels: np.ndarray, events: np.ndarray | None, seed: int
+    ) -> tuple[Any, np.ndarray, np.ndarray | None, str]:
+        """The validation rows the search scores trials on, their labels and events, and what
+        they are."""
+        return features, labels, events, "validation labels"
+
     def finalize(
         self,
         pipeline: Any,

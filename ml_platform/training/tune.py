@@ -24,8 +24,7 @@ import pandas as pd
 import polars as pl
 
 from ml_platform.spec import ModelSpec, UseCaseSpec
-from ml_platform.tasks import Task, selection_metric, task_of
-from ml_platform.tasks.anomaly import AnomalyDetection
+from ml_platform.tasks import selection_metric, task_of
 from ml_platform.training.compare import Scored, paired_differences
 from ml_platform.training.dataset import LABEL, WINDOW
 from ml_platform.training.evaluate import model_input
@@ -56,18 +55,6 @@ def candidates(model: ModelSpec) -> list[dict[str, Any]]:
     others = [g for g in grid if g != base]
     random.Random(model.seed).shuffle(others)
     return [base, *others[: max(model.trials - 1, 0)]]
-
-
-def selection_data(
-    task: Task, features: pd.DataFrame, labels: np.ndarray, seed: int, events: np.ndarray | None = None
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None, str]:
-    """Validation rows, their labels and events, and what they are."""
-    if isinstance(task, AnomalyDetection) and not 0 < labels.sum() < len(labels):
-        shifted, injected = task.inject_anomalies(features, seed)
-        return shifted, injected, None, "injected anomalies"
-    if isinstance(task, AnomalyDetection):
-        return features, labels, events, "labelled anomaly windows"
-    return features, labels, events, "validation labels"
 
 
 def run_trial(
@@ -127,7 +114,7 @@ def tune(
     the best of those (ties keep the earlier one). ``events`` names each validation row's anomaly
     event (None outside one), so that the rows of one event are resampled together."""
     task = task_of(spec)
-    valid, labels, events, scored_on = selection_data(task, valid, labels, spec.model.seed, events)
+    valid, labels, events, scored_on = task.selection_rows(valid, labels, events, spec.model.seed)
     params = candidates(spec.model)
     if ray_address:
         trials = _tune_on_ray(spec, params, train, train_labels, valid, labels, ray_address)
