@@ -544,6 +544,11 @@ def test_an_online_store_that_is_down_answers_503_naming_it_and_serving_returns_
         assert f"online store redis://127.0.0.1:{port}/0" in down.json()["error"]
         by_rows = httpx.post(predict, json={"instances": feature_rows(platform, 2)}, timeout=30)
         assert by_rows.status_code == 200 and len(by_rows.json()["predictions"]) == 2
+        # An event sent to be scored needs its entity's history: 503 naming the store, not a 500.
+        scored = {SPEC.entity: "s-1", SPEC.timestamp: dt.datetime.now(dt.UTC).isoformat(), "value": 1.0}
+        no_history = httpx.post(predict, json=scored, timeout=30)
+        assert no_history.status_code == 503, no_history.text
+        assert f"online store redis://127.0.0.1:{port}/0" in no_history.json()["error"]
         # An event is still accepted: landed durably, its online update left to the batch path.
         moment = dt.datetime.now(dt.UTC).isoformat()
         event = {SPEC.entity: "s-1", SPEC.timestamp: moment, "value": 50.0}

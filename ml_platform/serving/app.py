@@ -35,7 +35,13 @@ from ray import serve
 
 from ml_platform.features.online_store import make_online_store, unavailable
 from ml_platform.serving.cluster import bind_replica_grpc_to_node_address
-from ml_platform.serving.events import EventError, EventIngestor, example_event, example_value
+from ml_platform.serving.events import (
+    EventError,
+    EventIngestor,
+    OnlineStoreDown,
+    example_event,
+    example_value,
+)
 from ml_platform.serving.labels import LabelError, LabelLanding, example_labels
 from ml_platform.serving.log import SHADOW_OF, PredictionLogError, PredictionLogWriter
 from ml_platform.serving.protocols import (
@@ -332,8 +338,8 @@ class ModelServer:
             return self.ingestors[use_case].features_of_event(event, where)
         except EventError as exc:
             raise RequestError(422, str(exc)) from None
-        except Exception as exc:  # the online store is down or locked: say which
-            raise RequestError(503, unavailable(self.online_store, exc)) from None
+        except OnlineStoreDown as exc:
+            raise RequestError(503, str(exc)) from None
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
     async def _score_batch(self, items: list[tuple[Served, list[dict]]]) -> list[np.ndarray]:

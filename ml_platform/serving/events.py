@@ -110,6 +110,10 @@ def example_event(spec: UseCaseSpec) -> dict[str, Any]:
     return {c.name: example_value(spec, c) for c in spec.columns if c.required}
 
 
+class OnlineStoreDown(RuntimeError):
+    """The online store could not be read: the request is not the caller's fault (503)."""
+
+
 class EventLog:
     """Append-only JSON lines in the landing zone, one file per writer process and day."""
 
@@ -166,7 +170,10 @@ class EventIngestor:
         if item.get(self.spec.timestamp) is None:
             item = {**item, self.spec.timestamp: dt.datetime.now(dt.UTC).isoformat()}
         moment, values = validate_event(self.spec, item, 0, where)
-        kept = self.store.state(self.spec.name, values[self.spec.entity])
+        try:
+            kept = self.store.state(self.spec.name, values[self.spec.entity])
+        except Exception as exc:  # down or locked; any other failure is ours and must not read so
+            raise OnlineStoreDown(unavailable(self.store, exc)) from exc
         state = EntityState.from_json(kept.to_json()) if kept is not None else None  # a copy
         scored, _ = self.online.apply(state, moment, values)
         return moment, scored.vector
