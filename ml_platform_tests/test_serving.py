@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tritonclient.http as triton
+from prometheus_client.parser import text_string_to_metric_families
 
 from ml_platform.serving.app import CANARY_TAG, SHADOW_TAG
 from ml_platform.serving.deploy import APP_NAME, deploy, wait_until_serving
@@ -77,18 +78,47 @@ def test_open_inference_protocol_v2_with_tritons_client(platform):
     result = client.infer(USE_CASE, [by_entity], outputs=outputs)
     assert result.as_numpy("anomaly_score").shape == (2,)
     assert result.get_response()["model_version"] == champion_version(platform)
+    assert [o["name"] for o in result.get_response()["outputs"]] == ["anomaly_score", "is_anomaly"]
+    # The client's defaults: binary tensors in, every output in binary out.
+    by_entity.set_data_from_numpy(np.array([b"s-1", b"s-2"], dtype=object))
+    binary = client.infer(USE_CASE, [by_entity])
+    np.testing.assert_array_equal(binary.as_numpy("anomaly_score"), result.as_numpy("anomaly_score"))
+    np.testing.assert_array_equal(binary.as_numpy("is_anomaly"), result.as_numpy("is_anomaly"))
+    assert all(len(i) == 32 for i in binary.as_numpy("prediction_id"))
+    assert all("binary_data_size" in o["parameters"] for o in binary.get_response()["outputs"])
 
     rows = feature_rows(platform, 2)
     tensors = []
     for name in NAMES:
         tensor = triton.InferInput(name, [2], "FP64")
-        tensor.set_data_from_numpy(np.array([r[name] for r in rows], dtype=np.float64), binary_data=False)
+        tensor.set_data_from_numpy(np.array([r[name] for r in rows], dtype=np.float64))
         tensors.append(tensor)
-    by_features = client.infer(USE_CASE, tensors, outputs=outputs)
+    by_features = client.infer(USE_CASE, tensors, outputs=outputs[:1])
     expected = httpx.post(url(platform, f"/v1/models/{USE_CASE}/predict"), json={"instances": rows}).json()
     np.testing.assert_allclose(
         by_features.as_numpy("anomaly_score"), [p["anomaly_score"] for p in expected["predictions"]]
     )
+    assert by_features.as_numpy("is_anomaly") is None  # only what was asked for
+
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "sensor_id",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": 9},
+                }
+            ]
+        }
+    ).encode()
+    short = httpx.post(
+        url(platform, f"/v2/models/{USE_CASE}/infer"),
+        content=header + b"\x03\0\0\0s-1",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+        timeout=30,
+    )
+    assert short.status_code == 400 and "declares 9 bytes but only 7 remain" in short.json()["error"]
 
 
 def test_mlflow_scoring_formats_agree(platform):
@@ -663,8 +693,37 @@ class Load:
         return [f for f in bad + self.errors if f[0] >= after]
 
 
+def answered_predictions(settings) -> float:
+    """``ml_platform_requests_total`` of the predict route, from one scrape of ``/metrics``."""
+    text = httpx.get(f"{settings.serve_url}/metrics", timeout=30).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "ml_platform_requests_total" and sample.labels["route"] == "predict"
+    )
+
+
 class TestTwoReplicasOnASmallDisk:
     """Faults of a deployment of two replicas (its own log disk); torn down before the tests after."""
+
+    def test_metrics_are_the_whole_services_whichever_replica_answers(self, two_replicas_on_a_small_disk):
+        """Scrapes during load land on either replica; each reports the sums over both, so the
+        counter never goes down and ends at exactly the requests answered."""
+        settings = two_replicas_on_a_small_disk
+        before = answered_predictions(settings)
+        scraped: list[float] = []
+        with Load(settings, clients=8) as load:
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline:
+                scraped.append(answered_predictions(settings))
+                time.sleep(0.1)
+        after = answered_predictions(settings)
+        assert load.errors == [] and len(load.answers) > 100
+        assert {status for _, status, _ in load.answers} == {200}
+        assert all(b >= a for a, b in zip(scraped, scraped[1:], strict=False)), scraped
+        assert after - before == len(load.answers)
+        assert len(replica_pids()) == 2  # and both were there to answer the scrapes
 
     def test_a_replica_killed_under_load_costs_only_its_requests_in_flight(
         self, two_replicas_on_a_small_disk

@@ -29,3 +29,19 @@ def after_any_update() -> dg.AutomationCondition:
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
     ).with_label("after any upstream update")
+
+
+def on_cron_after_any_update(cron: str) -> dg.AutomationCondition:
+    """Once per tick of ``cron``, after any upstream was updated since the tick.
+
+    ``on_cron`` waits for every upstream: a monitor reading the predictions ingested every tick and
+    the labels would then run only in periods when labels landed too, though predictions that
+    mature (their labels' lateness passed) change what it reports without any new label.
+    """
+    tick = dg.AutomationCondition.cron_tick_passed(cron)
+    updated = dg.AutomationCondition.any_deps_match(
+        dg.AutomationCondition.newly_updated().since(tick) | dg.AutomationCondition.will_be_requested()
+    )
+    return (tick.since_last_handled() & updated & ~dg.AutomationCondition.in_progress()).with_label(
+        f"on cron {cron}, after any upstream update"
+    )

@@ -4,7 +4,7 @@ guard, declared to Dagster; what each computes is in ``results``."""
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from ml_platform.automation.conditions import after_any_update
+from ml_platform.automation.conditions import after_any_update, on_cron_after_any_update
 from ml_platform.metadata import latest_metadata
 from ml_platform.monitoring import results
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
@@ -29,7 +29,7 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             "raw_labels",
         )
     }
-    on_cron = dg.AutomationCondition.on_cron(MONITOR_CRON)
+    on_cron = on_cron_after_any_update(MONITOR_CRON)
 
     @dg.asset(
         key=key["drift_report"],

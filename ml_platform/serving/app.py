@@ -17,6 +17,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -31,6 +32,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from ray import serve
 
 from ml_platform.features.online_store import make_online_store, unavailable
@@ -53,6 +55,8 @@ from ml_platform.serving.protocols import (
     predict_rows,
     v2_rows,
 )
+from ml_platform.serving.v2_binary import HEADER as V2_BINARY_HEADER
+from ml_platform.serving.v2_binary import decode_request, encode_response, requested_outputs
 from ml_platform.settings import load_settings
 from ml_platform.spec import UseCaseSpec
 from ml_platform.tasks import Output, Task, task_of
@@ -418,16 +422,18 @@ class ModelServer:
             self.log_failures.labels(use_case, "shadow").inc(len(outputs))
 
     async def _answer(
-        self, model: str, route: str, request: Request, parse, shape, csv: bool = False
+        self, model: str, route: str, request: Request, parse, shape, csv: bool = False, read=None
     ) -> Response:
         start = time.perf_counter()
         version = "none"
         try:
             signature = self._use_case(model)
-            rows = parse(signature, await self._json(request, csv))
+            body = await (read(request) if read else self._json(request, csv))
+            rows = parse(signature, body)
             served, role, outputs = await self._score(model, rows, route, start)
             version = served.ref.version
-            response = JSONResponse(shape(model, served, role, outputs))
+            answer = shape(model, served, role, outputs)
+            response = answer if isinstance(answer, Response) else JSONResponse(answer)
         except RequestError as exc:
             self.errors.labels(model, route, str(exc.status)).inc()
             response = _error(exc.status, exc.message)
@@ -461,7 +467,9 @@ class ModelServer:
 
         def shape(name, served, role, outputs):
             n = len(outputs)
-            return {
+            available = {o.name: o for o in (*served.task.outputs, PREDICTION_ID)}
+            names, binary = choice[0]
+            body = {
                 "model_name": name,
                 "model_version": served.ref.version,
                 **({"id": request_id[0]} if request_id else {}),
@@ -473,11 +481,38 @@ class ModelServer:
                         "shape": [n],
                         "data": [r[o.name] for r in outputs],
                     }
-                    for o in (*served.task.outputs, PREDICTION_ID)
+                    for o in (available[name] for name in names)
                 ],
             }
+            if not binary:
+                return body
+            content, header_length = encode_response(body, binary)
+            return Response(
+                content,
+                media_type="application/octet-stream",
+                headers={"Inference-Header-Content-Length": str(header_length)},
+            )
 
-        return await self._answer(model, "v2_infer", request, parse, shape)
+        choice: list[tuple[list[str], set[str]]] = []
+
+        def parse_and_choose(signature, payload):
+            rows = parse(signature, payload)
+            outputs = [o.name for o in (*task_of(self.use_cases[model]).outputs, PREDICTION_ID)]
+            choice.append(requested_outputs(payload, outputs))
+            return rows
+
+        return await self._answer(model, "v2_infer", request, parse_and_choose, shape, read=self._v2_body)
+
+    async def _v2_body(self, request: Request) -> Any:
+        """A v2 request in JSON, or in the binary tensor extension (decoded to its JSON form)."""
+        header_length = request.headers.get(V2_BINARY_HEADER)
+        if header_length is None:
+            return await self._json(request)
+        self._authorize(request)
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise RequestError(413, f"body of {len(body)} bytes is over the limit of {MAX_BODY_BYTES}")
+        return decode_request(body, header_length)
 
     def _mlflow_shape(self, name, served, role, outputs):
         return {"predictions": outputs, "model": name, "model_version": served.ref.version, "served_by": role}
@@ -612,7 +647,8 @@ class ModelServer:
 
     @api.get("/metrics")
     async def prometheus(self) -> Response:
-        return Response(generate_latest(self.metrics), media_type="text/plain; version=0.0.4")
+        text = generate_latest(service_metrics(self.metrics))
+        return Response(text, media_type="text/plain; version=0.0.4")
 
 
 def _openapi() -> dict[str, Any]:
@@ -636,6 +672,16 @@ def _openapi() -> dict[str, Any]:
 
 
 api.openapi = _openapi
+
+
+def service_metrics(own: CollectorRegistry) -> CollectorRegistry:
+    """Every replica's counters summed (their files in ``PROMETHEUS_MULTIPROC_DIR``), or this
+    process's own when it runs alone."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return own
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return registry
 
 
 def build_app(models: dict[str, ModelRef], env: dict[str, str], replicas: int = 1):

@@ -133,8 +133,16 @@ def bind_replica_grpc_to_node_address() -> None:
     replica.add_port_to_grpc_server = bind
 
 
+def metrics_dir(settings: Settings) -> Path:
+    """Where this home's serving replicas keep their Prometheus counters (prometheus_client's
+    multiprocess mode), so that whichever replica answers ``/metrics`` reports the sums over all
+    of them, replicas since replaced included. Replicas on other nodes count on their own disk."""
+    return settings.run_dir / "serve-metrics"
+
+
 def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float = 90) -> subprocess.Popen:
     """Start a Ray head bound to 127.0.0.1 (dashboard off) and record its address."""
+    shutil.rmtree(metrics_dir(settings), ignore_errors=True)  # a new cluster counts from zero
     port = free_port()
     while port in RAY_FIXED_PORTS:  # the OS may hand out one of them; ray start then refuses it
         port = free_port()

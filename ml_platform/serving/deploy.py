@@ -8,7 +8,7 @@ import httpx
 from ray import serve
 
 from ml_platform.serving.app import build_app
-from ml_platform.serving.cluster import connect
+from ml_platform.serving.cluster import connect, metrics_dir
 from ml_platform.settings import Settings, settings_env
 from ml_platform.training.registry import CHAMPION, ModelRef, alias_ref
 from ml_platform.usecases import use_cases
@@ -27,8 +27,15 @@ def champions(settings: Settings) -> dict[str, ModelRef]:
 
 def replica_env(settings: Settings) -> dict[str, str]:
     """Every setting, so that a replica loads the same settings as the process deploying it."""
-    # One OpenMP thread per replica: on 2 cores, thread pools fight and latency explodes.
-    return {**settings_env(settings), "OMP_NUM_THREADS": "1"}
+    metrics = metrics_dir(settings)
+    metrics.mkdir(parents=True, exist_ok=True)
+    return {
+        **settings_env(settings),
+        # One OpenMP thread per replica: on 2 cores, thread pools fight and latency explodes.
+        "OMP_NUM_THREADS": "1",
+        # Read when prometheus_client is imported, so it must be in the replica's environment.
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+    }
 
 
 def deploy(settings: Settings) -> dict[str, ModelRef]:
