@@ -97,25 +97,95 @@ def _wait_http(url: str, timeout_s: float, stop: threading.Event) -> bool:
     return False
 
 
-def _materialize(
-    env: dict[str, str], use_cases: list[str], names: list[str], log_dir: Path, extra: list[str] | None = None
-) -> None:
-    command = [
-        _bin("dagster"),
-        "asset",
-        "materialize",
-        "-m",
-        "ml_platform.definitions",
-        "--select",
-        _keys(use_cases, names),
-        *(extra or []),
-    ]
-    print(f"  materializing {', '.join(names)} of {', '.join(use_cases)} {' '.join(extra or [])}")
-    log = log_dir / "materialize.log"
-    with log.open("ab") as handle:
-        result = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise RuntimeError(f"materialization of {names} failed; see {log}")
+class Stopped(Exception):
+    """Ctrl-C (or SIGTERM) arrived while a step was running."""
+
+
+def failure_summary(log_text: str) -> str:
+    """The failing step's own error in a ``dagster asset materialize`` log: the step and the
+    innermost exception line before its stack trace (else the log's last lines)."""
+    lines = log_text.splitlines()
+    for i, line in enumerate(lines):
+        if " - STEP_FAILURE - " not in line:
+            continue
+        step = line.split(" - STEP_FAILURE - ")[0].rsplit(" - ", 1)[-1]
+        block = []
+        for later in lines[i + 1 :]:
+            if later.startswith("Stack Trace:") or " - dagster - " in later:
+                break
+            if later.strip():
+                block.append(later.strip())
+        if block:
+            kind, sep, message = block[-1].partition(": ")
+            if sep and " " not in kind:  # "module.path.SomeError: ..." -> "SomeError: ..."
+                return f"step {step} failed: {kind.rsplit('.', 1)[-1]}: {message}"
+            return f"step {step} failed: {block[-1]}"
+    return " / ".join([line.strip() for line in lines if line.strip()][-3:])
+
+
+def materializations(log_text: str) -> int:
+    return log_text.count(" - ASSET_MATERIALIZATION - ")
+
+
+@dataclass
+class Steps:
+    """``[i/n]`` before each long step, its progress while it runs, its own error if it fails."""
+
+    total: int
+    log_dir: Path
+    stop: threading.Event
+    done: int = 0
+    progress_every_s: float = 15.0
+
+    def materialize(
+        self,
+        env: dict[str, str],
+        use_cases: list[str],
+        names: list[str],
+        expected: int,
+        extra: list[str] | None = None,
+    ) -> None:
+        self.done += 1
+        command = [
+            _bin("dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "ml_platform.definitions",
+            "--select",
+            _keys(use_cases, names),
+            *(extra or []),
+        ]
+        what = f"{', '.join(names)} of {', '.join(use_cases)} {' '.join(extra or [])}".strip()
+        print(f"[{self.done}/{self.total}] materializing {what}", flush=True)
+        log = self.log_dir / "materialize.log"
+        offset = log.stat().st_size if log.exists() else 0
+        started = time.monotonic()
+        with log.open("ab") as handle:  # the child keeps its own copy
+            process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT
+            )
+        shown = (-1, started)
+        while process.poll() is None:
+            if self.stop.wait(1):
+                process.terminate()
+                process.wait()
+                raise Stopped
+            count = materializations(_read_from(log, offset))
+            now = time.monotonic()
+            if count != shown[0] or now - shown[1] >= self.progress_every_s:
+                print(f"    {count} of {expected} materialized, {now - started:.0f} s", flush=True)
+                shown = (count, now)
+        elapsed = time.monotonic() - started
+        if process.returncode != 0:
+            raise RuntimeError(f"{failure_summary(_read_from(log, offset))} (full log: {log})")
+        print(f"    done in {elapsed:.0f} s")
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read().decode("utf-8", errors="replace")
 
 
 def _missing_raw_days(settings: Settings, use_case: str) -> list[str]:
@@ -220,13 +290,14 @@ def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 50
             ],
         )
 
-        ingested = False
-        for name in names:
-            days = _missing_raw_days(settings, name)
-            if days:
-                extra = ["--partition-range", f"{days[0]}...{days[-1]}"]
-                _materialize(env, [name], _ingest_assets(name), log_dir, extra)
-                ingested = True
+        missing = {name: days for name in names if (days := _missing_raw_days(settings, name))}
+        ingested = bool(missing)
+        train = ingested or bool(_never_materialized(settings, names, TRAIN_AND_SERVE))
+        monitor = ingested or bool(_never_materialized(settings, names, MONITOR))
+        steps = Steps(total=len(missing) + train + monitor, log_dir=log_dir, stop=stop)
+        for name, days in missing.items():
+            extra = ["--partition-range", f"{days[0]}...{days[-1]}"]
+            steps.materialize(env, [name], _ingest_assets(name), len(_ingest_assets(name)) * len(days), extra)
         supervisor.start("serving", [_bin("ml-platform"), "serve"])
         if not _wait_http(f"{settings.serve_url}/v2/health/live", 180, stop):
             raise RuntimeError(f"serving did not come up; see {log_dir / 'serving.log'}")
@@ -234,13 +305,13 @@ def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 50
         first = names[0]
         supervisor.start("mqtt-consumer", [_bin("ml-platform"), "consume", "--use-case", first])
 
-        if ingested or _never_materialized(settings, names, TRAIN_AND_SERVE):
-            _materialize(env, names, TRAIN_AND_SERVE, log_dir)
+        if train:
+            steps.materialize(env, names, TRAIN_AND_SERVE, len(TRAIN_AND_SERVE) * len(names))
         for name, example in shipped.items():
             for body in example.requests:
                 _predict(settings, name, body)
-        if ingested or _never_materialized(settings, names, MONITOR):
-            _materialize(env, names, MONITOR, log_dir)
+        if monitor:
+            steps.materialize(env, names, MONITOR, len(MONITOR) * len(names))
 
         tries = []
         for name, example in shipped.items():
@@ -271,6 +342,8 @@ Ctrl-C stops everything this demo started.""",
             if dead := supervisor.dead():
                 print(f"  {', '.join(dead)} exited unexpectedly; see {log_dir}; stopping")
                 return 1
+        return 0
+    except Stopped:
         return 0
     except Exception as exc:
         print(f"demo failed: {exc}", file=sys.stderr)

@@ -199,3 +199,10 @@ def test_staging_a_day_whose_quarantine_was_never_built_fails_saying_how_to_buil
     assert "raw_readings" not in message.split("build it first")[0]  # raw was built: not named
     staged = _rows(platform, f"SELECT count(*) FROM {USE_CASE}.stg_readings WHERE timestamp::DATE = '{day}'")
     assert staged == [(0,)]
+
+    # Features of the same day: staging was never built either, so they name it and how to build it.
+    features = platform.materialize(["features"], partition_key=day.isoformat(), raise_on_error=False)
+    (failure,) = [e for e in features.all_events if e.is_step_failure]
+    message = failure.step_failure_data.user_failure_data.description
+    assert message.startswith(f"{USE_CASE}/features needs {USE_CASE}/stg_readings for {day.isoformat()}")
+    assert f"--select '{USE_CASE}/stg_readings'" in message

@@ -15,6 +15,7 @@ from ml_platform.metadata import markdown_table
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.spec import UseCaseSpec
 from ml_platform.tables import replace_days
+from ml_platform.upstream import unbuilt_partitions
 
 PARITY_TOLERANCE = 1e-9
 
@@ -96,6 +97,9 @@ def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         description="Offline feature table: one event-timestamped feature row per reading, by day.",
     )
     def features(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+        unbuilt = unbuilt_partitions(context.instance, features_key, [staged_key], context.partition_keys)
+        if unbuilt:
+            raise dg.Failure("; ".join(unbuilt))
         first, last = partition_days(context)
         table = features_table(spec)
         with warehouse.get_connection() as conn:

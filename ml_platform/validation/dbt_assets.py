@@ -18,6 +18,7 @@ from ml_platform.ingestion.assets import daily_partitions
 from ml_platform.resources.platform import WAREHOUSE_POOL, WarehouseResource
 from ml_platform.settings import DBT_PROJECT_DIR
 from ml_platform.spec import UseCaseSpec
+from ml_platform.upstream import unbuilt_partitions
 from ml_platform.validation.staging import model_paths, write_staging_models
 
 DBT_PROJECT = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
@@ -117,22 +118,12 @@ def unbuilt_upstream(context: dg.AssetExecutionContext, specs: list[UseCaseSpec]
     """For each staging model of this run: its raw and quarantine partitions never materialized,
     each with the command that builds them (dbt alone would fail on a missing table, or stage
     the bad rows of days whose quarantine was never written)."""
-    first, last = context.partition_keys[0], context.partition_keys[-1]
     problems = []
     for spec in specs:
-        if dg.AssetKey([spec.name, spec.staged_name]) not in context.selected_asset_keys:
-            continue
-        for name in (spec.raw_name, spec.quarantine_name):
-            built = context.instance.get_materialized_partitions(dg.AssetKey([spec.name, name]))
-            missing = [key for key in context.partition_keys if key not in built]
-            if missing:
-                shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-                select = ",".join(f"{spec.name}/{n}" for n in (spec.raw_name, spec.quarantine_name))
-                problems.append(
-                    f"{spec.name}/{spec.staged_name} needs {spec.name}/{name} for {shown}, never "
-                    "materialized; build it first: dagster asset materialize -m ml_platform.definitions "
-                    f"--partition-range {first}...{last} --select '{select}'"
-                )
+        staged = dg.AssetKey([spec.name, spec.staged_name])
+        if staged in context.selected_asset_keys:
+            upstream = [dg.AssetKey([spec.name, n]) for n in (spec.raw_name, spec.quarantine_name)]
+            problems += unbuilt_partitions(context.instance, staged, upstream, context.partition_keys)
     return problems
 
 
