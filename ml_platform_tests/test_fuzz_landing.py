@@ -4,7 +4,9 @@ touches the file.
 Hypothesis writes CSV files whose header is any arrangement of the spec's columns (some missing,
 some unknown, some repeated) and whose cells are anything: valid values, values out of range or of
 the wrong type, timestamps of many shapes and ages, empty cells, quotes, commas, newlines and
-non-ASCII text; some files are then damaged at the byte level (truncated, invalid UTF-8, a NUL).
+non-ASCII text; lines end in CRLF or LF, with empty lines among the rows, a byte order mark or
+not, plain or gzip; some files are then damaged at the byte level (truncated, invalid UTF-8, a
+NUL).
 Each is landed alone and loaded into a fresh DuckDB over every partition the spec has, as a
 partition run does. What must hold for every file:
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gzip
 import io
 from pathlib import Path
 
@@ -63,8 +66,9 @@ def cell(column: str):
 
 
 @st.composite
-def csv_files(draw) -> tuple[bytes, bool]:
-    """A CSV file's bytes, and whether it was left well formed (not damaged after writing)."""
+def csv_files(draw) -> tuple[bytes, str, bool]:
+    """A landed file's bytes, its suffix (``.csv`` or ``.csv.gz``) and whether it was left well
+    formed (not damaged after writing)."""
     known = [c.name for c in SPEC.columns]
     required = [c.name for c in SPEC.columns if c.required]
     anywhere = st.lists(
@@ -81,11 +85,23 @@ def csv_files(draw) -> tuple[bytes, bool]:
     )
     header = draw(st.permutations(header))
     rows = draw(st.lists(st.tuples(*(cell(name) for name in header)), max_size=12) if header else st.just([]))
+    # RFC 4180 (CRLF; a CR or LF in a cell is quoted) or Unix lines (LF; no bare CR in a cell).
+    newline = draw(st.sampled_from(["\r\n", "\n"]))
+    if newline == "\n":
+        rows = [tuple(value.replace("\r", " ") for value in row) for row in rows]
     text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\r\n")  # RFC 4180: a CR or LF in a cell is quoted
+    writer = csv.writer(text, lineterminator=newline)
     writer.writerow(header)
     writer.writerows(rows)
-    data = text.getvalue().encode()
+    lines = text.getvalue().split(newline)
+    for _ in range(draw(st.integers(0, 2))):  # empty lines among the rows (never before the header)
+        lines.insert(draw(st.integers(1, len(lines))), "")
+    data = newline.join(lines).encode()
+    if draw(st.booleans()):
+        data = b"\xef\xbb\xbf" + data  # a byte order mark, as spreadsheet exports write it
+    compressed = draw(st.booleans())
+    if compressed:
+        data = gzip.compress(data, mtime=0)
     damage = draw(st.sampled_from(["none", "none", "truncate", "invalid_utf8", "nul"]))
     if damage == "truncate" and data:
         data = data[: draw(st.integers(0, len(data) - 1))]
@@ -95,19 +111,23 @@ def csv_files(draw) -> tuple[bytes, bool]:
     elif damage == "nul":
         at = draw(st.integers(0, len(data)))
         data = data[:at] + b"\x00" + data[at:]
-    return data, damage == "none"
+    return data, ".csv.gz" if compressed else ".csv", damage == "none"
 
 
-def _data_rows(data: bytes) -> int:
-    return sum(1 for row in csv.reader(io.StringIO(data.decode(), newline="")) if row) - 1
+def _text(data: bytes, suffix: str) -> str:
+    return (gzip.decompress(data) if suffix.endswith(".gz") else data).decode("utf-8-sig")
+
+
+def _data_rows(text: str) -> int:
+    return sum(1 for row in csv.reader(io.StringIO(text, newline="")) if row) - 1
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(csv_files())
 def test_a_landed_csv_is_rejected_naming_it_or_loaded_whole_and_never_modified(tmp_path_factory, file):
-    data, well_formed = file
+    data, suffix, well_formed = file
     landing = tmp_path_factory.mktemp("landing")
-    path = landing / f"readings_{DAY}.csv"
+    path = landing / f"readings_{DAY}{suffix}"
     path.write_bytes(data)
     sha = file_sha256(path)
 
@@ -130,8 +150,9 @@ def test_a_landed_csv_is_rejected_naming_it_or_loaded_whole_and_never_modified(t
             ).fetchall()[0][0]
             assert unexplained == 0
         required = {c.name for c in SPEC.columns if c.required}
-        header = next(csv.reader(io.StringIO(data.decode(), newline="")), []) if well_formed else []
+        text = _text(data, suffix) if well_formed else ""
+        header = next(csv.reader(io.StringIO(text, newline="")), [])
         if well_formed and required <= set(header) and len(set(header)) == len(header) and "" not in header:
             assert not load.rejected, (data, load.rejected)
-            assert loaded == _data_rows(data)
+            assert loaded == _data_rows(text)
     assert file_sha256(Path(path)) == sha and path.read_bytes() == data
