@@ -2,12 +2,15 @@
 
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import psycopg
 import pytest
@@ -26,52 +29,78 @@ pytestmark = pytest.mark.integration  # an MLflow tracking server
 ADMIN_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 
 
-@pytest.fixture
-def mlflow_server(tmp_path, monkeypatch):
-    database = f"mlflow_{uuid.uuid4().hex[:10]}"  # earlier runs may have left databases behind
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {database}")
-    port = free_port()
-    log = (tmp_path / "mlflow-server.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--backend-store-uri",
-            f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}",
-            "--artifacts-destination",
-            (tmp_path / "artifacts").as_uri(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
+class TrackingServer:
+    """``mlflow server`` on a PostgreSQL database of its own, which a test can kill and start again
+    on the same port and database."""
+
+    def __init__(self, database: str, port: int, tmp_path: Path) -> None:
+        self.database, self.port, self.tmp_path = database, port, tmp_path
+        self.uri = f"http://127.0.0.1:{port}"
+        self.log_path = tmp_path / "mlflow-server.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("mlflow")),
+                    "server",
+                    "--backend-store-uri",
+                    f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.database}",
+                    "--artifacts-destination",
+                    (self.tmp_path / "artifacts").as_uri(),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # so that kill() ends its workers too
+            )
         deadline = time.monotonic() + 120
         while True:
             try:
-                if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
-                    break
+                if httpx.get(f"{self.uri}/health", timeout=2).status_code == 200:
+                    return
             except httpx.HTTPError:
                 pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail(
-                    "mlflow server did not start: " + (tmp_path / "mlflow-server.log").read_text()[-3000:]
-                )
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                pytest.fail("mlflow server did not start: " + self.log_path.read_text()[-3000:])
             time.sleep(1)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        yield uri
+
+    def kill(self) -> None:
+        """SIGKILL to the server and its workers, as a crash would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def tracking_server(tmp_path, monkeypatch):
+    database = f"mlflow_{uuid.uuid4().hex[:10]}"  # earlier runs may have left databases behind
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {database}")
+    server = TrackingServer(database, free_port(), tmp_path)
+    try:
+        server.start()
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+        yield server
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        server.stop()
         with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+@pytest.fixture
+def mlflow_server(tracking_server):
+    return tracking_server.uri
 
 
 def test_training_tracks_and_registers_in_a_tracking_server(tmp_path, mlflow_server):
@@ -99,3 +128,62 @@ def test_training_tracks_and_registers_in_a_tracking_server(tmp_path, mlflow_ser
     )
     assert pipeline is not None
     assert not (platform.settings.home / "mlflow.db").exists()  # nothing fell back to the embedded store
+
+
+def _step_started(instance, step: str, after_runs: set[str]) -> bool:
+    for run in instance.get_runs(limit=3):
+        if run.run_id not in after_runs:
+            started = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+            if any(e.step_key.endswith(step) for e in started):
+                return True
+    return False
+
+
+def test_a_tracking_server_restarted_during_training_loses_nothing_and_one_down_fails_clearly(
+    tmp_path, tracking_server, monkeypatch
+):
+    platform = make_platform(tmp_path / "home")
+    land_days(platform, FIRST_DAY, DAYS)
+    platform.ingest(FIRST_DAY, FIRST_DAY + dt.timedelta(days=DAYS - 1))
+    platform.materialize(["training_set", "model", "model_evaluation", "champion"])
+    client = MlflowClient(tracking_server.uri)
+    champion = client.get_model_version_by_alias(USE_CASE, registry.CHAMPION).version
+
+    # Killed with SIGKILL as the model step starts, back 5 s later: MLflow's client retries.
+    earlier = {r.run_id for r in platform.instance.get_runs()}
+    outcome = {}
+    training = threading.Thread(
+        target=lambda: outcome.update(result=platform.materialize(["model", "model_evaluation", "champion"]))
+    )
+    training.start()
+    deadline = time.monotonic() + 120
+    while not _step_started(platform.instance, "model", earlier):
+        assert time.monotonic() < deadline and training.is_alive(), "the model step did not start"
+        time.sleep(0.2)
+    tracking_server.kill()
+    time.sleep(5)
+    tracking_server.start()
+    training.join(timeout=600)
+    assert outcome["result"].success
+    model = latest_metadata(platform.instance, key("model"))
+    version = client.get_model_version(USE_CASE, model["model_version"])
+    assert version.tags.get(registry.SHA_TAG) and client.get_run(version.run_id).info.status == "FINISHED"
+
+    # Down for good: the step fails naming the server, and the champion is where it was.
+    champion = client.get_model_version_by_alias(USE_CASE, registry.CHAMPION).version
+    versions = len(client.search_model_versions(f"name='{USE_CASE}'"))
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    tracking_server.kill()
+    failed = platform.materialize(["model", "model_evaluation", "champion"], raise_on_error=False)
+    assert not failed.success
+    (failure,) = [e for e in failed.all_events if e.is_step_failure]
+    error = failure.step_failure_data.error  # Dagster's wrapper; ours is its cause
+    while error.cls_name != "TrackingError" and error.cause is not None:
+        error = error.cause
+    message = error.message
+    assert f"training {USE_CASE}: the MLflow tracking server {tracking_server.uri} failed" in message
+    assert "the champion is unchanged" in message
+    tracking_server.start()
+    assert client.get_model_version_by_alias(USE_CASE, registry.CHAMPION).version == champion
+    assert len(client.search_model_versions(f"name='{USE_CASE}'")) == versions

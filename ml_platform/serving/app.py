@@ -135,6 +135,17 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message}, headers=headers)
 
 
+def service_metrics(own: CollectorRegistry) -> CollectorRegistry:
+    """Every replica's counters summed (their files in ``PROMETHEUS_MULTIPROC_DIR``), or this
+    process's own when it runs alone. Defined above the deployment class: in a replica, a route
+    was seen not to find a module function defined below it (NameError)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return own
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return registry
+
+
 @serve.deployment(
     ray_actor_options={"num_cpus": 0.5},
     max_ongoing_requests=64,
@@ -672,16 +683,6 @@ def _openapi() -> dict[str, Any]:
 
 
 api.openapi = _openapi
-
-
-def service_metrics(own: CollectorRegistry) -> CollectorRegistry:
-    """Every replica's counters summed (their files in ``PROMETHEUS_MULTIPROC_DIR``), or this
-    process's own when it runs alone."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return own
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry)
-    return registry
 
 
 def build_app(models: dict[str, ModelRef], env: dict[str, str], replicas: int = 1):

@@ -7,7 +7,7 @@ from dagster_duckdb import DuckDBResource
 from ml_platform.metadata import latest_metadata
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.spec import UseCaseSpec
-from ml_platform.training import steps
+from ml_platform.training import registry, steps
 from ml_platform.training.gate import check_names
 
 
@@ -52,7 +52,8 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         run = steps.RunInfo(context.run.run_id, context.assets_def.code_versions_by_key[key["model"]] or "")
         identity = latest_metadata(context.instance, key["training_set"])
-        return steps.train_candidate(spec, warehouse, platform.settings, identity, run)
+        with registry.tracking(platform.settings, f"training {spec.name}"):
+            return steps.train_candidate(spec, warehouse, platform.settings, identity, run)
 
     @dg.asset(
         key=key["model_evaluation"],
@@ -70,7 +71,8 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource
     ) -> dg.MaterializeResult:
         version = str(latest_metadata(context.instance, key["model"])["model_version"])
-        return steps.evaluate_candidate(spec, warehouse, platform.settings, version)
+        with registry.tracking(platform.settings, f"evaluating {spec.name} v{version}"):
+            return steps.evaluate_candidate(spec, warehouse, platform.settings, version)
 
     @dg.asset(
         key=key["champion"],
@@ -82,6 +84,9 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     )
     def champion(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
         evaluation = latest_metadata(context.instance, key["model_evaluation"])
-        return steps.promote(spec, platform.settings, evaluation, actor=f"dagster run {context.run.run_id}")
+        actor = f"dagster run {context.run.run_id}"
+        moved = "the champion alias shows whether it moved"  # the alias is set before its history
+        with registry.tracking(platform.settings, f"promoting a {spec.name} candidate", moved):
+            return steps.promote(spec, platform.settings, evaluation, actor=actor)
 
     return [training_set, model, model_evaluation, champion]

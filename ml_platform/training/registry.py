@@ -7,11 +7,13 @@ of its artifact files; nothing is deserialized before that hash is checked.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,26 @@ _UNHASHED = {"registered_model_meta"}
 
 class ArtifactIntegrityError(RuntimeError):
     """A model artifact whose content does not match the hash recorded at registration."""
+
+
+class TrackingError(RuntimeError):
+    """The tracking server failed (after MLflow's own retries) while a step used it."""
+
+
+@contextlib.contextmanager
+def tracking(
+    settings: Settings, doing: str, outcome: str = "nothing was promoted, the champion is unchanged"
+) -> Iterator[None]:
+    """MLflow's failures as one message: what was being done, the tracking server, MLflow's own
+    first line and what it means for the champion."""
+    try:
+        yield
+    except MlflowException as exc:
+        first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(
+            f"{doing}: the MLflow tracking server {settings.mlflow_tracking_uri} failed ({first}); "
+            f"{outcome}; run this again once the server answers"
+        ) from None
 
 
 @dataclass(frozen=True)
