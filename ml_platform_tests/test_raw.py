@@ -201,3 +201,13 @@ def test_a_warehouse_of_text_rows_is_upgraded_without_loss(conn):
         "parse:MISSING COLUMNS": 1,
         "bad_file": 1,  # a.csv's day 5 holds 2 bad rows of 3
     }
+
+
+def test_a_header_naming_a_column_twice_is_rejected_naming_both(tmp_path, conn):
+    """SQL ignores case: `value` and `Value` would be one column, and DuckDB renames the second."""
+    path = _landing(tmp_path) / f"readings_{DAY}.csv"
+    path.write_text(f"sensor_id,timestamp,value,Value\ns-1,{DAY}T00:00:00Z,1,2\n")
+    load = load_raw_partitions(conn, SPEC, path.parent, DAY, DAY)
+    (rejected,) = load.rejected
+    assert rejected.path == str(path) and load.row_count == 0
+    assert "header columns value, Value are the same name (column names ignore case)" in rejected.reason

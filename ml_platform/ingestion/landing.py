@@ -8,8 +8,12 @@ carrying ``parse_error`` and the raw line, so they reach the quarantine instead 
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
 import re
+import zlib
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -84,6 +88,22 @@ def _csv_source(path: Path) -> str:
     )
 
 
+def _csv_header(path: Path) -> list[str] | None:
+    """The header's names as written (DuckDB renames a repeated one), or None if unreadable here."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+            return next(csv.reader([handle.readline(1 << 20)]), [])
+    except (OSError, UnicodeDecodeError, EOFError, csv.Error, zlib.error):
+        return None
+
+
+def _clashing(names: list[str]) -> list[str]:
+    """Names that repeat when case is ignored, as SQL (and so the warehouse) ignores it."""
+    folded = Counter(name.lower() for name in names)
+    return [name for name in names if folded[name.lower()] > 1]
+
+
 def inspect_file(conn: duckdb.DuckDBPyConnection, path: Path) -> FileSchema:
     """The file's kind and column names, from its header (CSV), footer (Parquet) or lines (JSON)."""
     kind = file_kind(path)
@@ -97,6 +117,11 @@ def inspect_file(conn: duckdb.DuckDBPyConnection, path: Path) -> FileSchema:
         if kind == "csv":
             described = conn.sql(f"DESCRIBE SELECT * FROM {_csv_source(path)}").fetchall()
             columns = tuple(row[0] for row in described)
+            if clashing := _clashing(_csv_header(path) or []):
+                raise LandingFileError(
+                    f"{path}: header columns {', '.join(clashing)} are the same name (column names "
+                    "ignore case); rename or drop one of them"
+                )
         elif kind == "parquet":
             described = conn.sql(f"DESCRIBE SELECT * FROM read_parquet({_literal(path)})").fetchall()
             columns = tuple(row[0] for row in described)

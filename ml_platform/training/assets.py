@@ -7,7 +7,7 @@ from dagster_duckdb import DuckDBResource
 from ml_platform.metadata import latest_metadata
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.spec import UseCaseSpec
-from ml_platform.training import registry, steps
+from ml_platform.training import steps
 from ml_platform.training.gate import check_names
 
 
@@ -52,6 +52,8 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         run = steps.RunInfo(context.run.run_id, context.assets_def.code_versions_by_key[key["model"]] or "")
         identity = latest_metadata(context.instance, key["training_set"])
+        from ml_platform.training import registry  # MLflow: imported by the steps that use it
+
         with registry.tracking(platform.settings, f"training {spec.name}"):
             return steps.train_candidate(spec, warehouse, platform.settings, identity, run)
 
@@ -71,6 +73,8 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource
     ) -> dg.MaterializeResult:
         version = str(latest_metadata(context.instance, key["model"])["model_version"])
+        from ml_platform.training import registry  # MLflow: imported by the steps that use it
+
         with registry.tracking(platform.settings, f"evaluating {spec.name} v{version}"):
             return steps.evaluate_candidate(spec, warehouse, platform.settings, version)
 
@@ -86,6 +90,8 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         evaluation = latest_metadata(context.instance, key["model_evaluation"])
         actor = f"dagster run {context.run.run_id}"
         moved = "the champion alias shows whether it moved"  # the alias is set before its history
+        from ml_platform.training import registry  # MLflow: imported by the steps that use it
+
         with registry.tracking(platform.settings, f"promoting a {spec.name} candidate", moved):
             return steps.promote(spec, platform.settings, evaluation, actor=actor)
 
