@@ -71,7 +71,15 @@ def generate() -> None:
 
 generate.add_command(example_commands.generate_sensors)
 generate.add_command(fraud_commands.generate_payments)
-main.add_command(example_commands.scenario)
+
+
+@main.group(help="Stories told on a running platform (`make demo`): data lands, the platform acts.")
+def scenario() -> None:
+    pass
+
+
+scenario.add_command(example_commands.drift_scenario)
+scenario.add_command(fraud_commands.concept_drift_scenario)
 
 
 @main.command(help="Serve every use case's champion with Ray Serve until Ctrl-C.")

@@ -33,8 +33,8 @@ def build_definitions(
         assets += build_label_assets(spec)
         assets += build_feature_assets(spec)
         assets += build_training_assets(spec)
-        assets += build_serving_assets(spec)
-        assets += build_monitoring_assets(spec)
+        assets += build_serving_assets(spec, settings.monitor_cron)
+        assets += build_monitoring_assets(spec, settings.monitor_cron)
         sensors += [
             build_landing_sensor(spec, settings.sensor_interval_s),
             build_retrain_sensor(spec, settings.sensor_interval_s),

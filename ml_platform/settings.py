@@ -35,6 +35,8 @@ class Settings:
     serve_replicas: int = 1
     # How often sensors and declarative automation evaluate (shorter in tests and scenarios).
     sensor_interval_s: int = 30
+    # When the prediction log is ingested and the monitors reading it run (a cron schedule, UTC).
+    monitor_cron: str = "*/10 * * * *"
     # The user's own use cases: comma-separated module paths, .py or .yaml files (see usecases/).
     use_cases: str = ""
     # None: `serving_log/` under the home; else a folder of its own (a volume sized for the log).
@@ -115,6 +117,7 @@ ENV_VARS = {
     "serve_fast": "ML_PLATFORM_SERVE_FAST",
     "serve_replicas": "ML_PLATFORM_SERVE_REPLICAS",
     "sensor_interval_s": "ML_PLATFORM_SENSOR_INTERVAL_S",
+    "monitor_cron": "ML_PLATFORM_MONITOR_CRON",
     "use_cases": "ML_PLATFORM_USE_CASES",
     "prediction_log_dir": "ML_PLATFORM_PREDICTION_LOG_DIR",
 }
@@ -140,6 +143,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         serve_fast=_serve_fast(env.get("ML_PLATFORM_SERVE_FAST", "")),
         serve_replicas=int(env.get("ML_PLATFORM_SERVE_REPLICAS") or "1"),
         sensor_interval_s=int(env.get("ML_PLATFORM_SENSOR_INTERVAL_S") or "30"),
+        monitor_cron=env.get("ML_PLATFORM_MONITOR_CRON") or "*/10 * * * *",
         use_cases=_absolute_entries(env.get("ML_PLATFORM_USE_CASES", "")),
         prediction_log_dir=Path(log_dir).resolve()
         if (log_dir := env.get("ML_PLATFORM_PREDICTION_LOG_DIR"))

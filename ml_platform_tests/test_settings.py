@@ -35,6 +35,7 @@ def unusual(tmp_path, monkeypatch) -> Settings:
         "ML_PLATFORM_SERVE_FAST": "0",
         "ML_PLATFORM_SERVE_REPLICAS": "3",
         "ML_PLATFORM_SENSOR_INTERVAL_S": "7",
+        "ML_PLATFORM_MONITOR_CRON": "*/3 * * * *",
         "ML_PLATFORM_USE_CASES": "ml_platform.usecases.sensor_anomaly_copy_for_settings_test",
         "ML_PLATFORM_PREDICTION_LOG_DIR": str(tmp_path / "prediction-log"),
     }

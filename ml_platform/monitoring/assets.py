@@ -10,10 +10,9 @@ from ml_platform.monitoring import results
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.spec import UseCaseSpec
 
-MONITOR_CRON = "*/10 * * * *"
 
-
-def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
+def build_monitoring_assets(spec: UseCaseSpec, cron: str) -> list[dg.AssetsDefinition]:
+    """``cron``: when the monitors reading the prediction log run (``Settings.monitor_cron``)."""
     key = {
         n: dg.AssetKey([spec.name, n])
         for n in (
@@ -29,7 +28,7 @@ def build_monitoring_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
             "raw_labels",
         )
     }
-    on_cron = on_cron_after_any_update(MONITOR_CRON)
+    on_cron = on_cron_after_any_update(cron)
 
     @dg.asset(
         key=key["drift_report"],

@@ -11,7 +11,8 @@ from ml_platform.serving import records
 from ml_platform.spec import UseCaseSpec
 
 
-def build_serving_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
+def build_serving_assets(spec: UseCaseSpec, cron: str) -> list[dg.AssetsDefinition]:
+    """``cron``: when the prediction log is ingested (``Settings.monitor_cron``)."""
     champion_key = dg.AssetKey([spec.name, "champion"])
     deployment_key = dg.AssetKey([spec.name, "deployment"])
 
@@ -43,7 +44,7 @@ def build_serving_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         group_name=spec.name,
         deps=[deployment_key],
         # Ingested on a schedule; the monitors downstream follow it.
-        automation_condition=dg.AutomationCondition.cron_tick_passed("*/10 * * * *")
+        automation_condition=dg.AutomationCondition.cron_tick_passed(cron)
         & ~dg.AutomationCondition.in_progress(),
         pool=WAREHOUSE_POOL,
         kinds={"duckdb"},

@@ -33,3 +33,25 @@ def generate_payments(cards, days, start, seed, concept_drift_from) -> None:
     landing = settings.landing_dir_for(SPEC.name)
     written = write_payments(landing, config)
     click.echo(f"wrote {len(written)} file(s) to {landing}")
+
+
+@click.command(
+    "concept-drift",
+    help=(
+        "On a running platform (`make demo`): replay the days since the payments history ends, with "
+        "frauds of a new kind, post their chargebacks, and watch the platform retrain."
+    ),
+)
+@click.option("--timeout", default=900, show_default=True, help="Seconds to wait for each step.")
+def concept_drift_scenario(timeout: int) -> None:
+    from ml_platform.usecases.card_fraud.scenario import run_concept_drift_scenario
+    from ml_platform.usecases.scenarios import ScenarioError
+
+    try:
+        result = run_concept_drift_scenario(load_settings(), timeout_s=timeout, log=click.echo)
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from None
+    if result.failed_requests:
+        raise click.ClickException(
+            f"{len(result.failed_requests)} request(s) failed: {result.failed_requests[:3]}"
+        )

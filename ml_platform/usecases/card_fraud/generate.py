@@ -10,7 +10,8 @@ label changes, which data drift alone does not see.
 Like the sensor example, every day comes from its own random stream (seed, days since the data
 set's anchor), so the same seed gives the same payments whatever the calendar. Payments land as
 one CSV per day; chargebacks (``card_id, at, fraud`` with ``fraud = 1``, frauds only) land as one
-labels file covering the days whose frauds are known: all but the newest ``label_delay_days``.
+labels file covering the days whose frauds are known by now: a day's chargebacks have all arrived
+once ``label_delay_days`` have passed since its end (so a history that ended long ago has them all).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def generate_day(day: dt.date, config: PaymentsConfig) -> pd.DataFrame:
     return frame.drop_duplicates(["card_id", "at"]).sort_values(["at", "card_id"]).reset_index(drop=True)
 
 
-def _labelled_days(labels_dir: Path) -> set[dt.date]:
+def labelled_days(labels_dir: Path) -> set[dt.date]:
     """Days a chargebacks file already covers (``chargebacks_<first>_<last>.csv``)."""
     covered: set[dt.date] = set()
     for path in labels_dir.glob("chargebacks_*_*.csv"):
@@ -123,7 +124,7 @@ def _labelled_days(labels_dir: Path) -> set[dt.date]:
 
 def write_payments(landing_dir: Path, config: PaymentsConfig) -> list[Path]:
     """One CSV of payments per day not landed yet, and one chargebacks file covering every day
-    whose frauds are known by now (all but the newest ``label_delay_days``) and not covered yet;
+    whose frauds are known by now (``label_delay_days`` after the day's end) and not covered yet;
     returns the new paths. Later calls continue the same data set (the anchor is recorded)."""
     labels_dir = landing_dir / "labels"
     labels_dir.mkdir(parents=True, exist_ok=True)
@@ -138,11 +139,12 @@ def write_payments(landing_dir: Path, config: PaymentsConfig) -> list[Path]:
             write_csv_atomically(generate_day(day, config).drop(columns="fraud"), path)
             written.append(path)
     newest = config.start_date() + dt.timedelta(days=config.days - 1)
-    known_until = newest - dt.timedelta(days=config.label_delay_days)
+    today = dt.datetime.now(dt.UTC).date()
+    known_until = min(newest, today - dt.timedelta(days=config.label_delay_days + 1))
     landed = sorted(
         dt.date.fromisoformat(p.stem.removeprefix("payments_")) for p in landing_dir.glob("payments_*.csv")
     )
-    due = [d for d in landed if d <= known_until and d not in _labelled_days(labels_dir)]
+    due = [d for d in landed if d <= known_until and d not in labelled_days(labels_dir)]
     if due:
         frauds = [generate_day(d, config).query("fraud == 1")[["card_id", "at", "fraud"]] for d in due]
         path = labels_dir / f"chargebacks_{due[0].isoformat()}_{due[-1].isoformat()}.csv"

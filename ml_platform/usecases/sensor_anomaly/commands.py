@@ -38,12 +38,13 @@ def generate_sensors(sensors, days, start, interval_minutes, seed, drift_from, d
 
 
 @click.command(
-    help="Run a story on a running platform (`make demo`): `drift` lands drifted data and watches."
+    "drift",
+    help="On a running platform (`make demo`): land drifted readings and watch the platform retrain.",
 )
-@click.argument("name", type=click.Choice(["drift"]))
 @click.option("--timeout", default=900, show_default=True, help="Seconds to wait for each step.")
-def scenario(name: str, timeout: int) -> None:
-    from ml_platform.usecases.sensor_anomaly.scenario import ScenarioError, run_drift_scenario
+def drift_scenario(timeout: int) -> None:
+    from ml_platform.usecases.scenarios import ScenarioError
+    from ml_platform.usecases.sensor_anomaly.scenario import run_drift_scenario
 
     try:
         result = run_drift_scenario(load_settings(), timeout_s=timeout, log=click.echo)
