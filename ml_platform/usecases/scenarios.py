@@ -171,3 +171,57 @@ def retrain_and_promotion(
     else:
         step(f"the gate kept v{champion}")
     return after.version
+
+
+def serving_champion(settings: Settings, use_case: str) -> tuple[str, list[str]]:
+    """The use case's champion version and the versions serving answers with; a ScenarioError
+    saying what to start when either is missing."""
+    from ml_platform.training import registry
+
+    champion = registry.alias_ref(settings, use_case, registry.CHAMPION)
+    if champion is None:
+        raise ScenarioError(f"no {use_case} champion yet: start the platform with `make demo` first")
+    try:
+        served = httpx.get(f"{settings.serve_url}/v2/models/{use_case}", timeout=5).json()["versions"]
+    except (httpx.HTTPError, KeyError, ValueError):
+        raise ScenarioError(
+            f"serving does not answer at {settings.serve_url}: start `make demo` first"
+        ) from None
+    return champion.version, served
+
+
+def finish(
+    step: Story, traffic: Traffic, champion: str, after: str, trigger: dict, retrains: int
+) -> ScenarioResult:
+    """The story's outcome, also told as its last step."""
+    result = ScenarioResult(
+        champion_before=champion,
+        champion_after=after,
+        trigger=trigger,
+        retrain_runs=retrains,
+        requests=sum(traffic.outcomes.values()),
+        failed_requests=traffic.failures,
+        versions_served={v for (_, v) in traffic.outcomes if v},
+        steps=step.steps,
+    )
+    step(
+        f"{result.requests} requests, {len(result.failed_requests)} failed, versions served "
+        f"{sorted(result.versions_served)}, {result.retrain_runs} retrain run(s)"
+    )
+    return result
+
+
+def run_from_command(run: Callable[..., ScenarioResult], timeout_s: float) -> None:
+    """A scenario as a command: its steps printed, a ScenarioError or a failed request an error."""
+    import click
+
+    from ml_platform.settings import load_settings
+
+    try:
+        result = run(load_settings(), timeout_s=timeout_s, log=click.echo)
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from None
+    if result.failed_requests:
+        raise click.ClickException(
+            f"{len(result.failed_requests)} request(s) failed: {result.failed_requests[:3]}"
+        )

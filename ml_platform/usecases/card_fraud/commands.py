@@ -45,13 +45,6 @@ def generate_payments(cards, days, start, seed, concept_drift_from) -> None:
 @click.option("--timeout", default=900, show_default=True, help="Seconds to wait for each step.")
 def concept_drift_scenario(timeout: int) -> None:
     from ml_platform.usecases.card_fraud.scenario import run_concept_drift_scenario
-    from ml_platform.usecases.scenarios import ScenarioError
+    from ml_platform.usecases.scenarios import run_from_command
 
-    try:
-        result = run_concept_drift_scenario(load_settings(), timeout_s=timeout, log=click.echo)
-    except ScenarioError as exc:
-        raise click.ClickException(str(exc)) from None
-    if result.failed_requests:
-        raise click.ClickException(
-            f"{len(result.failed_requests)} request(s) failed: {result.failed_requests[:3]}"
-        )
+    run_from_command(run_concept_drift_scenario, timeout)

@@ -37,9 +37,11 @@ from ml_platform.usecases.scenarios import (
     Story,
     Traffic,
     auth_headers,
+    finish,
     latest,
     retrain_and_promotion,
     retrain_runs,
+    serving_champion,
     wait,
 )
 from ml_platform.usecases.synthetic import landed_anchor, write_csv_atomically
@@ -77,19 +79,9 @@ def _post(client: httpx.Client, url: str, body: dict, what: str, ok: int) -> htt
 def run_concept_drift_scenario(
     settings: Settings, timeout_s: float = 900, log: Callable[[str], None] = print
 ) -> ScenarioResult:
-    from ml_platform.training import registry
-
     step = Story(log)
-    champion = registry.alias_ref(settings, USE_CASE, registry.CHAMPION)
-    if champion is None:
-        raise ScenarioError("no card_fraud champion yet: start the platform with `make demo` first")
+    champion, served = serving_champion(settings, USE_CASE)
     predict_url = f"{settings.serve_url}/v1/models/{USE_CASE}/predict"
-    try:
-        served = httpx.get(f"{settings.serve_url}/v2/models/{USE_CASE}", timeout=5).json()["versions"]
-    except (httpx.HTTPError, KeyError, ValueError):
-        raise ScenarioError(
-            f"serving does not answer at {settings.serve_url}: start `make demo` first"
-        ) from None
     landing = settings.landing_dir_for(USE_CASE)
     history, cards = landed_history(landing)
     today = dt.datetime.now(dt.UTC).date()
@@ -105,7 +97,7 @@ def run_concept_drift_scenario(
     config = PaymentsConfig(cards=cards, anchor=landed_anchor(landing), concept_drift_from=replay[0])
     lateness = SPEC.monitoring.label_lateness
     headers = auth_headers(settings)
-    step(f"champion v{champion.version} is serving ({served}); starting traffic")
+    step(f"champion v{champion} is serving ({served}); starting traffic")
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         started = time.time()
         retrains_before = len(retrain_runs(instance, USE_CASE))
@@ -180,22 +172,8 @@ def run_concept_drift_scenario(
                 + f" on {live['rows']:.0f} labelled payments"
             )
             after = retrain_and_promotion(
-                instance, settings, USE_CASE, champion.version, retrains_before, traffic, step, timeout_s
+                instance, settings, USE_CASE, champion, retrains_before, traffic, step, timeout_s
             )
             time.sleep(3)
         retrains = len(retrain_runs(instance, USE_CASE)) - retrains_before
-    result = ScenarioResult(
-        champion_before=champion.version,
-        champion_after=after,
-        trigger=live,
-        retrain_runs=retrains,
-        requests=sum(traffic.outcomes.values()),
-        failed_requests=traffic.failures,
-        versions_served={v for (_, v) in traffic.outcomes if v},
-        steps=step.steps,
-    )
-    step(
-        f"{result.requests} requests, {len(result.failed_requests)} failed, versions served "
-        f"{sorted(result.versions_served)}, {result.retrain_runs} retrain run(s)"
-    )
-    return result
+    return finish(step, traffic, champion, after, live, retrains)

@@ -43,14 +43,7 @@ def generate_sensors(sensors, days, start, interval_minutes, seed, drift_from, d
 )
 @click.option("--timeout", default=900, show_default=True, help="Seconds to wait for each step.")
 def drift_scenario(timeout: int) -> None:
-    from ml_platform.usecases.scenarios import ScenarioError
+    from ml_platform.usecases.scenarios import run_from_command
     from ml_platform.usecases.sensor_anomaly.scenario import run_drift_scenario
 
-    try:
-        result = run_drift_scenario(load_settings(), timeout_s=timeout, log=click.echo)
-    except ScenarioError as exc:
-        raise click.ClickException(str(exc)) from None
-    if result.failed_requests:
-        raise click.ClickException(
-            f"{len(result.failed_requests)} request(s) failed: {result.failed_requests[:3]}"
-        )
+    run_from_command(run_drift_scenario, timeout)
