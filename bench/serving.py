@@ -263,6 +263,7 @@ def run_ours(server: Server, model: Model, cpus: set[int]) -> Iterator[tuple[str
 
     port = free_port()
     os.environ["ML_PLATFORM_SERVE_PORT"] = str(port)
+    os.environ["ML_PLATFORM_GRPC_PORT"] = str(free_port())
     os.environ["ML_PLATFORM_SERVE_FAST"] = "1" if server.fast else "0"  # read by the Ray head at start
     os.environ["ML_PLATFORM_SERVE_REPLICAS"] = str(server.replicas)
     if server.fast:

@@ -117,7 +117,8 @@ def serve(detach: bool) -> None:
         # skipping the cleanup below): take them back.
         stop_on_signals()
         served = ", ".join(f"{name} v{ref.version}" for name, ref in models.items()) or "no champion yet"
-        click.echo(f"serving on {settings.serve_url} ({served})", err=False)
+        grpc = f" and gRPC {settings.grpc_address}" if settings.grpc_port else ""
+        click.echo(f"serving on {settings.serve_url}{grpc} ({served})", err=False)
         sys.stdout.flush()
         if not detach:
             while not stop.wait(1):

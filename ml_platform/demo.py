@@ -327,7 +327,7 @@ def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 50
 ml_platform is up:
   Dagster UI   http://127.0.0.1:{dagster_port}   (lineage: Assets > {", ".join(names)})
   MLflow UI    http://127.0.0.1:{mlflow_port}
-  Serving      {settings.serve_url}
+  Serving      {settings.serve_url}{f"   (gRPC v2: {settings.grpc_address})" if settings.grpc_port else ""}
 
 Try:
 {newline.join(tries)}

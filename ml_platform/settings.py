@@ -33,6 +33,8 @@ class Settings:
     # the throughput of Ray's Python proxy. On wherever HAProxy is installed (make installs it).
     serve_fast: bool = False
     serve_replicas: int = 1
+    # Open Inference Protocol v2 over gRPC (Triton's default port); 0 serves HTTP only.
+    grpc_port: int = 8001
     # How often sensors and declarative automation evaluate (shorter in tests and scenarios).
     sensor_interval_s: int = 30
     # When the prediction log is ingested and the monitors reading it run (a cron schedule, UTC).
@@ -79,6 +81,12 @@ class Settings:
     def serve_url(self) -> str:
         return f"http://{self.serve_host}:{self.serve_port}"
 
+    @property
+    def grpc_address(self) -> str:
+        """Where the v2 gRPC service listens (``host:port``, an IPv6 host in brackets)."""
+        host = f"[{self.serve_host}]" if ":" in self.serve_host else self.serve_host
+        return f"{host}:{self.grpc_port}"
+
     def landing_dir_for(self, use_case: str) -> Path:
         return self.landing_dir / use_case
 
@@ -116,6 +124,7 @@ ENV_VARS = {
     "mqtt_url": "ML_PLATFORM_MQTT_URL",
     "serve_fast": "ML_PLATFORM_SERVE_FAST",
     "serve_replicas": "ML_PLATFORM_SERVE_REPLICAS",
+    "grpc_port": "ML_PLATFORM_GRPC_PORT",
     "sensor_interval_s": "ML_PLATFORM_SENSOR_INTERVAL_S",
     "monitor_cron": "ML_PLATFORM_MONITOR_CRON",
     "use_cases": "ML_PLATFORM_USE_CASES",
@@ -142,6 +151,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mqtt_url=env.get("ML_PLATFORM_MQTT_URL") or "mqtt://127.0.0.1:1883",
         serve_fast=_serve_fast(env.get("ML_PLATFORM_SERVE_FAST", "")),
         serve_replicas=int(env.get("ML_PLATFORM_SERVE_REPLICAS") or "1"),
+        grpc_port=int(env.get("ML_PLATFORM_GRPC_PORT") or "8001"),
         sensor_interval_s=int(env.get("ML_PLATFORM_SENSOR_INTERVAL_S") or "30"),
         monitor_cron=env.get("ML_PLATFORM_MONITOR_CRON") or "*/10 * * * *",
         use_cases=_absolute_entries(env.get("ML_PLATFORM_USE_CASES", "")),

@@ -99,6 +99,7 @@ def ray_cluster(tmp_path_factory) -> Iterator[str]:
     """One local Ray head for the whole session; every home's settings point at it."""
     run_home = tmp_path_factory.mktemp("ray-home")
     os.environ["ML_PLATFORM_SERVE_PORT"] = str(free_port())
+    os.environ["ML_PLATFORM_GRPC_PORT"] = str(free_port())
     os.environ["ML_PLATFORM_HOME"] = str(run_home)
     settings = load_settings()
     process = start_local_cluster(settings)

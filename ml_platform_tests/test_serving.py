@@ -121,6 +121,104 @@ def test_open_inference_protocol_v2_with_tritons_client(platform):
     assert short.status_code == 400 and "declares 9 bytes but only 7 remain" in short.json()["error"]
 
 
+def grpc_client(platform):
+    import tritonclient.grpc as triton_grpc
+
+    return triton_grpc.InferenceServerClient(platform.settings.grpc_address)
+
+
+def grpc_status(call) -> str:
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException) as refused:
+        call()
+    return f"{refused.value.status()} {refused.value.message()}"
+
+
+def test_open_inference_protocol_v2_over_grpc_with_tritons_client(platform):
+    import grpc
+    import tritonclient.grpc as triton_grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    client = grpc_client(platform)
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(USE_CASE)
+    metadata = client.get_model_metadata(USE_CASE, as_json=True)
+    assert metadata["versions"] == [champion_version(platform)]
+    assert [i["name"] for i in metadata["inputs"]] == NAMES
+    outputs = [o.name for o in task_of(SPEC).outputs]
+
+    # The client's defaults: raw tensor contents in and out.
+    by_entity = triton_grpc.InferInput(SPEC.entity, [2], "BYTES")
+    by_entity.set_data_from_numpy(np.array([b"s-1", b"s-2"], dtype=object))
+    result = client.infer(USE_CASE, [by_entity], request_id="grpc-1")
+    answer = result.get_response(as_json=True)
+    assert answer["model_version"] == champion_version(platform) and answer["id"] == "grpc-1"
+    expected = httpx.post(
+        url(platform, f"/v1/models/{USE_CASE}/predict"),
+        json={"instances": [{SPEC.entity: "s-1"}, {SPEC.entity: "s-2"}]},
+        timeout=30,
+    ).json()["predictions"]
+    for name in outputs:
+        np.testing.assert_allclose(result.as_numpy(name), [p[name] for p in expected])
+    ids = [i.decode() for i in result.as_numpy("prediction_id")]
+    assert len(set(ids)) == 2 and all(len(i) == 32 for i in ids)
+
+    rows = feature_rows(platform, 2)
+    tensors = []
+    for name in NAMES:
+        tensor = triton_grpc.InferInput(name, [2], "FP64")
+        tensor.set_data_from_numpy(np.array([r[name] for r in rows], dtype=np.float64))
+        tensors.append(tensor)
+    asked = [triton_grpc.InferRequestedOutput(outputs[0])]
+    by_features = client.infer(USE_CASE, tensors, outputs=asked)
+    expected = httpx.post(
+        url(platform, f"/v1/models/{USE_CASE}/predict"), json={"instances": rows}, timeout=30
+    ).json()["predictions"]
+    np.testing.assert_allclose(by_features.as_numpy(outputs[0]), [p[outputs[0]] for p in expected])
+    assert by_features.as_numpy("prediction_id") is None  # only what was asked for
+
+    # Typed contents (what KServe's clients may send instead of raw bytes) score alike.
+    request = service_pb2.ModelInferRequest(model_name=USE_CASE)
+    for name in NAMES:
+        tensor = request.inputs.add(name=name, datatype="FP64", shape=[2])
+        tensor.contents.fp64_contents.extend(r[name] for r in rows)
+    with grpc.insecure_channel(platform.settings.grpc_address) as channel:
+        typed = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    index = [o.name for o in typed.outputs].index(outputs[0])
+    np.testing.assert_allclose(
+        np.frombuffer(typed.raw_output_contents[index], dtype="<f8"), [p[outputs[0]] for p in expected]
+    )
+
+    # Every answer is in the prediction log under its own route and counted in /metrics.
+    deadline = time.monotonic() + 15
+    while True:
+        logged = {
+            r["prediction_id"]: r
+            for r in read_prediction_log(platform.settings.serving_log_dir, USE_CASE)
+            if r["route"] == "grpc_infer"
+        }
+        if set(ids) <= set(logged) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert set(ids) <= set(logged)
+    assert logged[ids[0]]["model_version"] == champion_version(platform)
+    assert 'route="grpc_infer",status="200"' in httpx.get(url(platform, "/metrics"), timeout=30).text
+
+    # Bad requests are refused with the status and message HTTP gives them.
+    assert grpc_status(lambda: client.infer("no_such_model", [by_entity])).startswith(
+        "StatusCode.NOT_FOUND unknown model 'no_such_model'"
+    )
+    wrong = triton_grpc.InferInput("nonsense", [1], "FP64")
+    wrong.set_data_from_numpy(np.array([1.0]))
+    refused = grpc_status(lambda: client.infer(USE_CASE, [wrong]))
+    assert refused.startswith("StatusCode.INVALID_ARGUMENT") and "nonsense" in refused
+    unknown = triton_grpc.InferInput(SPEC.entity, [1], "BYTES")
+    unknown.set_data_from_numpy(np.array([b"no-such-entity"], dtype=object))
+    refused = grpc_status(lambda: client.infer(USE_CASE, [unknown]))
+    assert refused.startswith("StatusCode.NOT_FOUND") and "no-such-entity" in refused
+    assert grpc_status(lambda: client.is_model_ready("no_such_model")).startswith("StatusCode.NOT_FOUND")
+
+
 def test_mlflow_scoring_formats_agree(platform):
     rows = feature_rows(platform, 3)
     bodies = {
@@ -520,6 +618,16 @@ def test_bearer_token_guards_prediction_routes(platform, monkeypatch):
         )
         assert allowed.status_code == 200
         assert httpx.get(url(platform, "/v2/health/live"), timeout=30).status_code == 200
+        # gRPC: the token as the call's `authorization` metadata.
+        import tritonclient.grpc as triton_grpc
+
+        by_entity = triton_grpc.InferInput(SPEC.entity, [1], "BYTES")
+        by_entity.set_data_from_numpy(np.array([b"s-1"], dtype=object))
+        client = grpc_client(platform)
+        refused = grpc_status(lambda: client.infer(USE_CASE, [by_entity]))
+        assert refused.startswith("StatusCode.UNAUTHENTICATED") and "bearer token" in refused
+        token = {"authorization": "Bearer s3cret-for-test"}
+        assert client.infer(USE_CASE, [by_entity], headers=token).as_numpy("prediction_id").shape == (1,)
     finally:
         monkeypatch.delenv("ML_PLATFORM_API_TOKEN")
         deploy(load_settings())
@@ -801,6 +909,9 @@ def test_nothing_the_suite_started_listens_beyond_loopback(platform):
     # every interface; our wrapper rewrites them).
     haproxy = [f"{x.host}:{x.port}" for x in found if x.name == "haproxy"]
     assert f"127.0.0.1:{platform.settings.serve_port}" in haproxy and len(haproxy) >= 3
+    # The v2 gRPC service: our own server, on the serving host (Ray Serve's proxy would bind [::]).
+    grpc_listeners = [x for x in found if x.port == platform.settings.grpc_port]
+    assert len(grpc_listeners) == 1 and grpc_listeners[0].loopback, grpc_listeners
     assert [str(x) for x in found if not x.loopback] == []
 
 
@@ -832,7 +943,11 @@ def test_serve_killed_resumes_with_its_champion_and_canary_and_ctrl_c_stops_ever
     from ml_platform.serving.cluster import free_port
 
     port = free_port()
-    env = {**child_env(platform.settings), "ML_PLATFORM_SERVE_PORT": str(port)}
+    env = {
+        **child_env(platform.settings),
+        "ML_PLATFORM_SERVE_PORT": str(port),
+        "ML_PLATFORM_GRPC_PORT": str(free_port()),
+    }
     env.pop("RAY_ADDRESS", None)  # its own local Ray head, as a user's `ml-platform serve`
     predict = f"http://127.0.0.1:{port}/v1/models/{USE_CASE}/predict"
     challenger = _second_version(platform)

@@ -34,6 +34,7 @@ def unusual(tmp_path, monkeypatch) -> Settings:
         "ML_PLATFORM_MQTT_URL": "mqtt://127.0.0.1:1999",
         "ML_PLATFORM_SERVE_FAST": "0",
         "ML_PLATFORM_SERVE_REPLICAS": "3",
+        "ML_PLATFORM_GRPC_PORT": "18124",
         "ML_PLATFORM_SENSOR_INTERVAL_S": "7",
         "ML_PLATFORM_MONITOR_CRON": "*/3 * * * *",
         "ML_PLATFORM_USE_CASES": "ml_platform.usecases.sensor_anomaly_copy_for_settings_test",

@@ -273,8 +273,11 @@ class ModelServer:
     # --- request handling ---------------------------------------------------------------
 
     def _authorize(self, request: Request) -> None:
+        self._check_token(request.headers.get("authorization"))
+
+    def _check_token(self, authorization: str | None) -> None:
         token = self.settings.api_token
-        if token and request.headers.get("authorization") != f"Bearer {token}":
+        if token and authorization != f"Bearer {token}":
             raise RequestError(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
 
     async def _json(self, request: Request, csv: bool = False) -> Any:
@@ -433,7 +436,7 @@ class ModelServer:
             self.log_failures.labels(use_case, "shadow").inc(len(outputs))
 
     async def _answer(
-        self, model: str, route: str, request: Request, parse, shape, csv: bool = False, read=None
+        self, model: str, route: str, request: Request | None, parse, shape, csv: bool = False, read=None
     ) -> Response:
         start = time.perf_counter()
         version = "none"
@@ -467,14 +470,19 @@ class ModelServer:
 
         return await self._answer(model, "predict", request, parse, shape)
 
-    @api.post("/v2/models/{model}/infer", openapi_extra=_json_body())
-    async def infer(self, model: str, request: Request) -> Response:
+    def _v2_handlers(self, model: str):
+        """How a v2 request to ``model`` is read into rows and its outputs shaped into an answer
+        (binary outputs when the request asks for them): one pair for HTTP and gRPC."""
         request_id: list[Any] = []
+        choice: list[tuple[list[str], set[str]]] = []
 
         def parse(signature, payload):
             if isinstance(payload, dict) and "id" in payload:
                 request_id.append(payload["id"])
-            return v2_rows(signature, payload)
+            rows = v2_rows(signature, payload)
+            outputs = [o.name for o in (*task_of(self.use_cases[model]).outputs, PREDICTION_ID)]
+            choice.append(requested_outputs(payload, outputs))
+            return rows
 
         def shape(name, served, role, outputs):
             n = len(outputs)
@@ -504,15 +512,24 @@ class ModelServer:
                 headers={"Inference-Header-Content-Length": str(header_length)},
             )
 
-        choice: list[tuple[list[str], set[str]]] = []
+        return parse, shape
 
-        def parse_and_choose(signature, payload):
-            rows = parse(signature, payload)
-            outputs = [o.name for o in (*task_of(self.use_cases[model]).outputs, PREDICTION_ID)]
-            choice.append(requested_outputs(payload, outputs))
-            return rows
+    @api.post("/v2/models/{model}/infer", openapi_extra=_json_body())
+    async def infer(self, model: str, request: Request) -> Response:
+        parse, shape = self._v2_handlers(model)
+        return await self._answer(model, "v2_infer", request, parse, shape, read=self._v2_body)
 
-        return await self._answer(model, "v2_infer", request, parse_and_choose, shape, read=self._v2_body)
+    async def grpc_infer(self, model: str, payload: dict, authorization: str | None) -> tuple[int, dict]:
+        """A v2 request that came over gRPC (``serving/grpc_v2.py``), as its JSON form: the status and
+        JSON answer, scored, logged and counted like ``/v2/models/{model}/infer``."""
+
+        async def read(_: None) -> dict:
+            self._check_token(authorization)
+            return payload
+
+        parse, shape = self._v2_handlers(model)
+        response = await self._answer(model, "grpc_infer", None, parse, shape, read=read)
+        return response.status_code, json.loads(response.body)
 
     async def _v2_body(self, request: Request) -> Any:
         """A v2 request in JSON, or in the binary tensor extension (decoded to its JSON form)."""
@@ -616,26 +633,33 @@ class ModelServer:
     async def live(self) -> dict[str, bool]:
         return {"live": True}
 
+    def v2_ready(self) -> bool:
+        return any(r.champion for r in self.routing.values())
+
     @api.get("/v2/health/ready")
     async def ready(self) -> JSONResponse:
-        ready = any(r.champion for r in self.routing.values())
+        ready = self.v2_ready()
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     @api.get("/v2")
     async def server_metadata(self) -> dict[str, Any]:
-        return {"name": "ml_platform", "version": api.version, "extensions": []}
+        return {"name": "ml_platform", "version": api.version, "extensions": ["binary_tensor_data"]}
+
+    def v2_model_ready(self, model: str) -> tuple[int, dict[str, Any]]:
+        if model not in self.use_cases:
+            return 404, {"error": f"unknown model {model!r}; served: {sorted(self.use_cases)}"}
+        ready = self.routing[model].champion is not None
+        return (200 if ready else 503), {"name": model, "ready": ready}
 
     @api.get("/v2/models/{model}/ready")
     async def model_ready(self, model: str) -> JSONResponse:
-        if model not in self.use_cases:
-            return _error(404, f"unknown model {model!r}; served: {sorted(self.use_cases)}")
-        ready = self.routing[model].champion is not None
-        return JSONResponse({"name": model, "ready": ready}, status_code=200 if ready else 503)
+        status, body = self.v2_model_ready(model)
+        return JSONResponse(body, status_code=status)
 
-    @api.get("/v2/models/{model}")
-    async def metadata(self, model: str) -> JSONResponse:
+    def v2_metadata(self, model: str) -> tuple[int, dict[str, Any]]:
+        """The model's v2 metadata, 503 while no champion is served (the body says why)."""
         if model not in self.use_cases:
-            return _error(404, f"unknown model {model!r}; served: {sorted(self.use_cases)}")
+            return 404, {"error": f"unknown model {model!r}; served: {sorted(self.use_cases)}"}
         routing = self.routing[model]
         signature = self.signatures[model]
         body = {
@@ -654,7 +678,12 @@ class ModelServer:
                 **({"load_error": self.load_errors[model]} if model in self.load_errors else {}),
             },
         }
-        return JSONResponse(body, status_code=200 if routing.champion else 503)
+        return (200 if routing.champion else 503), body
+
+    @api.get("/v2/models/{model}")
+    async def metadata(self, model: str) -> JSONResponse:
+        status, body = self.v2_metadata(model)
+        return JSONResponse(body, status_code=status)
 
     @api.get("/metrics")
     async def prometheus(self) -> Response:

@@ -6,9 +6,12 @@ import time
 
 import httpx
 from ray import serve
+from ray.serve.schema import ApplicationStatus
 
 from ml_platform.serving.app import build_app
 from ml_platform.serving.cluster import connect, metrics_dir
+from ml_platform.serving.grpc_v2 import APP_NAME as GRPC_APP_NAME
+from ml_platform.serving.grpc_v2 import build_grpc_app, env_fingerprint
 from ml_platform.settings import Settings, settings_env
 from ml_platform.training.registry import CHAMPION, ModelRef, alias_ref
 from ml_platform.usecases import use_cases
@@ -45,10 +48,33 @@ def deploy(settings: Settings) -> dict[str, ModelRef]:
     serve.start(
         http_options={"host": settings.serve_host, "port": settings.serve_port, "request_timeout_s": 30}
     )
-    serve.run(
-        build_app(models, replica_env(settings), settings.serve_replicas), name=APP_NAME, route_prefix="/"
-    )
+    env = replica_env(settings)
+    serve.run(build_app(models, env, settings.serve_replicas), name=APP_NAME, route_prefix="/")
+    if settings.grpc_port:
+        deploy_grpc(env)
     return models
+
+
+def deploy_grpc(env: dict[str, str]) -> None:
+    """The gRPC service beside the HTTP app. It forwards to whatever the HTTP app serves, so a
+    redeploy of the models leaves it (and its clients' connections) alone unless the settings
+    changed. A port it cannot take fails here, naming it, and the app is removed (the HTTP routes
+    keep serving)."""
+    running = serve.status().applications.get(GRPC_APP_NAME)
+    if running is not None and running.status == ApplicationStatus.RUNNING:
+        deployed = serve.get_app_handle(GRPC_APP_NAME).fingerprint.remote().result(timeout_s=30)
+        if deployed == env_fingerprint(env):
+            return
+    try:
+        serve.run(build_grpc_app(APP_NAME, env), name=GRPC_APP_NAME, route_prefix=None)
+    except Exception as exc:
+        # Serve's exception says only that the deployment failed; its status holds the replica's error.
+        status = serve.status().applications.get(GRPC_APP_NAME)
+        messages = [d.message for d in status.deployments.values()] if status else []
+        lines = [line.strip() for text in (*messages, str(exc)) for line in text.splitlines()]
+        reason = next((line for line in lines if "ML_PLATFORM_GRPC_PORT" in line), str(exc))
+        serve.delete(GRPC_APP_NAME)
+        raise RuntimeError(f"the gRPC service did not start: {reason}") from None
 
 
 def wait_until_serving(settings: Settings, use_case: str, version: str, timeout_s: float = 60) -> dict:

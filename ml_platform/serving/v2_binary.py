@@ -66,7 +66,7 @@ def _decode_bytes(chunk: bytes, name: str) -> list[str]:
     return values
 
 
-def _decode(chunk: bytes, datatype: str, name: str) -> list[Any]:
+def decode_tensor(chunk: bytes, datatype: str, name: str) -> list[Any]:
     if datatype == "BYTES":
         return _decode_bytes(chunk, name)
     dtype = NUMPY_TYPES.get(datatype)
@@ -108,7 +108,7 @@ def decode_request(body: bytes, header_length: str) -> dict[str, Any]:
             raise RequestError(
                 400, f"input '{name}' declares {size} bytes but only {len(body) - offset} remain in the body"
             )
-        values = _decode(body[offset : offset + size], str(tensor.get("datatype")), name)
+        values = decode_tensor(body[offset : offset + size], str(tensor.get("datatype")), name)
         shape = tensor.get("shape")
         sized = isinstance(shape, list) and all(isinstance(d, int) for d in shape)
         if sized and math.prod(shape) != len(values):
@@ -138,7 +138,7 @@ def requested_outputs(payload: Any, available: list[str]) -> tuple[list[str], se
     return [o["name"] for o in asked], binary
 
 
-def _encode(values: list[Any], datatype: str) -> bytes:
+def encode_tensor(values: list[Any], datatype: str) -> bytes:
     if datatype == "BYTES":
         parts = []
         for value in values:
@@ -157,7 +157,7 @@ def encode_response(body: dict[str, Any], binary: set[str]) -> tuple[bytes, int 
     outputs = []
     for output in body["outputs"]:
         if output["name"] in binary:
-            raw = _encode(output["data"], output["datatype"])
+            raw = encode_tensor(output["data"], output["datatype"])
             tails.append(raw)
             output = {k: v for k, v in output.items() if k != "data"}
             output["parameters"] = {**output.get("parameters", {}), "binary_data_size": len(raw)}
