@@ -136,7 +136,9 @@ class ModelSpec:
     fit and split in time."""
 
     algorithm: str  # an estimator of the task: "isolation_forest", "logistic_regression", ...
-    task: str = "anomaly_detection"  # | "binary_classification" | "regression"
+    task: str = "anomaly_detection"  # | "binary_classification" | "multiclass_classification" | "regression"
+    # Multiclass classification: the classes, in the order the outputs list them.
+    classes: tuple[str, ...] = ()
     params: dict[str, object] = field(default_factory=dict)
     # Candidate values per parameter; the search tries at most `trials` combinations (seeded),
     # always including `params` itself, each fit on the train window and scored on validation.

@@ -298,6 +298,17 @@ def _task_problems(spec: UseCaseSpec, task: Task) -> list[str]:
             f"model.algorithm: {model.algorithm!r} is not an estimator of {task.name} "
             f"(one of {', '.join(task.estimators)})"
         )
+    if task.name == "multiclass_classification":
+        classes = model.classes
+        if len(set(classes)) < 2 or len(set(classes)) != len(classes):
+            found.append(f"model.classes: {list(classes)} must name at least two classes, each once")
+        found += [
+            f"model.classes[{i}]: {c!r} must be lower case letters, digits and _ (it names an output)"
+            for i, c in enumerate(classes)
+            if not NAME.match(str(c))
+        ]
+    elif model.classes:
+        found.append(f"model.classes: only a multiclass_classification names classes, not {task.name}")
     names = task.metric_names
     selection = model.selection_metric
     if selection is not None and (selection not in names or not task.metric(selection).comparable):

@@ -30,6 +30,8 @@ from ml_platform.tasks.classification import calibration, choose_threshold
 from ml_platform.usecases import get_use_case
 
 CLASSIFIER, REGRESSION = TASKS["binary_classification"], TASKS["regression"]
+MULTICLASS = TASKS["multiclass_classification"]
+CLASSES = ("healthy", "bearing", "electrical")
 SENSORS = get_use_case("sensor_anomaly")
 
 
@@ -65,6 +67,83 @@ def test_regression_metrics_equal_scikit_learn_plain_and_weighted():
         mean_absolute_error(labels, predictions, sample_weight=weights)
     )
     assert weighted["r2"][0] == pytest.approx(r2_score(labels, predictions, sample_weight=weights))
+
+
+def test_multiclass_metrics_equal_scikit_learn_plain_and_in_every_resample():
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    task = MULTICLASS.for_spec(as_task("multiclass_classification", "random_forest", classes=CLASSES))
+    rng = np.random.default_rng(6)
+    labels = rng.choice(CLASSES, size=2000, p=[0.7, 0.2, 0.1]).astype(object)
+    truth = np.stack([labels == c for c in CLASSES], axis=1)
+    probabilities = rng.dirichlet(np.ones(3), 2000) + 1.5 * truth * rng.random((2000, 1))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    decided = task.decisions(None, probabilities)
+    # scikit-learn reads probability columns in the classes' sorted order.
+    order, ordered = np.argsort(CLASSES), sorted(CLASSES)
+    found = task.evaluate(probabilities, decided, labels, None)
+    assert found["accuracy"] == pytest.approx(accuracy_score(labels, decided))
+    assert found["macro_f1"] == pytest.approx(f1_score(labels, decided, average="macro"))
+    assert found["log_loss"] == pytest.approx(log_loss(labels, probabilities[:, order], labels=ordered))
+    assert found["roc_auc"] == pytest.approx(
+        roc_auc_score(labels, probabilities[:, order], multi_class="ovr", labels=ordered)
+    )
+    assert found["brier"] == pytest.approx(np.mean(((probabilities - truth) ** 2).sum(axis=1)))
+    assert found["label_share/bearing"] == pytest.approx(np.mean(labels == "bearing"))
+    # Each bootstrap resample (rows drawn 0, 1, 2 ... times) equals the metric on those rows repeated.
+    weights = rng.poisson(1.0, size=(3, 2000)).astype(float)
+    weighted = task.weighted(probabilities, decided, labels, weights)
+    for r in range(3):
+        rows = np.repeat(np.arange(2000), weights[r].astype(int))
+        drawn, drawn_probabilities = labels[rows], probabilities[rows][:, order]
+        assert weighted["macro_f1"][r] == pytest.approx(f1_score(drawn, decided[rows], average="macro"))
+        assert weighted["roc_auc"][r] == pytest.approx(
+            roc_auc_score(drawn, drawn_probabilities, multi_class="ovr", labels=ordered)
+        )
+        assert weighted["log_loss"][r] == pytest.approx(log_loss(drawn, drawn_probabilities, labels=ordered))
+    matrix = task.diagnostics(probabilities, labels)["confusion_matrix"]
+    assert sum(row[f"predicted_{c}"] for row in matrix for c in CLASSES) == 2000
+    assert matrix[1]["label"] == "bearing" and matrix[1]["predicted_bearing"] == np.sum(
+        (labels == "bearing") & (decided == "bearing")
+    )
+
+
+def test_a_multiclass_model_gives_every_declared_class_a_probability():
+    spec = as_task("multiclass_classification", "logistic_regression", classes=CLASSES)
+    task = MULTICLASS.for_spec(spec)
+    assert task is MULTICLASS.for_spec(spec)  # one task per set of classes
+    assert [o.name for o in task.outputs] == [
+        "predicted_class",
+        "probability",
+        "probability_healthy",
+        "probability_bearing",
+        "probability_electrical",
+    ]
+    rng = np.random.default_rng(7)
+    features = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    # No row is "electrical": the model has never seen it, and answers it with probability 0.
+    labels = np.where(features["a"] > 0.5, "bearing", "healthy").astype(object)
+    model = task.fit(task.build("logistic_regression", {}, seed=0), features, labels)
+    answers = task.answers(model, task.scores(model, features.head(4)))
+    for answer in answers:
+        assert answer["probability_electrical"] == 0.0
+        assert answer["probability_healthy"] + answer["probability_bearing"] == pytest.approx(1.0)
+        assert answer["predicted_class"] in ("healthy", "bearing") and isinstance(
+            answer["predicted_class"], str
+        )
+        assert answer["probability"] == max(answer[f"probability_{c}"] for c in CLASSES)
+    assert task.unusable_labels(np.array(["bearing"] * 5, dtype=object)).endswith(
+        "at least two classes are needed"
+    )
+    text = pl.DataFrame({"label": [" bearing", "healthy", "Bearing", "rusty", ""]})
+    assert text.select(task.parse_labels(pl.col("label")))["label"].to_list() == [
+        "bearing",
+        "healthy",
+        None,
+        None,
+        None,
+    ]
+    assert task.json_label("electrical") == "electrical" and task.json_label(1) is None
 
 
 def test_the_threshold_is_chosen_for_the_stated_objective():

@@ -95,8 +95,43 @@ labels: {kind: event_labels, column: spent}
 monitoring: {label_lateness: 1d, min_labelled_rows: 1, max_live_metrics: {mae: 100}}
 partitions_start: 2013-01-01
 """
+FAULTS = """\
+name: faults
+description: Which fault a motor shows, diagnosed reading by reading by the maintenance crew.
+entity: motor_id
+timestamp: at
+table: motor_readings
+columns:
+  - {name: motor_id, dtype: string}
+  - {name: at, dtype: timestamp}
+  - {name: vibration, dtype: float, min_value: 0}
+  - {name: current, dtype: float}
+expectations: {key: [motor_id, at]}
+features:
+  features:
+    - {kind: value, column: vibration}
+    - {kind: value, column: current}
+    - {kind: rolling, column: vibration, agg: mean, rows: 6}
+  ttl: 5000d
+model:
+  task: multiclass_classification
+  classes: [healthy, bearing, electrical]
+  algorithm: logistic_regression
+  search_space: {C: [0.1, 1.0]}
+  trials: 2
+gate:
+  min_metrics: {macro_f1: 0.6, roc_auc: 0.8}
+  max_metrics: {log_loss: 0.8}
+  max_regression: {accuracy: 0.05}
+drift: {columns: [vibration, current]}
+labels: {kind: event_labels, column: fault}
+monitoring: {label_lateness: 1d, min_labelled_rows: 1, min_live_metrics: {accuracy: 0.5}}
+partitions_start: 2016-06-01
+"""
 PUMPS = [f"p-{i}" for i in range(6)]
 PUMP_TIMES = pd.date_range("2015-03-01", "2015-03-03 23:50", freq="10min", tz="UTC")
+MOTORS = [f"m-{i}" for i in range(6)]
+MOTOR_TIMES = pd.date_range("2016-06-01", "2016-06-03 23:50", freq="10min", tz="UTC")
 STORES = [f"s-{i}" for i in range(6)]
 STORE_TIMES = pd.date_range("2013-01-01", "2013-01-07 23:00", freq="1h", tz="UTC")
 
@@ -121,6 +156,29 @@ def pump_readings() -> pd.DataFrame:
                     "temperature": temperature.round(3),
                     "mode": np.where(boost, "boost", "eco"),
                     "failed": failed.astype(int),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def motor_readings() -> pd.DataFrame:
+    """A worn bearing shakes, an electrical fault draws current; most readings are healthy."""
+    rng = np.random.default_rng(13)
+    frames = []
+    for motor in MOTORS:
+        n = len(MOTOR_TIMES)
+        fault = rng.choice(["healthy", "bearing", "electrical"], size=n, p=[0.6, 0.25, 0.15])
+        vibration = np.clip(rng.normal(2.0, 0.6, n) + 2.0 * (fault == "bearing"), 0, None)
+        current = rng.normal(10.0, 1.0, n) + 3.0 * (fault == "electrical")
+        frames.append(
+            pd.DataFrame(
+                {
+                    "motor_id": motor,
+                    "at": MOTOR_TIMES.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "vibration": vibration.round(3),
+                    "current": current.round(3),
+                    "fault": fault,
                 }
             )
         )
@@ -156,14 +214,16 @@ def loop(tmp_path_factory, ray_cluster):
     repo = tmp_path_factory.mktemp("user-repo")
     (repo / "failures.yaml").write_text(FAILURES)
     (repo / "spending.yaml").write_text(SPENDING)
+    (repo / "faults.yaml").write_text(FAULTS)
     mp = pytest.MonkeyPatch()
     mp.setenv("ML_PLATFORM_HOME", str(tmp_path_factory.mktemp("tasks-home")))
-    mp.setenv("ML_PLATFORM_USE_CASES", f"{repo / 'failures.yaml'},{repo / 'spending.yaml'}")
+    names = ("failures", "spending", "faults")
+    mp.setenv("ML_PLATFORM_USE_CASES", ",".join(str(repo / f"{name}.yaml") for name in names))
     settings = load_settings()
     found = use_cases(settings)
-    specs = [found["failures"], found["spending"]]
+    specs = [found[name] for name in names]
     platform = Platform(settings, build_definitions(settings, specs), dg.DagsterInstance.ephemeral())
-    pumps, stores = pump_readings(), store_hours()
+    pumps, stores, motors = pump_readings(), store_hours(), motor_readings()
     landing = settings.landing_dir_for("failures")
     (landing / "labels").mkdir(parents=True)
     pumps.drop(columns="failed").to_csv(landing / "pumps.csv", index=False)
@@ -173,10 +233,16 @@ def loop(tmp_path_factory, ray_cluster):
     landing = settings.landing_dir_for("spending")
     landing.mkdir(parents=True)
     stores.drop(columns="spent").to_csv(landing / "stores.csv", index=False)
+    landing = settings.landing_dir_for("faults")
+    (landing / "labels").mkdir(parents=True)
+    motors.drop(columns="fault").to_csv(landing / "motors.csv", index=False)
+    motors[["motor_id", "at", "fault"]].to_csv(
+        landing / "labels" / "faults_2016-06-01_2016-06-03.csv", index=False
+    )
     from ml_platform.serving.deploy import deploy
 
     deploy(settings)
-    yield platform, pumps, stores
+    yield platform, pumps, stores, motors
     mp.undo()
 
 
@@ -250,7 +316,7 @@ def batch_row(platform: Platform, use_case: str, entity: str, at: str) -> dict:
 
 
 def test_a_binary_classifier_goes_through_the_whole_loop(loop):
-    platform, pumps, _ = loop
+    platform, pumps, _, _ = loop
     first, last = dt.date(2015, 3, 1), dt.date(2015, 3, 3)
     train_and_serve(platform, "failures", first, last)
     model = metadata(platform, "failures", "model")
@@ -336,7 +402,7 @@ def test_a_binary_classifier_goes_through_the_whole_loop(loop):
 
 
 def test_a_regression_goes_through_the_whole_loop(loop):
-    platform, _, stores = loop
+    platform, _, stores, _ = loop
     first, last = dt.date(2013, 1, 1), dt.date(2013, 1, 7)
     # Labels posted through the endpoint, as numbers; a label that is not one is refused whole.
     url = f"{platform.settings.serve_url}/v1/labels/spending"
@@ -372,3 +438,71 @@ def test_a_regression_goes_through_the_whole_loop(loop):
     assert live["labelled"] == len(STORES) and 0 < live["live/mae"] < 40
     checks = {e.check_name: e.passed for e in monitored.get_asset_check_evaluations()}
     assert checks["live_performance_slo"] is True
+
+
+def test_a_multiclass_classifier_goes_through_the_whole_loop(loop):
+    import tritonclient.grpc as triton_grpc
+
+    platform, _, _, motors = loop
+    classes = ["healthy", "bearing", "electrical"]
+    # A posted label that is not one of the classes is refused whole, naming them.
+    refused = httpx.post(
+        f"{platform.settings.serve_url}/v1/labels/faults",
+        json=[{"motor_id": "m-0", "at": "2016-06-01T00:00:00Z", "fault": "rusty"}],
+        timeout=30,
+    )
+    assert refused.status_code == 422 and "one of the classes healthy, bearing, electrical" in refused.text
+
+    train_and_serve(platform, "faults", dt.date(2016, 6, 1), dt.date(2016, 6, 3))
+    assert metadata(platform, "faults", "model")["task"] == "multiclass_classification"
+    assert metadata(platform, "faults", "training_set")["label_classes"] == 3
+    evaluation = metadata(platform, "faults", "model_evaluation")
+    assert evaluation["macro_f1"] > 0.6 and evaluation["roc_auc"] > 0.8 and 0 < evaluation["log_loss"] < 0.8
+    assert 0 < evaluation["brier"] < 2 and evaluation["accuracy"] > 0.6
+    assert "predicted_bearing" in str(evaluation["confusion_matrix"])
+
+    # By entity: a probability per class, the likeliest class and its probability.
+    served = wait_until_served(platform, "faults", {"motor_id": "m-2"})
+    probabilities = [served[f"probability_{c}"] for c in classes]
+    assert sum(probabilities) == pytest.approx(1.0) and served["probability"] == max(probabilities)
+    assert served["predicted_class"] == classes[int(np.argmax(probabilities))]
+    # Readings of each kind are told apart: a shaking motor, one drawing current, a quiet one.
+    for fault, reading in (
+        ("bearing", {"vibration": 4.5, "current": 10.0}),
+        ("electrical", {"vibration": 2.0, "current": 14.0}),
+        ("healthy", {"vibration": 2.0, "current": 10.0}),
+    ):
+        row = {"vibration": reading["vibration"], "current": reading["current"], "vibration_mean_6": 2.5}
+        assert predict(platform, "faults", row)["predicted_class"] == fault
+    # Batch and online agree; v2 over HTTP and gRPC answer the class as BYTES.
+    materialize(platform, "faults", ["batch_predictions"], partition_key="2016-06-03")
+    batch = batch_row(platform, "faults", "m-2", served["feature_event_timestamp"])
+    assert batch["predicted_class"] == served["predicted_class"]
+    for c in classes:
+        assert batch[f"probability_{c}"] == pytest.approx(served[f"probability_{c}"], abs=1e-12)
+    client = triton_grpc.InferenceServerClient(platform.settings.grpc_address)
+    ids = triton_grpc.InferInput("motor_id", [1], "BYTES")
+    ids.set_data_from_numpy(np.array([b"m-2"], dtype=object))
+    answer = client.infer("faults", [ids])
+    assert answer.as_numpy("predicted_class").tolist() == [served["predicted_class"].encode()]
+    assert answer.as_numpy("probability_bearing")[0] == pytest.approx(
+        served["probability_bearing"], abs=1e-12
+    )
+
+    for motor in MOTORS:
+        predict(platform, "faults", {"motor_id": motor})
+    monitored = materialize(platform, "faults", ["predictions", "drift_report", "live_performance"])
+    assert monitored.success
+    assert "drift_score/probability" in metadata(platform, "faults", "drift_report")
+    live = metadata(platform, "faults", "live_performance")
+    # Each motor's newest reading, served by entity and labelled by the landed file.
+    newest = motors.groupby("motor_id").tail(1).set_index("motor_id")["fault"]
+    logged = {r["motor_id"]: r["predicted_class"] for r in _predictions(platform, "faults")}
+    accuracy = np.mean([logged[m] == newest[m] for m in MOTORS])
+    assert live["labelled"] == len(MOTORS) and live["live/accuracy"] == pytest.approx(accuracy)
+    assert "live/log_loss" in live and "live/macro_f1" in live
+
+
+def _predictions(platform: Platform, use_case: str) -> list[dict]:
+    with platform.defs.resources["warehouse"].get_connection() as conn:
+        return conn.sql(f"SELECT * FROM {use_case}.predictions").pl().to_dicts()

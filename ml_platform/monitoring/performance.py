@@ -43,7 +43,7 @@ def judged_predictions(
 def logged_answers(task: Task, logged: pl.DataFrame) -> Scored:
     """What the served model answered, as the prediction log recorded it."""
     decisions = logged[task.decision_output].to_numpy() if task.decision_output else None
-    return Scored(logged[task.score_output].to_numpy().astype(float), decisions)
+    return Scored(task.logged_scores(logged), decisions)
 
 
 def live_metrics(task: Task, answers: Scored, labelled: pl.DataFrame) -> dict[str, float]:

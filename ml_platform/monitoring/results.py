@@ -118,9 +118,10 @@ def drift_report(spec: UseCaseSpec, warehouse: DuckDBResource, settings: Setting
     _, ref_scored = _alias_scored(settings, spec, registry.CHAMPION, reference)
     _, cur_scored = _alias_scored(settings, spec, registry.CHAMPION, current)
     if ref_scored is not None and cur_scored is not None:  # prediction drift, same test
-        predicted = task_of(spec).score_output
-        reference = reference.with_columns(pl.Series(predicted, ref_scored.scores))
-        current = current.with_columns(pl.Series(predicted, cur_scored.scores))
+        task = task_of(spec)
+        predicted = task.score_output
+        reference = reference.with_columns(pl.Series(predicted, task.score_values(ref_scored.scores)))
+        current = current.with_columns(pl.Series(predicted, task.score_values(cur_scored.scores)))
         compared.append(predicted)
     # A column with no value in either window (an optional column the data never has) cannot
     # drift: it is reported as having no data, and the others are judged.

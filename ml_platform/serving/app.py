@@ -422,7 +422,7 @@ class ModelServer:
 
     async def _shadow(self, use_case: str, shadow: Served, features: list[dict], outputs: list[dict]) -> None:
         """The challenger scores the same rows off the response path; logged as lines of their own."""
-        scores = await self._score_batch((shadow, features))
+        scores = shadow.task.score_values(await self._score_batch((shadow, features)))
         score_output = shadow.task.score_output
         try:
             self.log.append(

@@ -110,7 +110,7 @@ def score_days(
         metadata={
             "dagster/row_count": len(scored),
             "model_version": ref.version,
-            **({"decided_positive": int(decided.astype(bool).sum())} if decided is not None else {}),
+            **({"decided_positive": int(decided.astype(bool).sum())} if task.binary_labels else {}),
             "table": table,
         }
     )

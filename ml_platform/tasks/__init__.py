@@ -11,18 +11,21 @@ from typing import TYPE_CHECKING
 from ml_platform.tasks.anomaly import AnomalyDetection
 from ml_platform.tasks.base import Estimator, Metric, Output, Task
 from ml_platform.tasks.classification import BinaryClassification
+from ml_platform.tasks.multiclass import MulticlassClassification
 from ml_platform.tasks.regression import Regression
 
 if TYPE_CHECKING:
     from ml_platform.spec import UseCaseSpec
 
-TASKS: dict[str, Task] = {t.name: t for t in (AnomalyDetection(), BinaryClassification(), Regression())}
+TASKS: dict[str, Task] = {
+    t.name: t for t in (AnomalyDetection(), BinaryClassification(), MulticlassClassification(), Regression())
+}
 
 __all__ = ["TASKS", "Estimator", "Metric", "Output", "Task", "selection_metric", "task_of"]
 
 
 def task_of(spec: UseCaseSpec) -> Task:
-    return TASKS[spec.model.task]
+    return TASKS[spec.model.task].for_spec(spec)
 
 
 def selection_metric(spec: UseCaseSpec) -> str:

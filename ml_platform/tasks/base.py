@@ -102,6 +102,10 @@ class Task:
 
     # --- spec-facing -------------------------------------------------------------------
 
+    def for_spec(self, spec: Any) -> Task:
+        """The task as ``spec`` configures it (a multiclass task gets the spec's classes)."""
+        return self
+
     def metric(self, name: str) -> Metric | None:
         return next((m for m in self.metrics if m.name == name), None)
 
@@ -122,6 +126,10 @@ class Task:
     def json_label(self, value: Any) -> Any | None:
         """A label as posted in JSON -> its value (None when it is not a label of this task)."""
         raise NotImplementedError
+
+    def label_statistic(self, labels: pl.Expr) -> tuple[str, pl.Expr]:
+        """One number that sums up labels in the training set's metadata: its name and expression."""
+        return ("label_share" if self.binary_labels else "label_mean"), labels.mean()
 
     # --- fitting -----------------------------------------------------------------------
 
@@ -166,6 +174,15 @@ class Task:
 
     def scores(self, model: Any, features: Any) -> np.ndarray:
         raise NotImplementedError
+
+    def score_values(self, scores: np.ndarray) -> np.ndarray:
+        """One number per row of ``scores`` (what the ``score_output`` holds): prediction drift and
+        shadow scores follow it."""
+        return scores
+
+    def logged_scores(self, logged: pl.DataFrame) -> np.ndarray:
+        """The scores, as ``scores`` returns them, from answers the prediction log recorded."""
+        return logged[self.score_output].to_numpy().astype(float)
 
     def decisions(self, model: Any, scores: np.ndarray) -> np.ndarray | None:
         """The decision per row at the model's threshold; None for a task that makes none."""

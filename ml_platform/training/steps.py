@@ -106,11 +106,12 @@ def write_training_set(
         conn.register("training_rows", frame.to_arrow())
         conn.sql(f"CREATE OR REPLACE TABLE {training_table(spec)} AS SELECT * FROM training_rows")
         conn.unregister("training_rows")
+    label_name, label_statistic = task_of(spec).label_statistic(pl.col(LABEL))
     bounds = frame.group_by(SPLIT).agg(
         pl.len().alias("rows"),
         pl.col(EVENT_TIMESTAMP).min().alias("from"),
         pl.col(EVENT_TIMESTAMP).max().alias("to"),
-        pl.col(LABEL).mean().alias("label_share" if task_of(spec).binary_labels else "label_mean"),
+        label_statistic.alias(label_name),
     )
     counts = {row[SPLIT]: row["rows"] for row in bounds.iter_rows(named=True)}
     windows = {row[SPLIT]: (str(row["from"]), str(row["to"])) for row in bounds.iter_rows(named=True)}
@@ -121,7 +122,7 @@ def write_training_set(
             "dagster/row_count": len(frame),
             **{f"{split}_rows": counts.get(split, 0) for split in (*SPLITS, UNLABELLED)},
             "splits": markdown_table(bounds.sort("from").to_dicts()),
-            ("label_share" if task.binary_labels else "label_mean"): float(frame[LABEL].mean() or 0.0),
+            label_name: float(frame.select(label_statistic).item() or 0.0),
             "test_from": windows.get("test", ("", ""))[0],
             "test_to": windows.get("test", ("", ""))[1],
             **(
