@@ -234,6 +234,11 @@ class MonitoringSpec:
     slo_window: dt.timedelta = dt.timedelta(hours=1)
     max_p99_ms: float = 250.0
     max_error_rate: float = 0.01
+    # A new champion's latency is judged on requests that started this long after it was promoted
+    # (requests queued while replicas load it finish on it, slowed by the load, not by the model),
+    # and only once it answered this many of them (a p99 of a few requests is their maximum).
+    slo_settle: dt.timedelta = dt.timedelta(seconds=30)
+    min_slo_requests: int = 200
     # Retraining: a champion older than this is retrained; at most one retrain per cool-down,
     # and only with at least this many new rows since the champion's training data.
     champion_max_age: dt.timedelta = dt.timedelta(days=7)

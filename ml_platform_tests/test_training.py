@@ -384,14 +384,17 @@ def test_a_refused_retrain_is_not_asked_for_again_until_the_data_changes(platfor
     assert new_request.tags[STATE_TAG] != request.tags[STATE_TAG]
 
 
-def _serve_log(platform, version: str, frame, scores, latency_ms: float) -> None:
-    """Prediction log records as a replica writes them, for ``frame``'s rows served by ``version``."""
+def _serve_log(
+    platform, version: str, frame, scores, latency_ms: float, answered_at: dt.datetime | None = None
+) -> None:
+    """Prediction log records as a replica writes them, for ``frame``'s rows served by ``version``
+    and answered ``answered_at`` (default: now)."""
     import uuid
 
     from ml_platform.serving.log import PredictionLogWriter
 
     names = SPEC.features.feature_names()
-    now = dt.datetime.now(dt.UTC).isoformat()
+    now = (answered_at or dt.datetime.now(dt.UTC)).isoformat()
     records = [
         {
             "prediction_id": uuid.uuid4().hex,
@@ -454,11 +457,24 @@ def test_a_champion_worse_live_is_caught_by_live_performance_and_rolled_back(pla
     registry.move_alias(platform.settings, USE_CASE, worse.version, registry.CHAMPION, "test", "test")
     registry.move_alias(platform.settings, USE_CASE, good.version, registry.CHAMPION, "test", "test")
     good_pipeline = registry.load_verified_model(good, platform.settings.run_dir / "model_cache", TASK)
-    slow = SPEC.monitoring.max_p99_ms * 3
-    _serve_log(platform, good.version, test, TASK.scores(good_pipeline, features), latency_ms=slow)
+    slow, monitoring = SPEC.monitoring.max_p99_ms * 3, SPEC.monitoring
+    assert len(test) >= monitoring.min_slo_requests
+    # Requests that started while replicas switched to it (right after the promotion) are not its
+    # latency: queued behind the model's loading, they are not judged, and nothing is rolled back.
+    good_scores = TASK.scores(good_pipeline, features)
+    _serve_log(platform, good.version, test, good_scores, latency_ms=slow)
+    platform.materialize(["predictions", "serving_slo", "champion_guard"])
+    slo = latest_metadata(platform.instance, key("serving_slo"))
+    assert slo["champion_version"] == good.version and slo["champion/requests"] == 0
+    assert latest_metadata(platform.instance, key("champion_guard"))["rolled_back"] is False
+    # Slow once it has settled (answered after the settle period; the log's times are the replica's).
+    settled = registry.promoted_at(platform.settings, USE_CASE, good.version) + monitoring.slo_settle
+    answered = settled + dt.timedelta(milliseconds=slow + 1000)
+    _serve_log(platform, good.version, test, good_scores, latency_ms=slow, answered_at=answered)
     result = platform.materialize(["predictions", "serving_slo", "champion_guard"])
     slo = latest_metadata(platform.instance, key("serving_slo"))
     assert slo["champion_version"] == good.version and slo["champion/p99_ms"] == slow
+    assert slo["champion/requests"] == len(test)
     assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()}["serving_slo"] is False
     decision = latest_metadata(platform.instance, key("champion_guard"))
     assert decision["rolled_back"] is True and "p99" in decision["reasons"]

@@ -291,12 +291,21 @@ def serving_slo(spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings
     recent = read_predictions(warehouse, spec, since)
     summary = latency_summary(recent, monitoring.slo_window) if not recent.is_empty() else {}
     champion = registry.alias_ref(settings, spec.name, registry.CHAMPION)
-    mine = summary.get(champion.version, {}) if champion else {}
+    mine: dict[str, float] = {}
+    judged_from = since
+    if champion is not None:
+        promoted = registry.promoted_at(settings, spec.name, champion.version)
+        judged_from = max(since, promoted + monitoring.slo_settle) if promoted else since
+        started = pl.col("requested_at") - pl.duration(
+            microseconds=(pl.col("latency_ms") * 1000).cast(pl.Int64)
+        )
+        settled = recent.filter((pl.col("model_version") == champion.version) & (started >= judged_from))
+        mine = latency_summary(settled, monitoring.slo_window).get(champion.version, {"requests": 0.0})
     error_rate = scrape_error_rate(settings.serve_url, spec.name)
     if error_rate is not None:
         mine["error_rate"] = error_rate
     broken = []
-    if mine.get("p99_ms", 0.0) > monitoring.max_p99_ms:
+    if mine.get("requests", 0) >= monitoring.min_slo_requests and mine["p99_ms"] > monitoring.max_p99_ms:
         broken.append(f"p99 {mine['p99_ms']:.1f} ms > {monitoring.max_p99_ms} ms")
     if mine.get("error_rate", 0.0) > monitoring.max_error_rate:
         broken.append(f"error rate {mine['error_rate']:.3f} > {monitoring.max_error_rate}")
@@ -304,6 +313,7 @@ def serving_slo(spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings
         metadata={
             "champion_version": champion.version if champion else "",
             **{f"champion/{k}": v for k, v in mine.items()},
+            "champion/judged_from": judged_from.isoformat(),
             "by_version": markdown_table([{"version": v, **m} for v, m in sorted(summary.items())]),
         },
         check_results=[
@@ -333,7 +343,8 @@ def champion_guard(
             if name.startswith("gap_vs_previous/") and gap < -monitoring.rollback_margin
         ]
     if champion and slo.get("champion_version") == champion.version:
-        if slo.get("champion/p99_ms", 0.0) > monitoring.max_p99_ms:
+        judged = slo.get("champion/requests", 0) >= monitoring.min_slo_requests
+        if judged and slo.get("champion/p99_ms", 0.0) > monitoring.max_p99_ms:
             reasons.append(f"p99 {slo['champion/p99_ms']:.1f} ms over the SLO")
         if slo.get("champion/error_rate", 0.0) > monitoring.max_error_rate:
             reasons.append(f"error rate {slo['champion/error_rate']:.3f} over the SLO")

@@ -264,3 +264,9 @@ def history(settings: Settings, use_case: str) -> list[dict[str, Any]]:
     """Every recorded move of the use case's aliases, oldest first."""
     tags = configure(settings).get_registered_model(use_case).tags
     return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith("move.")]
+
+
+def promoted_at(settings: Settings, use_case: str, version: str) -> dt.datetime | None:
+    """When ``version`` last became the champion (None when the history does not say)."""
+    moves = [m for m in history(settings, use_case) if m["alias"] == CHAMPION and m["to_version"] == version]
+    return dt.datetime.fromisoformat(moves[-1]["at"]) if moves else None
