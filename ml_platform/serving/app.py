@@ -2,7 +2,8 @@
 
 - Protocols: ``/v1/models/{m}/predict``, Open Inference Protocol v2 (``/v2/...``), MLflow scoring
   (``/invocations``, ``/v1/models/{m}/invocations``), ``/v1/events/{use_case}``,
-  ``/v1/labels/{use_case}``, ``/metrics``.
+  ``/v1/labels/{use_case}``, ``/metrics``; v2 over gRPC reaches ``grpc_infer`` and the ``v2_*``
+  methods through a deployment handle (``serving/grpc_v2.py``).
 - Concurrent requests are scored together (``@serve.batch``): one model call per batch.
 - Each replica follows the registry: every ``WATCH_S`` seconds it reads the ``champion`` and
   ``challenger`` aliases and the canary/shadow settings. A new model is loaded, its sha256
