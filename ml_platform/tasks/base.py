@@ -221,6 +221,13 @@ class Task:
         """Each comparable metric for every row of ``weights`` (resamples x rows)."""
         raise NotImplementedError
 
+    def unweighted(
+        self, scores: np.ndarray, decisions: np.ndarray | None, labels: np.ndarray
+    ) -> dict[str, float]:
+        """Each metric of ``weighted`` on the rows as they are (every row drawn once)."""
+        ones = np.ones((1, len(labels)))
+        return {k: float(v[0]) for k, v in self.weighted(scores, decisions, labels, ones).items()}
+
     def answer_changed(self, model: Any, base: np.ndarray, nudged: np.ndarray) -> np.ndarray:
         """Per row, whether a small nudge of the inputs (``base`` -> ``nudged`` scores) changed
         what the model answers: its decision."""

@@ -114,8 +114,7 @@ class MulticlassClassification(Task):
     ) -> dict[str, float]:
         if not len(labels):
             return {"rows": 0.0}
-        ones = np.ones((1, len(labels)))
-        found = {k: float(v[0]) for k, v in self.weighted(scores, decisions, labels, ones).items()}
+        found = self.unweighted(scores, decisions, labels)
         shares = self._one_hot(labels).mean(axis=0)
         return {
             "rows": float(len(labels)),

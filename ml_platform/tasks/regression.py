@@ -75,12 +75,11 @@ class Regression(Task):
     ) -> dict[str, float]:
         if not len(labels):
             return {"rows": 0.0}
-        ones = np.ones((1, len(labels)))
         return {
             "rows": float(len(labels)),
             "label_mean": float(np.mean(labels)),
             "prediction_mean": float(np.mean(scores)),
-            **{k: float(v[0]) for k, v in self.weighted(scores, None, labels, ones).items()},
+            **self.unweighted(scores, None, labels),
         }
 
     def weighted(
