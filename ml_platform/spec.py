@@ -154,6 +154,9 @@ class ModelSpec:
     # or, when `training_rows` is set, that many of the newest rows instead.
     training_days: int = 7
     training_rows: int | None = None
+    # At least these many of each entity's newest rows, reaching back before the window when an
+    # entity reports rarely: a sparse entity's history is not cut to a handful of rows.
+    min_entity_rows: int | None = None
     # Consecutive windows in time: train, then validation, then test (no shuffling across time).
     validation_fraction: float = 0.15
     test_fraction: float = 0.25

@@ -247,6 +247,8 @@ def problems(spec: UseCaseSpec) -> list[str]:
         found += _task_problems(spec, task)
     need(model.training_days > 0, "model.training_days", "must be positive")
     need(model.training_rows is None or model.training_rows > 0, "model.training_rows", "must be positive")
+    entity_rows = model.min_entity_rows
+    need(entity_rows is None or entity_rows > 0, "model.min_entity_rows", "must be positive")
     need(
         model.validation_fraction > 0
         and model.test_fraction > 0

@@ -168,6 +168,46 @@ def test_a_row_count_training_window_takes_the_newest_rows():
         validate(dataclasses.replace(SPEC, model=dataclasses.replace(SPEC.model, training_rows=0)), "t")
 
 
+def test_a_sparse_entity_keeps_its_newest_rows_beyond_the_training_days():
+    from ml_platform.training.dataset import training_window
+
+    # s-busy reports every 10 minutes for the last 2 days; s-sparse once a day for 30 days.
+    busy = [at(DAY, 0) + dt.timedelta(minutes=10 * i) for i in range(288)]
+    sparse = [at(DAY, 0) - dt.timedelta(days=28) + dt.timedelta(days=i) for i in range(30)]
+    spine = pl.DataFrame(
+        {"sensor_id": ["s-busy"] * len(busy) + ["s-sparse"] * len(sparse), "timestamp": busy + sparse}
+    )
+    two_days = dataclasses.replace(SPEC, model=dataclasses.replace(SPEC.model, training_days=2))
+    window = training_window(spine, two_days)
+    assert window.group_by("sensor_id").len().sort("sensor_id")["len"].to_list() == [288, 2]
+
+    at_least = dataclasses.replace(two_days, model=dataclasses.replace(two_days.model, min_entity_rows=20))
+    window = training_window(spine, at_least)
+    assert window.filter(pl.col("sensor_id") == "s-sparse")["timestamp"].to_list() == sparse[-20:]
+    # Nothing is added twice, nor out of order.
+    assert window.filter(pl.col("sensor_id") == "s-busy")["timestamp"].to_list() == busy
+    assert window["timestamp"].is_sorted()
+
+    # The sparse sensor's older rows only train: validation and test stay in the recent two days.
+    keys = spine.rename({"timestamp": "event_timestamp"})
+    features = keys.with_columns(*(pl.lit(1.0).alias(name) for name in SPEC.features.feature_names()))
+    labels = keys.with_columns(pl.lit(0, pl.Int8).alias(LABEL))
+    without, with_history = (
+        build_training_set(spine, features, labels, spec, now=at(NEXT, 12) + dt.timedelta(days=5))
+        for spec in (two_days, at_least)
+    )
+    assert len(with_history) == len(without) + 18
+    older = with_history.filter(pl.col("event_timestamp") < without["event_timestamp"].min())
+    assert older[SPLIT].unique().to_list() == ["train"] and len(older) == 18
+    assert (
+        with_history.join(without, on=["sensor_id", "event_timestamp"])
+        .filter(pl.col(SPLIT) != pl.col(f"{SPLIT}_right"))
+        .is_empty()
+    )
+    with pytest.raises(UseCaseError, match="model.min_entity_rows: must be positive"):
+        validate(dataclasses.replace(SPEC, model=dataclasses.replace(SPEC.model, min_entity_rows=0)), "t")
+
+
 def test_an_event_labels_spec_is_checked_when_loaded():
     with pytest.raises(UseCaseError, match="labels.column: 'sensor_id' is the entity or the timestamp"):
         validate(dataclasses.replace(SPEC, labels=EventLabels(column="sensor_id")), "spec.yaml")

@@ -19,6 +19,7 @@ from ml_platform.features.definitions import (
     Ratio,
     Rolling,
     Value,
+    ZScore,
     lookback,
 )
 from ml_platform.features.online import EntityState, OnlineFeatures
@@ -43,6 +44,8 @@ EVERY_FEATURE = dataclasses.replace(
             *(Rolling("vibration", agg, period="30m") for agg in ("mean", "std", "min", "max", "count")),
             DiffFromMean("value", rows=6),
             DiffFromMean("vibration", period="1h"),
+            ZScore("value", rows=6),
+            ZScore("vibration", period="1h"),
             Lag("value", 1),
             Lag("vibration", 3),
             HourOfDay(),
@@ -178,6 +181,27 @@ def test_point_in_time_join_never_uses_a_later_value():
     stale = fresh.filter(pl.col("minute").is_null())
     assert len(stale) > 0  # rows whose newest feature is older than the TTL get none
     assert ((stale["timestamp"] - START).dt.total_seconds() / 60 % 10 > 5).all()
+
+
+def test_z_score_is_relative_to_the_entity_and_null_over_equal_values():
+    """Two entities a thousand times apart in scale get the same z-scores; a flat window has none."""
+    features = dataclasses.replace(SPEC.features, features=(ZScore("value", rows=4),))
+    spec = dataclasses.replace(SPEC, features=features)
+    series = {"small": [10.0, 12.0, 11.0, 13.0, 30.0], "flat": [7.0] * 4}
+    series["large"] = [1000 * value for value in series["small"]]
+    events = [
+        {"sensor_id": sensor, "timestamp": START + dt.timedelta(minutes=5 * i), "value": value}
+        for sensor, values in series.items()
+        for i, value in enumerate(values)
+    ]
+    scores: dict[str, list] = {sensor: [] for sensor in series}
+    for (vector, row, _), event in zip(replay(events, spec), events, strict=True):
+        assert_equal(vector, row, "z-score", spec)
+        scores[event["sensor_id"]].append(vector["value_zscore_4"])
+    assert scores["small"][0] is None and scores["flat"] == [None] * 4
+    assert np.allclose(scores["small"][1:], scores["large"][1:])
+    window = np.array(series["small"][1:])
+    assert abs(scores["small"][-1] - (30.0 - window.mean()) / window.std(ddof=1)) <= TOLERANCE
 
 
 def test_every_kind_of_feature_is_the_same_online_and_offline_after_every_event():

@@ -9,7 +9,8 @@ Semantics shared by both paths, per entity in event-time order:
 - aggregations skip missing values; a window with no value gives null, a standard deviation
   (sample, ddof=1) of fewer than two values gives 0.0;
 - a lag of ``n`` is the value ``n`` events back (null before the entity has ``n`` earlier events);
-- a ratio with a zero or missing denominator is null.
+- a ratio with a zero or missing denominator is null, and so is a z-score over a window whose
+  values are all equal.
 """
 
 from __future__ import annotations
@@ -161,6 +162,34 @@ class DiffFromMean:
 
 
 @dataclass(frozen=True)
+class ZScore:
+    """How many of its own standard deviations ``column`` lies from its moving average over the
+    window: a reading judged against its entity's recent history, whatever the entity's scale.
+    Null when the window holds fewer than two values or they are all equal."""
+
+    column: str
+    rows: int | None = None
+    period: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.column}_zscore_{_window_suffix(self.rows, self.period)}"
+
+    def polars(self, entity: str, ts: str) -> pl.Expr:
+        mean = _rolling(self.column, "mean", self.rows, self.period, entity, ts)
+        std = _rolling(self.column, "std", self.rows, self.period, entity, ts)
+        return pl.when(std > 0).then((pl.col(self.column).cast(pl.Float64) - mean) / std).otherwise(None)
+
+    def online(self, history: History) -> float | None:
+        value = history.values[self.column][-1]
+        window = history.window(self.column, self.rows, self.period)
+        mean, std = _mean(window), _std(window)
+        if math.isnan(value) or mean is None or std <= 0:
+            return None
+        return float((value - mean) / std)
+
+
+@dataclass(frozen=True)
 class Lag:
     column: str
     n: int = 1
@@ -252,7 +281,7 @@ class IsValue:
         return float(value == self.value) if isinstance(value, str) else None
 
 
-Feature = Value | Rolling | DiffFromMean | Lag | HourOfDay | DayOfWeek | Ratio | IsValue
+Feature = Value | Rolling | DiffFromMean | ZScore | Lag | HourOfDay | DayOfWeek | Ratio | IsValue
 
 
 def source_columns(features: tuple[Feature, ...]) -> list[str]:

@@ -89,13 +89,30 @@ def split_boundaries(timestamps: pl.Series, validation_fraction: float, test_fra
     return validation_from, test_from
 
 
-def training_window(spine: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
-    """The spine's rows of the training window, counted back from its newest row: the last
-    ``training_days`` days, or the newest ``training_rows`` rows when the spec gives a count."""
+def recent_window(spine: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
+    """The spine's rows counted back from its newest row: the last ``training_days`` days, or the
+    newest ``training_rows`` rows when the spec gives a count."""
+    ordered = spine.sort(spec.timestamp, spec.entity)
     if spec.model.training_rows is not None:
-        return spine.sort(spec.timestamp, spec.entity).tail(spec.model.training_rows)
+        return ordered.tail(spec.model.training_rows)
     newest = spine[spec.timestamp].max()
-    return spine.filter(pl.col(spec.timestamp) > newest - dt.timedelta(days=spec.model.training_days))
+    return ordered.filter(pl.col(spec.timestamp) > newest - dt.timedelta(days=spec.model.training_days))
+
+
+def training_window(spine: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
+    """The recent window's rows and, with ``min_entity_rows``, each entity's newest rows up to
+    that many, older ones included (they only ever train: validation and test are cut from the
+    recent window, so a sparse entity's history does not stretch them back)."""
+    window = recent_window(spine, spec)
+    if spec.model.min_entity_rows is None:
+        return window
+    ordered = spine.sort(spec.timestamp, spec.entity)
+    history = ordered.group_by(spec.entity, maintain_order=True).tail(spec.model.min_entity_rows)
+    return (
+        pl.concat([window, history.select(window.columns)])
+        .unique(subset=[spec.entity, spec.timestamp], keep="first")
+        .sort(spec.timestamp, spec.entity)
+    )
 
 
 def build_training_set(
@@ -113,10 +130,11 @@ def build_training_set(
     A row whose label is not known (``label_rows``: a day whose windows have not arrived, an event
     without its label yet) has a null label, and the windows are cut from the rows up to the newest
     labelled one: the test window is the most recent *labelled* data, and a row whose label is still
-    to come is ``unlabelled`` (never a negative).
+    to come is ``unlabelled`` (never a negative). Validation and test are cut from the recent
+    window (``recent_window``); an entity's older rows kept by ``min_entity_rows`` train.
     """
-    recent = training_window(spine, spec)
-    joined = point_in_time_join(recent, features, spec.entity, spec.timestamp, ttl=spec.features.ttl)
+    window = training_window(spine, spec)
+    joined = point_in_time_join(window, features, spec.entity, spec.timestamp, ttl=spec.features.ttl)
     rows = (
         joined.rename({spec.timestamp: EVENT_TIMESTAMP})
         .select(spec.entity, EVENT_TIMESTAMP, *spec.features.feature_names())
@@ -129,8 +147,10 @@ def build_training_set(
     labelled = frame.filter("_covered")[EVENT_TIMESTAMP]
     if labelled.is_empty():
         return frame.with_columns(pl.lit(UNLABELLED).alias(SPLIT)).drop("_covered")
+    judged = frame.filter(pl.col(EVENT_TIMESTAMP) <= labelled.max())
+    recent = judged.filter(pl.col(EVENT_TIMESTAMP) >= recent_window(spine, spec)[spec.timestamp].min())
     validation_from, test_from = split_boundaries(
-        frame.filter(pl.col(EVENT_TIMESTAMP) <= labelled.max())[EVENT_TIMESTAMP],
+        (judged if recent.is_empty() else recent)[EVENT_TIMESTAMP],
         spec.model.validation_fraction,
         spec.model.test_fraction,
     )

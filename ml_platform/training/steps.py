@@ -71,9 +71,14 @@ def _features(frame: pl.DataFrame, spec: UseCaseSpec) -> "pd.DataFrame":
 
 
 def window_text(spec: UseCaseSpec) -> str:
-    if spec.model.training_rows is not None:
-        return f"Newest {spec.model.training_rows} rows"
-    return f"Last {spec.model.training_days} days"
+    window = (
+        f"Newest {spec.model.training_rows} rows"
+        if spec.model.training_rows is not None
+        else f"Last {spec.model.training_days} days"
+    )
+    if spec.model.min_entity_rows is not None:
+        window += f", and at least {spec.model.min_entity_rows} rows of each entity"
+    return window
 
 
 @dataclass(frozen=True)
