@@ -155,7 +155,9 @@ class ModelSpec:
     training_days: int = 7
     training_rows: int | None = None
     # At least these many of each entity's newest rows, reaching back before the window when an
-    # entity reports rarely: a sparse entity's history is not cut to a handful of rows.
+    # entity reports rarely: a sparse entity's history is not cut to a handful of rows. Set, it
+    # also splits each entity by its own time, so every entity is validated and tested on its
+    # newest rows even when entities were recorded over different periods.
     min_entity_rows: int | None = None
     # Consecutive windows in time: train, then validation, then test (no shuffling across time).
     validation_fraction: float = 0.15

@@ -188,22 +188,20 @@ def test_a_sparse_entity_keeps_its_newest_rows_beyond_the_training_days():
     assert window.filter(pl.col("sensor_id") == "s-busy")["timestamp"].to_list() == busy
     assert window["timestamp"].is_sorted()
 
-    # The sparse sensor's older rows only train: validation and test stay in the recent two days.
+    # Each sensor is then split by its own time: both are validated and tested on their newest rows.
     keys = spine.rename({"timestamp": "event_timestamp"})
     features = keys.with_columns(*(pl.lit(1.0).alias(name) for name in SPEC.features.feature_names()))
     labels = keys.with_columns(pl.lit(0, pl.Int8).alias(LABEL))
-    without, with_history = (
-        build_training_set(spine, features, labels, spec, now=at(NEXT, 12) + dt.timedelta(days=5))
-        for spec in (two_days, at_least)
-    )
-    assert len(with_history) == len(without) + 18
-    older = with_history.filter(pl.col("event_timestamp") < without["event_timestamp"].min())
-    assert older[SPLIT].unique().to_list() == ["train"] and len(older) == 18
-    assert (
-        with_history.join(without, on=["sensor_id", "event_timestamp"])
-        .filter(pl.col(SPLIT) != pl.col(f"{SPLIT}_right"))
-        .is_empty()
-    )
+    frame = build_training_set(spine, features, labels, at_least, now=at(NEXT, 12) + dt.timedelta(days=5))
+
+    def rows(sensor: str, split: str) -> list:
+        chosen = frame.filter((pl.col("sensor_id") == sensor) & (pl.col(SPLIT) == split))
+        return chosen["event_timestamp"].to_list()
+
+    # 20 daily rows span 19 days: validation from 60% of the span (day 11.4), test from 75% (14.25).
+    assert rows("s-sparse", "test") == sparse[-5:] and rows("s-sparse", "validation") == sparse[-8:-5]
+    # 288 rows every 10 minutes span 2870 minutes: test from minute 2152.5, validation from 1722.
+    assert rows("s-busy", "test") == busy[216:] and rows("s-busy", "validation") == busy[173:216]
     with pytest.raises(UseCaseError, match="model.min_entity_rows: must be positive"):
         validate(dataclasses.replace(SPEC, model=dataclasses.replace(SPEC.model, min_entity_rows=0)), "t")
 

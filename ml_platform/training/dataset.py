@@ -80,39 +80,52 @@ def label_rows(
     )
 
 
-def split_boundaries(timestamps: pl.Series, validation_fraction: float, test_fraction: float):
-    """Event times where validation and test begin: consecutive windows, test last."""
-    first, last = timestamps.min(), timestamps.max()
-    span = last - first
-    test_from = first + span * (1 - test_fraction)
-    validation_from = first + span * (1 - test_fraction - validation_fraction)
-    return validation_from, test_from
-
-
-def recent_window(spine: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
+def training_window(spine: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
     """The spine's rows counted back from its newest row: the last ``training_days`` days, or the
-    newest ``training_rows`` rows when the spec gives a count."""
+    newest ``training_rows`` rows when the spec gives a count; with ``min_entity_rows``, each
+    entity's newest rows up to that many besides, older ones included."""
     ordered = spine.sort(spec.timestamp, spec.entity)
     if spec.model.training_rows is not None:
-        return ordered.tail(spec.model.training_rows)
-    newest = spine[spec.timestamp].max()
-    return ordered.filter(pl.col(spec.timestamp) > newest - dt.timedelta(days=spec.model.training_days))
-
-
-def training_window(spine: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
-    """The recent window's rows and, with ``min_entity_rows``, each entity's newest rows up to
-    that many, older ones included (they only ever train: validation and test are cut from the
-    recent window, so a sparse entity's history does not stretch them back)."""
-    window = recent_window(spine, spec)
+        window = ordered.tail(spec.model.training_rows)
+    else:
+        newest = spine[spec.timestamp].max()
+        window = ordered.filter(pl.col(spec.timestamp) > newest - dt.timedelta(days=spec.model.training_days))
     if spec.model.min_entity_rows is None:
         return window
-    ordered = spine.sort(spec.timestamp, spec.entity)
     history = ordered.group_by(spec.entity, maintain_order=True).tail(spec.model.min_entity_rows)
     return (
         pl.concat([window, history.select(window.columns)])
         .unique(subset=[spec.entity, spec.timestamp], keep="first")
         .sort(spec.timestamp, spec.entity)
     )
+
+
+def _with_split(frame: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
+    """Train, validation and test as consecutive windows in time, test last, cut from the rows up
+    to the newest labelled one: over all entities together, or, with ``min_entity_rows``, over
+    each entity's own rows (entities recorded over different periods are each tested on their
+    newest rows). Rows after the newest labelled one, and unlabelled rows from validation on, are
+    ``unlabelled``."""
+    ts, model = pl.col(EVENT_TIMESTAMP), spec.model
+    group = pl.col(spec.entity) if model.min_entity_rows is not None else pl.lit(0)
+    framed = frame.with_columns(ts.filter(pl.col("_covered")).max().over(group).alias("_labelled_until"))
+    labelled_until = pl.col("_labelled_until")
+    first = ts.filter(ts <= labelled_until).min().over(group)
+    span = labelled_until - first
+    validation_from = first + span * (1 - model.test_fraction - model.validation_fraction)
+    test_from = first + span * (1 - model.test_fraction)
+    split = (
+        pl.when(labelled_until.is_null() | (ts > labelled_until))
+        .then(pl.lit(UNLABELLED))
+        .when((ts >= validation_from) & ~pl.col("_covered"))
+        .then(pl.lit(UNLABELLED))
+        .when(ts >= test_from)
+        .then(pl.lit("test"))
+        .when(ts >= validation_from)
+        .then(pl.lit("validation"))
+        .otherwise(pl.lit("train"))
+    )
+    return framed.with_columns(split.alias(SPLIT)).drop("_labelled_until", "_covered")
 
 
 def build_training_set(
@@ -130,8 +143,7 @@ def build_training_set(
     A row whose label is not known (``label_rows``: a day whose windows have not arrived, an event
     without its label yet) has a null label, and the windows are cut from the rows up to the newest
     labelled one: the test window is the most recent *labelled* data, and a row whose label is still
-    to come is ``unlabelled`` (never a negative). Validation and test are cut from the recent
-    window (``recent_window``); an entity's older rows kept by ``min_entity_rows`` train.
+    to come is ``unlabelled`` (never a negative).
     """
     window = training_window(spine, spec)
     joined = point_in_time_join(window, features, spec.entity, spec.timestamp, ttl=spec.features.ttl)
@@ -144,26 +156,4 @@ def build_training_set(
     frame = pl.concat([rows, found], how="horizontal").with_columns(
         pl.col(LABEL).is_not_null().alias("_covered")
     )
-    labelled = frame.filter("_covered")[EVENT_TIMESTAMP]
-    if labelled.is_empty():
-        return frame.with_columns(pl.lit(UNLABELLED).alias(SPLIT)).drop("_covered")
-    judged = frame.filter(pl.col(EVENT_TIMESTAMP) <= labelled.max())
-    recent = judged.filter(pl.col(EVENT_TIMESTAMP) >= recent_window(spine, spec)[spec.timestamp].min())
-    validation_from, test_from = split_boundaries(
-        (judged if recent.is_empty() else recent)[EVENT_TIMESTAMP],
-        spec.model.validation_fraction,
-        spec.model.test_fraction,
-    )
-    ts = pl.col(EVENT_TIMESTAMP)
-    split = (
-        pl.when(ts > labelled.max())
-        .then(pl.lit(UNLABELLED))
-        .when((ts >= validation_from) & ~pl.col("_covered"))
-        .then(pl.lit(UNLABELLED))
-        .when(ts >= test_from)
-        .then(pl.lit("test"))
-        .when(ts >= validation_from)
-        .then(pl.lit("validation"))
-        .otherwise(pl.lit("train"))
-    )
-    return frame.with_columns(split.alias(SPLIT)).drop("_covered")
+    return _with_split(frame, spec)
