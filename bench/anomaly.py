@@ -239,28 +239,38 @@ def figure(data: str, features: str, metric: str, mine: dict, theirs: dict) -> d
     }
 
 
+DATA_SETS = {
+    "demo": (demo_data, SENSORS),
+    "recordings": (
+        recordings,
+        dataclasses.replace(SENSORS, model=dataclasses.replace(SENSORS.model, min_entity_rows=4000)),
+    ),
+}
+Scores = dict[str, dict[str, float]]
+
+
+def compare(data: str) -> dict[str, tuple[Scores, Scores]]:
+    """Per feature set, ours and the peer's per-entity figures on one data set's test rows."""
+    load, base = DATA_SETS[data]
+    rows, windows = load()
+    log(f"{data}: {len(rows)} rows, {rows[base.entity].n_unique()} series, {len(windows)} windows")
+    peer_frame = training_set(rows, windows, base)
+    peer_test = peer_frame.filter(pl.col(SPLIT) == "test")
+    theirs = per_entity(peer_test, peer(peer_frame), base.entity)
+    found = {}
+    for features, spec in {"shipped": base, "without_zscores": with_features(base, WITHOUT_ZSCORES)}.items():
+        frame = training_set(rows, windows, spec)
+        test = frame.filter(pl.col(SPLIT) == "test")
+        keys = peer_test.select(base.entity, EVENT_TIMESTAMP)
+        assert test.select(base.entity, EVENT_TIMESTAMP).equals(keys), "not the peer's test rows"
+        found[features] = (per_entity(test, ours(frame, spec), base.entity), theirs)
+    return found
+
+
 def main() -> None:
     warnings.filterwarnings("ignore", message="Skipping features without any observed values")
-    data_sets = {
-        "demo": (demo_data, SENSORS),
-        "recordings": (
-            recordings,
-            dataclasses.replace(SENSORS, model=dataclasses.replace(SENSORS.model, min_entity_rows=4000)),
-        ),
-    }
-    for data, (load, base) in data_sets.items():
-        rows, windows = load()
-        log(f"{data}: {len(rows)} rows, {rows[base.entity].n_unique()} series, {len(windows)} windows")
-        feature_sets = {"shipped": base, "without_zscores": with_features(base, WITHOUT_ZSCORES)}
-        peer_frame = training_set(rows, windows, base)
-        peer_test = peer_frame.filter(pl.col(SPLIT) == "test")
-        keys = peer_test.select(base.entity, EVENT_TIMESTAMP)
-        theirs = per_entity(peer_test, peer(peer_frame), base.entity)
-        for features, spec in feature_sets.items():
-            frame = training_set(rows, windows, spec)
-            test = frame.filter(pl.col(SPLIT) == "test")
-            assert test.select(base.entity, EVENT_TIMESTAMP).equals(keys), "not the peer's test rows"
-            mine = per_entity(test, ours(frame, spec), base.entity)
+    for data in DATA_SETS:
+        for features, (mine, theirs) in compare(data).items():
             for metric in ("roc_auc", "average_precision"):
                 print(json.dumps(figure(data, features, metric, mine, theirs)), flush=True)
 

@@ -45,3 +45,10 @@ def replace_days(
     finally:
         for name in registered:
             conn.unregister(name)
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection, qualified: str) -> bool:
+    """Whether ``schema.table`` exists (a table or a view)."""
+    schema, name = qualified.split(".")
+    query = "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?"
+    return conn.sql(query, params=[schema, name]).fetchall()[0][0] > 0

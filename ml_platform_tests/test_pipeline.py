@@ -14,6 +14,7 @@ from ml_platform.automation.sensors import RETRAIN_ASSETS
 from ml_platform.metadata import latest_metadata
 from ml_platform.serving.log import read_prediction_log
 from ml_platform.training import registry
+from ml_platform.usecases.sensor_anomaly import SPEC
 from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, redeliver_drifted
 
 from .conftest import DAYS, FIRST_DAY, SENSORS, USE_CASE, key, keys, land_days, make_platform
@@ -150,7 +151,6 @@ def test_posted_labels_land_as_a_file_the_landing_sensor_loads(platform):
     """A post states the windows of its days, like a landed file: newer, it wins for those days.
     It restates the day's true windows, so the later tests train on the same labels."""
     from ml_platform.ingestion.labels import label_files, labels_table, read_label_file
-    from ml_platform.usecases.sensor_anomaly import SPEC
 
     from .conftest import day_range_tags
 
@@ -231,6 +231,10 @@ def test_monitors_read_the_prediction_log(platform):
     state = store.state(USE_CASE, "s-5")
     state.vector = {**state.vector, "value_mean_12": state.vector["value_mean_12"] + 1.0}
     store.update(USE_CASE, "s-5", lambda _: (state, True))
+    # The SLO judges the champion on requests from its settle period on, after its promotion.
+    champion = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
+    settled = registry.promoted_at(platform.settings, USE_CASE, champion.version) + SPEC.monitoring.slo_settle
+    time.sleep(max(0.0, (settled - dt.datetime.now(dt.UTC)).total_seconds()))
     ids = [predict(platform, {"sensor_id": s}).json()["prediction_id"] for s in ("s-1", "s-5", "s-6")]
     wait_until_logged(platform, ids)
     result = platform.materialize(["predictions", "live_performance", "feature_skew", "serving_slo"])

@@ -344,6 +344,18 @@ def test_a_user_spec_with_old_timestamps_ingests_stages_and_computes_features(us
     assert stage_type == running_type == "DOUBLE" and 0.45 < running_share < 0.55
     assert staged[1].year == 2014
 
+    # Neither a champion nor a training set: nothing to compare, so no report, and no failure (the
+    # monitor cron runs it in homes where this use case has no model yet).
+    early = dg.materialize(
+        platform.defs.assets,
+        selection=[dg.AssetKey(["pumps", "drift_report"])],
+        instance=platform.instance,
+        resources=platform.defs.resources,
+    )
+    assert early.success and early.get_asset_materialization_events() == []
+    said = [entry.user_message for entry in platform.instance.all_logs(early.run_id)]
+    assert any("neither a champion nor a training set" in message for message in said)
+
     later = dg.materialize(
         platform.defs.assets,
         selection=[dg.AssetKey(["pumps", n]) for n in ("training_set", "drift_report")],

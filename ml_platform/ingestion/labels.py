@@ -22,7 +22,7 @@ import polars as pl
 from ml_platform.features.compute import EVENT_TIMESTAMP
 from ml_platform.ingestion.landing import file_sha256
 from ml_platform.spec import EventLabels, UseCaseSpec
-from ml_platform.tables import replace_days
+from ml_platform.tables import replace_days, table_exists
 from ml_platform.tasks import task_of
 from ml_platform.timestamps import parse_timestamp
 
@@ -267,11 +267,6 @@ def label_days_table(spec: UseCaseSpec) -> str:
     return f"{spec.name}.label_days"
 
 
-def _exists(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, table: str) -> bool:
-    query = "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?"
-    return conn.sql(query, params=[spec.name, table]).fetchall()[0][0] > 0
-
-
 def read_labels(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> pl.DataFrame:
     """Every label that has arrived, empty before any landed: anomaly windows (entity, ``start``,
     ``end``), or event labels (entity, ``event_timestamp``, ``label`` as the task types it)."""
@@ -288,14 +283,14 @@ def read_labels(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> pl.DataFr
     else:
         schema = {spec.entity: pl.String, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC")}
         query = f'SELECT DISTINCT "{spec.entity}", start, "end" FROM {labels_table(spec)} ORDER BY ALL'
-    if not _exists(conn, spec, "raw_labels"):
+    if not table_exists(conn, labels_table(spec)):
         return pl.DataFrame(schema=schema)
     return conn.sql(query).pl().cast(schema)
 
 
 def labelled_days(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> list[dt.date]:
     """Days whose labels have arrived (for event labels: days with at least one label)."""
-    if not _exists(conn, spec, "label_days"):
+    if not table_exists(conn, label_days_table(spec)):
         return []
     query = f"SELECT DISTINCT label_day FROM {label_days_table(spec)} ORDER BY 1"
     return [row[0] for row in conn.sql(query).fetchall()]

@@ -1,6 +1,8 @@
 """Monitoring assets per use case: drift, live performance, skew, serving SLOs and the champion
 guard, declared to Dagster; what each computes is in ``results``."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
@@ -41,9 +43,17 @@ def build_monitoring_assets(spec: UseCaseSpec, cron: str) -> list[dg.AssetsDefin
             f"Data and prediction drift: the champion's training window vs the last "
             f"{spec.drift.window_days} day(s) of features."
         ),
+        # Before any features, or with neither a champion nor a training set, there is nothing
+        # to compare: the run succeeds without a report instead of failing on every cron tick.
+        output_required=False,
     )
-    def drift_report(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
-        return results.drift_report(spec, warehouse, platform.settings)
+    def drift_report(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource
+    ) -> Iterator[dg.MaterializeResult]:
+        try:
+            yield results.drift_report(spec, warehouse, platform.settings)
+        except results.NothingToCompare as nothing:
+            context.log.info(f"no drift report: {nothing}")
 
     @dg.asset(
         key=key["live_performance"],

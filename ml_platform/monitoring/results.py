@@ -25,6 +25,7 @@ from ml_platform.monitoring.performance import (
 from ml_platform.serving.records import predictions_table
 from ml_platform.settings import Settings
 from ml_platform.spec import UseCaseSpec
+from ml_platform.tables import table_exists
 from ml_platform.tasks import task_of
 
 SKEW_TOLERANCE = 1e-6
@@ -90,14 +91,26 @@ def _alias_scored(settings: Settings, spec: UseCaseSpec, alias: str, frame: pl.D
     return ref, score(task, model, features_of(frame, spec))
 
 
+class NothingToCompare(Exception):
+    """A monitor with no data to judge yet (not a failure): the message says what is missing."""
+
+
 def drift_report(spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings) -> dg.MaterializeResult:
-    """The champion's train window against the newest ``drift.window_days`` of features."""
+    """The champion's train window against the newest ``drift.window_days`` of features.
+
+    Raises ``NothingToCompare`` before any features, or with neither a champion nor a training set."""
     columns = list(spec.drift.columns) or spec.features.feature_names()
     from ml_platform.monitoring.drift import MAX_ROWS, run_drift_report
     from ml_platform.monitoring.fast_drift import column_drift
     from ml_platform.training import registry
+    from ml_platform.training.steps import read_split, training_table
 
-    features = read_features(warehouse, spec)
+    with warehouse.get_connection() as conn:
+        has_features = table_exists(conn, features_table(spec))
+        has_training_set = table_exists(conn, training_table(spec))
+    features = read_features(warehouse, spec) if has_features else None
+    if features is None or features.is_empty():
+        raise NothingToCompare(f"{spec.name}: no features yet; the drift report follows the first features")
     since = features[EVENT_TIMESTAMP].max() - dt.timedelta(days=spec.drift.window_days)
     current = features.filter(pl.col(EVENT_TIMESTAMP) > since)
     champion = registry.alias_ref(settings, spec.name, registry.CHAMPION)
@@ -109,11 +122,14 @@ def drift_report(spec: UseCaseSpec, warehouse: DuckDBResource, settings: Setting
         )
         reference = features.filter(pl.col(EVENT_TIMESTAMP).is_between(*window))
         reference_from = f"champion v{champion.version} train window {window[0]} .. {window[1]}"
-    else:  # no champion yet: the current training set's train split
-        from ml_platform.training.steps import read_split
-
+    elif has_training_set:  # no champion yet: the current training set's train split
         reference = read_split(warehouse, spec, "train").select(features.columns)
         reference_from = "training_set train split (no champion yet)"
+    else:
+        raise NothingToCompare(
+            f"{spec.name}: neither a champion nor a training set yet, so no reference to compare the "
+            f"newest features with; the drift report follows the first training set"
+        )
     compared = list(columns)
     _, ref_scored = _alias_scored(settings, spec, registry.CHAMPION, reference)
     _, cur_scored = _alias_scored(settings, spec, registry.CHAMPION, current)
