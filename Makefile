@@ -47,7 +47,7 @@ browser-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 
 test: install browser-deps serve-deps
-	$(BIN)/python -m pytest ml_platform_tests
+	$(BIN)/python -m pytest ml_platform_tests --durations=30
 
 # Tests that need no materialized home, cluster or service: run them on every change.
 test-fast: install
@@ -62,10 +62,10 @@ serve-deps:
 	@command -v haproxy >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null)
 
-# wrk drives the serving benchmark.
+# wrk (HTTP) and h2load (gRPC over HTTP/2) drive the serving benchmark.
 bench-deps: serve-deps
-	@command -v wrk >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client >/dev/null)
 
 bench: install bench-deps
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

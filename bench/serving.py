@@ -14,8 +14,15 @@ model, evaluation, champion; in a temporary home under ``/tmp/ml_platform_bench/
   registry, N = 1 and 2; the better (by throughput at 32 connections) is the peer.
 * ``bench/_fastapi_peer.py``: FastAPI under uvicorn (1 and 2 workers, access log off), the model loaded
   in-process with ``load_verified_model``, the task's ``scores`` called per request.
+* ours over the Open Inference Protocol v2, on each fast configuration while it runs: the same row
+  as one FP64 tensor of shape [1] per feature, in the binary tensor extension POSTed to
+  ``/v2/models/sensor_anomaly/infer`` (the body tritonclient.http sends by default; wrk), and as a
+  ``ModelInfer`` call with raw contents over gRPC (h2load, HTTP/2 without TLS, one stream per
+  connection; a gRPC error still answers HTTP 200, so calls answered OK are counted from our
+  ``/metrics``). Figures ``*_v2_binary`` and ``*_grpc`` compare the better configuration (by
+  throughput at 32 connections) with the same peers, which answer the MLflow protocol.
 
-Request: one full feature row (the model's 12 features, the newest row of the features table),
+Request: one full feature row (the model's 15 features, the newest row of the features table),
 ``{"dataframe_records": [row]}`` POSTed to ``/invocations``. Before measuring, every server is
 checked on that row and on a few more (one of them anomalous): ours and the FastAPI peer must return
 the in-process task scores to 1e-9. ``mlflow models serve`` runs the registered pyfunc, whose
@@ -46,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -144,6 +152,7 @@ def build_model(home: Path) -> Model:
     # then sees normal rows and an anomaly.
     jump = {n: rows[0][n] + 30.0 for n in ("value", "value_diff_mean_12", "value_diff_mean_72")}
     jump |= {n: rows[0][n] * 4.0 for n in ("vibration", "vibration_max_1h")}
+    jump |= {n: rows[0][n] + 10.0 for n in names if "_zscore_" in n}
     rows.append({**rows[0], **jump})
     task = task_of(get_use_case(USE_CASE))
     pipeline = registry.load_verified_model(ref, home / "bench_cache", task)
@@ -243,6 +252,13 @@ class Server:
     fast: bool = False
     replicas: int = 1
     workers: int = 1
+    protocol: str = "invocations"  # invocations | v2_binary | grpc (ours only)
+
+    def over(self, protocol: str) -> Server:
+        """The same server measured over another protocol."""
+        return dataclasses.replace(
+            self, label=f"{self.label}, {PROTOCOL_LABELS[protocol]}", protocol=protocol
+        )
 
 
 SERVERS = (
@@ -254,6 +270,12 @@ SERVERS = (
     Server("fastapi", "fastapi (uvicorn, 1 worker)", workers=1),
     Server("fastapi", "fastapi (uvicorn, 2 workers)", workers=2),
 )
+# Ours in fast mode is measured over the Open Inference Protocol v2 too, on the same running server:
+# the binary tensor extension over HTTP (wrk) and gRPC (h2load), the same row as FP64 tensors.
+PROTOCOL_LABELS = {"v2_binary": "v2 binary", "grpc": "v2 gRPC"}
+V2_PATH = f"/v2/models/{USE_CASE}/infer"
+V2_HEADER = "Inference-Header-Content-Length"
+GRPC_PATH = "/inference.GRPCInferenceService/ModelInfer"
 
 
 @contextlib.contextmanager
@@ -415,12 +437,90 @@ def check_answers(server: Server, url: str, model: Model) -> None:
     log(f"{server.label}: answers agree with the in-process model ({what})")
 
 
+def v2_inputs(row: dict, client_module) -> list:
+    """The row as one FP64 tensor of shape [1] per feature, for tritonclient's http or grpc module
+    (tritonclient.http sends them in the binary extension by default)."""
+    import numpy as np
+
+    tensors = []
+    for name, value in row.items():
+        tensor = client_module.InferInput(name, [1], "FP64")
+        tensor.set_data_from_numpy(np.array([value], dtype=np.float64))
+        tensors.append(tensor)
+    return tensors
+
+
+def v2_binary_request(row: dict) -> tuple[bytes, int]:
+    """The v2 request body in the binary tensor extension, and its JSON header's length."""
+    import tritonclient.http as triton
+
+    return triton.InferenceServerClient.generate_request_body(v2_inputs(row, triton))
+
+
+def grpc_message(row: dict) -> bytes:
+    """ModelInferRequest with the row as raw FP64 contents, serialized."""
+    import struct
+
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=USE_CASE)
+    for name, value in row.items():
+        request.inputs.add(name=name, datatype="FP64", shape=[1])
+        request.raw_input_contents.append(struct.pack("<d", value))
+    return request.SerializeToString()
+
+
+def grpc_address() -> str:
+    """Where ours serves gRPC (the port ``run_ours`` chose)."""
+    return f"127.0.0.1:{os.environ['ML_PLATFORM_GRPC_PORT']}"
+
+
+def check_v2_answers(server: Server, url: str, model: Model) -> None:
+    """The exact request bytes the load sends, answered with the in-process model's score."""
+    import grpc
+    import httpx
+    import numpy as np
+    import tritonclient.http as triton
+    from tritonclient.grpc import service_pb2
+
+    if server.protocol == "v2_binary":
+        body, header_length = v2_binary_request(model.rows[0])
+        response = httpx.post(
+            f"{url}{V2_PATH}",
+            content=body,
+            headers={
+                "Content-Type": "application/octet-stream",
+                V2_HEADER: str(header_length),
+            },
+            timeout=30,
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"{server.label}: {response.status_code} {response.text[:300]}")
+        answer_length = response.headers.get(V2_HEADER)
+        result = triton.InferenceServerClient.parse_response_body(
+            response.content, header_length=int(answer_length) if answer_length else None
+        )
+        score = float(result.as_numpy("anomaly_score")[0])
+    else:
+        with grpc.insecure_channel(grpc_address()) as channel:
+            call = channel.unary_unary(GRPC_PATH)  # bytes in, bytes out: exactly what h2load sends
+            answer = service_pb2.ModelInferResponse.FromString(call(grpc_message(model.rows[0]), timeout=30))
+        names = [output.name for output in answer.outputs]
+        raw = answer.raw_output_contents[names.index("anomaly_score")]
+        score = float(np.frombuffer(raw, dtype="<f8")[0])
+    if abs(score - model.scores[0]) > TOLERANCE:
+        raise RuntimeError(
+            f"{server.label} disagrees with the in-process model: {score} != {model.scores[0]}"
+        )
+    log(f"{server.label}: the load's request answers the in-process score ({score:.6f})")
+
+
 # --- load ----------------------------------------------------------------------------------------
 
 WRK_SCRIPT = """
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = [==[%(body)s]==]
+%(headers)s
+wrk.body = %(body)s
 
 local threads = {}
 
@@ -471,12 +571,19 @@ def cpu_busy_jiffies() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
-def run_wrk(url: str, root: int, script: Path, connections: int, seconds: float, cpus: set[int]) -> Load:
+def wrk_script(path: Path, headers: dict[str, str], body: bytes) -> Path:
+    """wrk's Lua script POSTing ``body`` (every byte a decimal escape, so binary bodies pass)."""
+    lines = "\n".join(f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items())
+    path.write_text(WRK_SCRIPT % {"headers": lines, "body": '"' + "".join(f"\\{b:03d}" for b in body) + '"'})
+    return path
+
+
+def run_wrk(target: str, root: int, script: Path, connections: int, seconds: float, cpus: set[int]) -> Load:
     threads = max(1, min(connections, len(cpus)))
     command = [
         *("taskset", "-c", cpu_list(cpus)),
         *("wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s"),
-        *("-s", str(script), f"{url}/invocations"),
+        *("-s", str(script), target),
     ]
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy, total = cpu_busy_jiffies()
@@ -503,15 +610,84 @@ def run_wrk(url: str, root: int, script: Path, connections: int, seconds: float,
     )
 
 
+def grpc_answered(url: str) -> tuple[float, float]:
+    """Our /metrics: ModelInfer calls answered OK and answered with an error so far (the whole service)."""
+    import httpx
+
+    ok = errors = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if 'route="grpc_infer"' not in line or line.startswith("#"):
+            continue
+        if line.startswith("ml_platform_requests_total{") and 'status="200"' in line:
+            ok += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("ml_platform_errors_total{"):
+            errors += float(line.rsplit(" ", 1)[1])
+    return ok, errors
+
+
+def run_h2load(url: str, root: int, body: Path, connections: int, seconds: float, cpus: set[int]) -> Load:
+    """h2load over HTTP/2 without TLS, one stream at a time per connection (a closed loop like wrk's).
+    A gRPC error still answers HTTP 200, so what was answered OK is read from our /metrics."""
+    import re
+
+    log_file = WORK_DIR / "h2load_requests.tsv"  # per request: start (us), HTTP status, duration (us)
+    threads = max(1, min(connections, len(cpus)))
+    command = [
+        *("taskset", "-c", cpu_list(cpus)),
+        *("h2load", f"-t{threads}", f"-c{connections}", "-m1", f"-D{seconds:.0f}"),
+        *("-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(body)),
+        f"--log-file={log_file}",
+        f"http://{grpc_address()}{GRPC_PATH}",
+    ]
+    answered = grpc_answered(url)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy, total = cpu_busy_jiffies()
+    server_cpu = family_cpu_s(root)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    busy_after, total_after = cpu_busy_jiffies()
+    server_cpu = family_cpu_s(root) - server_cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    finished = re.search(r"finished in ([\d.]+)(ms|s)", result.stdout)
+    counts = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", result.stdout)
+    if result.returncode != 0 or not finished or not counts:
+        raise RuntimeError(
+            f"h2load failed ({result.returncode}): {result.stdout[-500:]} {result.stderr[-500:]}"
+        )
+    ok, errors = (now - then for now, then in zip(grpc_answered(url), answered, strict=True))
+    elapsed = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
+    durations = sorted(int(line.split("\t")[2]) for line in log_file.read_text().splitlines() if line)
+    cpu = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
+    return Load(
+        rps=ok / elapsed,
+        p50_ms=durations[len(durations) // 2] / 1000,
+        p99_ms=durations[min(len(durations) - 1, int(len(durations) * 0.99))] / 1000,
+        non_2xx=int(errors) + sum(int(n) for n in counts.groups()[1:]),
+        server_cpus=server_cpu / elapsed,
+        wrk_cpus=cpu / elapsed,
+        busy_cpus=(busy_after - busy) / max(1, total_after - total) * os.cpu_count(),
+    )
+
+
+def load_of(server: Server, url: str, root: int, setup: Setup):
+    """A function running one load (connections, seconds) against ``server`` over its protocol."""
+    if server.protocol == "grpc":
+        return lambda c, s: run_h2load(url, root, setup.grpc_body, c, s, setup.client_cpus)
+    script, path = (setup.script, "/invocations")
+    if server.protocol == "v2_binary":
+        script, path = setup.v2_script, V2_PATH
+    return lambda c, s: run_wrk(f"{url}{path}", root, script, c, s, setup.client_cpus)
+
+
 def measure(server: Server, url: str, root: int, setup: Setup, rounds: int) -> dict[int, Load]:
     """Each load after its warm-up, ``rounds`` times in turn; per load the least disturbed round
     (highest throughput at 32 connections, lowest p50 at 1) is kept."""
     runs: dict[int, list[Load]] = {c: [] for c in CONCURRENCY}
+    run_load = load_of(server, url, root, setup)
     for round_ in range(rounds):
         for connections in CONCURRENCY:
             if round_ == 0:
-                run_wrk(url, root, setup.script, connections, setup.warmup_s, setup.client_cpus)
-            load = run_wrk(url, root, setup.script, connections, setup.seconds, setup.client_cpus)
+                run_load(connections, setup.warmup_s)
+            load = run_load(connections, setup.seconds)
             runs[connections].append(load)
             log(
                 f"{server.label} c{connections}: {load.rps:.1f} rps, p50 {load.p50_ms:.2f} ms, "
@@ -563,7 +739,7 @@ def best(results: dict[Server, dict[int, Load]], wanted) -> tuple[Server, dict[i
 
 
 def figures(results: dict[Server, dict[int, Load]]) -> list[dict]:
-    fast, fast_loads = best(results, lambda s: s.kind == "ours" and s.fast)
+    fast, fast_loads = best(results, lambda s: s.kind == "ours" and s.fast and s.protocol == "invocations")
     proxy, proxy_loads = best(results, lambda s: s.kind == "ours" and not s.fast)
     mlflow, mlflow_loads = best(results, lambda s: s.kind == "mlflow")
     fastapi, fastapi_loads = best(results, lambda s: s.kind == "fastapi")
@@ -595,17 +771,33 @@ def figures(results: dict[Server, dict[int, Load]]) -> list[dict]:
                     target if not suffix else None,
                 )
             )
+    # The v2 protocols against the same peers (which answer the MLflow protocol): no targets.
+    for protocol in PROTOCOL_LABELS:
+        server, loads = best(results, lambda s, p=protocol: s.protocol == p)
+        for name, connections, attr, better, peer, _ in specs:
+            peer_name, peer_server, peer_loads = peers[peer]
+            lines.append(
+                figure(
+                    f"{name}_{protocol}",
+                    (server.label, loads[connections]),
+                    peer_name,
+                    (peer_server.label, peer_loads[connections]),
+                    attr,
+                    better,
+                    None,
+                )
+            )
     return lines
 
 
 def table(results: dict[Server, dict[int, Load]]) -> None:
     """Every configuration; the last three columns are cores used: by the server, by wrk, by all."""
-    head = f"{'configuration':<30} {'c':>3} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'not 2xx':>7}"
+    head = f"{'configuration':<40} {'c':>3} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'not 2xx':>7}"
     log(f"{head} {'server':>6} {'wrk':>5} {'all':>5}")
     for server, loads in results.items():
         for connections, load in loads.items():
             log(
-                f"{server.label:<30} {connections:>3} {load.rps:>8.1f} {load.p50_ms:>8.2f} "
+                f"{server.label:<40} {connections:>3} {load.rps:>8.1f} {load.p50_ms:>8.2f} "
                 f"{load.p99_ms:>8.2f} {load.non_2xx:>7} {load.server_cpus:>6.2f} {load.wrk_cpus:>5.2f} "
                 f"{load.busy_cpus:>5.2f}"
             )
@@ -617,7 +809,9 @@ def table(results: dict[Server, dict[int, Load]]) -> None:
 @dataclass
 class Setup:
     model: Model
-    script: Path
+    script: Path  # wrk: the MLflow scoring protocol's JSON on /invocations
+    v2_script: Path  # wrk: the v2 binary tensor extension
+    grpc_body: Path  # h2load: one ModelInfer call
     warmup_s: float
     seconds: float
     rounds: int
@@ -630,8 +824,11 @@ def prepare(args: argparse.Namespace) -> Setup:
     warmup_s, seconds, rounds = (2, 5, 1) if args.quick else (5, 20, 2)
     server_cpus = {int(c) for c in args.server_cpus.split(",")}
     client_cpus = {int(c) for c in args.client_cpus.split(",")}
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    missing = [tool for tool in ("wrk", "h2load") if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(
+            f"{', '.join(missing)} not installed: make bench-deps (Debian's wrk and nghttp2-client)"
+        )
     home = WORK_DIR / "home"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -643,10 +840,22 @@ def prepare(args: argparse.Namespace) -> Setup:
     log(f"per server: {rounds} round(s) of {loads}, {seconds} s each, after a {warmup_s} s warm-up of each")
     with stdout_to_stderr():
         model = build_model(home)
-    script = WORK_DIR / "wrk_invocations.lua"
-    script.write_text(WRK_SCRIPT % {"body": body_of(model.rows[:1])})
+    script = wrk_script(
+        WORK_DIR / "wrk_invocations.lua",
+        {"Content-Type": "application/json"},
+        body_of(model.rows[:1]).encode(),
+    )
     log(f"request body: {body_of(model.rows[:1])}")
-    return Setup(model, script, warmup_s, seconds, rounds, server_cpus, client_cpus)
+    body, header_length = v2_binary_request(model.rows[0])
+    v2_script = wrk_script(
+        WORK_DIR / "wrk_v2_binary.lua",
+        {"Content-Type": "application/octet-stream", V2_HEADER: str(header_length)},
+        body,
+    )
+    message = grpc_message(model.rows[0])
+    grpc_body = WORK_DIR / "grpc_model_infer.bin"  # a gRPC frame: not compressed, length, message
+    grpc_body.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
+    return Setup(model, script, v2_script, grpc_body, warmup_s, seconds, rounds, server_cpus, client_cpus)
 
 
 def benchmark(args: argparse.Namespace) -> None:
@@ -659,6 +868,11 @@ def benchmark(args: argparse.Namespace) -> None:
             log(f"{server.label} answering after {time.perf_counter() - started:.0f} s")
             check_answers(server, url, setup.model)
             results[server] = measure(server, url, root, setup, setup.rounds)
+            if server.kind == "ours" and server.fast:
+                for protocol in PROTOCOL_LABELS:
+                    variant = server.over(protocol)
+                    check_v2_answers(variant, url, setup.model)
+                    results[variant] = measure(variant, url, root, setup, setup.rounds)
     table(results)
     for line in figures(results):
         print(json.dumps(line), flush=True)

@@ -372,8 +372,17 @@ def test_a_refused_retrain_is_not_asked_for_again_until_the_data_changes(platfor
     assert "already made" in again.skip_message and refused.run_id[:8] in again.skip_message
     assert f"{USE_CASE}/model_evaluation not_worse_than_champion" in again.skip_message
     failed = {c.check_name: c for c in failed_checks(platform.instance, refused.run_id)}
-    # Worse than the champion, and so (a two-tree model) worse than the plain baseline too.
-    assert set(failed) == {"not_worse_than_champion", "better_than_baseline"}
+    # Worse than the champion, and so (a two-tree model) worse than the plain baseline too (and,
+    # on some sensors, below the per-sensor floor).
+    assert (
+        {"not_worse_than_champion", "better_than_baseline"}
+        <= set(failed)
+        <= {
+            "not_worse_than_champion",
+            "better_than_baseline",
+            "gate_per_scope",
+        }
+    )
     shown = describe_failed_check(failed["not_worse_than_champion"], ("compared_rows", "comparison"))
     assert "not_worse_than_champion failed" in shown and "| overall | average_precision |" in shown
 

@@ -50,7 +50,7 @@ SPEC = UseCaseSpec(
             ZScore("value", rows=288),
         ),
         ttl=dt.timedelta(days=3),
-        offline_lookback=dt.timedelta(days=1),
+        offline_lookback=dt.timedelta(days=2),  # the 288-reading window is a day at 5 minutes
     ),
     model=ModelSpec(
         algorithm="isolation_forest",
