@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from ml_platform.settings import load_settings
+from ml_platform.settings import SettingsError, load_settings
 from ml_platform.usecases.card_fraud import commands as fraud_commands
 from ml_platform.usecases.sensor_anomaly import commands as example_commands
 
@@ -24,7 +24,17 @@ def _use_case(name: str):
         raise click.ClickException(str(error).strip('"')) from None
 
 
-@click.group(help="ml_platform: an end-to-end ML platform on Dagster, MLflow and Ray Serve.")
+class _Commands(click.Group):
+    """Every command: a setting that cannot be used is an error message, not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SettingsError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=_Commands, help="ml_platform: an end-to-end ML platform on Dagster, MLflow and Ray Serve.")
 def main() -> None:
     pass
 

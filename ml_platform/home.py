@@ -6,13 +6,14 @@ import os
 import sys
 from pathlib import Path
 
-from ml_platform.resources.platform import WAREHOUSE_POOL
+from ml_platform.resources.platform import STORAGE_VAR, WAREHOUSE_POOL
 from ml_platform.settings import Settings, settings_env
 
 # The Dagster instance of a platform home. Every pool defaults to one slot, so assets of the
 # `warehouse` pool run one at a time across all runs: DuckDB allows one writing process.
+WRITTEN_BY_US = "# Written by ml-platform"
 DAGSTER_YAML = f"""\
-# Written by ml-platform; pools: {WAREHOUSE_POOL} (and any other) run one step at a time.
+{WRITTEN_BY_US}; pools: {WAREHOUSE_POOL} (and any other) run one step at a time.
 telemetry:
   enabled: false
 concurrency:
@@ -21,17 +22,35 @@ concurrency:
   runs:
     max_concurrent_runs: 4
 """
+# Runs, event logs (and so the pools' slots) and schedules in PostgreSQL: the file names the
+# variable, so a password in the URL stays out of it.
+POSTGRES_STORAGE = f"""\
+storage:
+  postgres:
+    postgres_url:
+      env: {STORAGE_VAR}
+"""
+
+
+def dagster_yaml(settings: Settings) -> str:
+    """The home's Dagster instance config for ``settings``."""
+    return DAGSTER_YAML + (POSTGRES_STORAGE if settings.dagster_storage_url else "")
 
 
 def prepare_home(settings: Settings) -> None:
     for folder in (settings.home, settings.dagster_home, settings.landing_dir, settings.run_dir):
         folder.mkdir(parents=True, exist_ok=True)
     config = settings.dagster_home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
+    # Ours is rewritten when the settings change it (switching the storage is one setting); a file
+    # someone wrote by hand is theirs.
+    current, wanted = (config.read_text() if config.exists() else None), dagster_yaml(settings)
+    if current != wanted and (current is None or current.startswith(WRITTEN_BY_US)):
+        config.write_text(wanted)
     # Create the instance's storage now, once: processes started together would race to migrate it.
     import dagster as dg
 
+    if settings.dagster_storage_url:  # what dagster.yaml reads, in this process too
+        os.environ.setdefault(STORAGE_VAR, settings.dagster_storage_url)
     with dg.DagsterInstance.from_config(str(settings.dagster_home)):
         pass
 

@@ -43,6 +43,9 @@ class Settings:
     use_cases: str = ""
     # None: `serving_log/` under the home; else a folder of its own (a volume sized for the log).
     prediction_log_dir: Path | None = None
+    # None: Dagster keeps runs, events and schedules in SQLite under the home; else a
+    # postgresql:// URL of a database for them (and for the concurrency pools' slots).
+    dagster_storage_url: str | None = None
 
     @property
     def warehouse_path(self) -> Path:
@@ -109,6 +112,32 @@ def _absolute_entries(value: str) -> str:
     )
 
 
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names its variable and what it takes."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name) or str(default)
+    try:
+        return int(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {value!r}") from None
+
+
+def _postgres_url(value: str) -> str | None:
+    # Dagster's PostgreSQL storage speaks psycopg2; SQLAlchemy 2.1 reads a bare postgresql:// URL
+    # as psycopg 3, on which Dagster's queries fail ("syntax error at or near $1").
+    if not value.strip():
+        return None
+    if not value.strip().startswith("postgresql+psycopg2://"):
+        raise SettingsError(
+            "ML_PLATFORM_DAGSTER_STORAGE must be a URL of the form "
+            "postgresql+psycopg2://user[:password]@host:5432/database (Dagster's storage needs the "
+            "psycopg2 driver); unset it to keep Dagster's storage in SQLite under the home"
+        )
+    return value.strip()
+
+
 # Each setting and the environment variable that sets it. `load_settings` reads them and
 # `settings_env` writes them, so a process handed `settings_env(s)` loads exactly `s`.
 ENV_VARS = {
@@ -129,9 +158,11 @@ ENV_VARS = {
     "monitor_cron": "ML_PLATFORM_MONITOR_CRON",
     "use_cases": "ML_PLATFORM_USE_CASES",
     "prediction_log_dir": "ML_PLATFORM_PREDICTION_LOG_DIR",
+    "dagster_storage_url": "ML_PLATFORM_DAGSTER_STORAGE",
 }
-# Never written into Dagster run config or shown in its UI (the resource reads it as a dg.EnvVar).
-SECRET_VARS = frozenset({"ML_PLATFORM_API_TOKEN"})
+# Never written into Dagster run config or shown in its UI (the resource reads them as dg.EnvVar);
+# the Dagster storage URL may hold a password, and dagster.yaml names its variable, not its value.
+SECRET_VARS = frozenset({"ML_PLATFORM_API_TOKEN", "ML_PLATFORM_DAGSTER_STORAGE"})
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -143,21 +174,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
         ray_address=env.get("RAY_ADDRESS") or None,
         serve_host=env.get("ML_PLATFORM_SERVE_HOST") or "127.0.0.1",
-        serve_port=int(env.get("ML_PLATFORM_SERVE_PORT") or "8000"),
+        serve_port=_int(env, "ML_PLATFORM_SERVE_PORT", 8000),
         api_token=env.get("ML_PLATFORM_API_TOKEN") or None,
         mlflow_ui_url=env.get("ML_PLATFORM_MLFLOW_UI") or "http://127.0.0.1:5000",
         online_store_url=env.get("ML_PLATFORM_ONLINE_STORE") or None,
         online_store_namespace=env.get("ML_PLATFORM_ONLINE_NAMESPACE") or "mlp",
         mqtt_url=env.get("ML_PLATFORM_MQTT_URL") or "mqtt://127.0.0.1:1883",
         serve_fast=_serve_fast(env.get("ML_PLATFORM_SERVE_FAST", "")),
-        serve_replicas=int(env.get("ML_PLATFORM_SERVE_REPLICAS") or "1"),
-        grpc_port=int(env.get("ML_PLATFORM_GRPC_PORT") or "8001"),
-        sensor_interval_s=int(env.get("ML_PLATFORM_SENSOR_INTERVAL_S") or "30"),
+        serve_replicas=_int(env, "ML_PLATFORM_SERVE_REPLICAS", 1),
+        grpc_port=_int(env, "ML_PLATFORM_GRPC_PORT", 8001),
+        sensor_interval_s=_int(env, "ML_PLATFORM_SENSOR_INTERVAL_S", 30),
         monitor_cron=env.get("ML_PLATFORM_MONITOR_CRON") or "*/10 * * * *",
         use_cases=_absolute_entries(env.get("ML_PLATFORM_USE_CASES", "")),
         prediction_log_dir=Path(log_dir).resolve()
         if (log_dir := env.get("ML_PLATFORM_PREDICTION_LOG_DIR"))
         else None,
+        dagster_storage_url=_postgres_url(env.get("ML_PLATFORM_DAGSTER_STORAGE", "")),
     )
 
 

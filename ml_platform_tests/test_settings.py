@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from ml_platform.home import child_env
 from ml_platform.resources.platform import PlatformResource, build_resources
 from ml_platform.serving.deploy import replica_env
-from ml_platform.settings import ENV_VARS, SECRET_VARS, Settings, load_settings, settings_env
+from ml_platform.settings import ENV_VARS, SECRET_VARS, Settings, SettingsError, load_settings, settings_env
 
 
 @pytest.fixture
@@ -39,6 +41,7 @@ def unusual(tmp_path, monkeypatch) -> Settings:
         "ML_PLATFORM_MONITOR_CRON": "*/3 * * * *",
         "ML_PLATFORM_USE_CASES": "ml_platform.usecases.sensor_anomaly_copy_for_settings_test",
         "ML_PLATFORM_PREDICTION_LOG_DIR": str(tmp_path / "prediction-log"),
+        "ML_PLATFORM_DAGSTER_STORAGE": "postgresql+psycopg2://settings:s3cret@127.0.0.1:5432/settings_test",
     }
     assert set(values) == set(ENV_VARS.values())  # a new setting must be added here too
     for name, value in values.items():
@@ -69,11 +72,13 @@ def test_every_setting_reaches_a_dagster_run(unusual):
     assert seen == [unusual]
 
 
-def test_the_token_is_read_from_the_environment_never_stored_in_run_config(unusual):
+def test_the_secrets_are_read_from_the_environment_never_stored_in_run_config(unusual):
     resource = PlatformResource.from_settings(unusual)
     assert not SECRET_VARS & set(resource.environment)
-    assert unusual.api_token not in json.dumps(resource.environment)
-    assert isinstance(resource.api_token, dg.EnvVar) and resource.api_token.env_var_name in SECRET_VARS
+    for secret in (unusual.api_token, unusual.dagster_storage_url, "s3cret"):
+        assert secret not in json.dumps(resource.environment)
+    for field in (resource.api_token, resource.dagster_storage_url):
+        assert isinstance(field, dg.EnvVar) and field.env_var_name in SECRET_VARS
 
 
 def test_every_setting_reaches_replicas_and_the_processes_the_platform_starts(unusual, monkeypatch):
@@ -95,3 +100,27 @@ def test_every_setting_reaches_replicas_and_the_processes_the_platform_starts(un
         check=True,
     )
     assert json.loads(child.stdout.strip().splitlines()[-1]) == settings_env(unusual)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("ML_PLATFORM_SERVE_PORT", "80a", "ML_PLATFORM_SERVE_PORT must be a whole number, got '80a'"),
+        (
+            "ML_PLATFORM_DAGSTER_STORAGE",
+            "postgresql://u@h/db",
+            "must be a URL of the form postgresql+psycopg2://",
+        ),
+    ],
+)
+def test_a_setting_that_cannot_be_used_is_named_without_a_traceback(tmp_path, name, value, said):
+    with pytest.raises(SettingsError, match=re.escape(said)):
+        load_settings({name: value})
+    env = {**child_env(load_settings({"ML_PLATFORM_HOME": str(tmp_path)})), name: value}
+    cli = subprocess.run(
+        [str(Path(sys.executable).with_name("ml-platform")), "use-cases"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 1 and said in cli.stderr and "Traceback" not in cli.stderr

@@ -17,6 +17,7 @@ from dagster_duckdb import DuckDBResource
 from ml_platform.settings import SECRET_VARS, Settings, load_settings, settings_env
 
 TOKEN_VAR = "ML_PLATFORM_API_TOKEN"
+STORAGE_VAR = "ML_PLATFORM_DAGSTER_STORAGE"
 WAREHOUSE_POOL = "warehouse"  # DuckDB has one writing process: every asset touching it queues here
 
 
@@ -135,6 +136,7 @@ class PlatformResource(dg.ConfigurableResource):
 
     environment: dict[str, str]
     api_token: str = ""
+    dagster_storage_url: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlatformResource:
@@ -143,11 +145,14 @@ class PlatformResource(dg.ConfigurableResource):
         return cls(
             environment=env,
             api_token=dg.EnvVar(TOKEN_VAR) if secrets[TOKEN_VAR] else "",
+            dagster_storage_url=dg.EnvVar(STORAGE_VAR) if secrets[STORAGE_VAR] else "",
         )
 
     @property
     def settings(self) -> Settings:
-        return load_settings({**self.environment, TOKEN_VAR: self.api_token})
+        return load_settings(
+            {**self.environment, TOKEN_VAR: self.api_token, STORAGE_VAR: self.dagster_storage_url}
+        )
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
