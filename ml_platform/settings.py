@@ -44,7 +44,7 @@ class Settings:
     # None: `serving_log/` under the home; else a folder of its own (a volume sized for the log).
     prediction_log_dir: Path | None = None
     # None: Dagster keeps runs, events and schedules in SQLite under the home; else a
-    # postgresql:// URL of a database for them (and for the concurrency pools' slots).
+    # postgresql+psycopg2:// URL of a database for them (and for the concurrency pools' slots).
     dagster_storage_url: str | None = None
 
     @property
