@@ -51,8 +51,10 @@ def prepare_home(settings: Settings) -> None:
 
     if settings.dagster_storage_url:  # what dagster.yaml reads, in this process too
         os.environ.setdefault(STORAGE_VAR, settings.dagster_storage_url)
-    with dg.DagsterInstance.from_config(str(settings.dagster_home)):
-        pass
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        # And the warehouse pool's limit row, once: runs that first use the pool together race to
+        # insert it (on PostgreSQL the loser's transaction aborts and its run fails; seen in CI).
+        instance.event_log_storage.initialize_concurrency_limit_to_default(WAREHOUSE_POOL)
 
 
 def child_env(settings: Settings) -> dict[str, str]:
