@@ -571,6 +571,39 @@ def cpu_busy_jiffies() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
+@dataclass
+class CpuUse:
+    """CPU seconds of one load: the server's process tree, the load generator, the whole machine."""
+
+    server_s: float
+    client_s: float
+    busy_cores: float  # cores busy on average over the load, whoever used them
+
+    def cores(self, elapsed: float) -> dict[str, float]:
+        """``Load``'s CPU fields."""
+        return {
+            "server_cpus": self.server_s / elapsed,
+            "wrk_cpus": self.client_s / elapsed,
+            "busy_cpus": self.busy_cores,
+        }
+
+
+def run_load_generator(
+    command: list[str], root: int, seconds: float
+) -> tuple[subprocess.CompletedProcess, CpuUse]:
+    """Run wrk or h2load to its end, measuring whose CPU the load used."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy, total = cpu_busy_jiffies()
+    server_cpu = family_cpu_s(root)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+    busy_after, total_after = cpu_busy_jiffies()
+    server_cpu = family_cpu_s(root) - server_cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
+    busy_cores = (busy_after - busy) / max(1, total_after - total) * os.cpu_count()
+    return result, CpuUse(server_cpu, client, busy_cores)
+
+
 def wrk_script(path: Path, headers: dict[str, str], body: bytes) -> Path:
     """wrk's Lua script POSTing ``body`` (every byte a decimal escape, so binary bodies pass)."""
     lines = "\n".join(f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items())
@@ -585,28 +618,19 @@ def run_wrk(target: str, root: int, script: Path, connections: int, seconds: flo
         *("wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "10s"),
         *("-s", str(script), target),
     ]
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy, total = cpu_busy_jiffies()
-    server_cpu = family_cpu_s(root)
-    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
-    busy_after, total_after = cpu_busy_jiffies()
-    server_cpu = family_cpu_s(root) - server_cpu
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result, cpu = run_load_generator(command, root, seconds)
     lines = [line for line in result.stdout.splitlines() if line.startswith("WRK_RESULT ")]
     if result.returncode != 0 or not lines:
         raise RuntimeError(f"wrk failed ({result.returncode}): {result.stdout[-500:]} {result.stderr[-500:]}")
     summary = json.loads(lines[0].removeprefix("WRK_RESULT "))
     elapsed = summary["duration_us"] / 1e6
     ok = summary["requests"] - summary["non_2xx_status"]
-    cpu = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
     return Load(
         rps=ok / elapsed,
         p50_ms=summary["p50_us"] / 1000,
         p99_ms=summary["p99_us"] / 1000,
         non_2xx=summary["non_2xx_status"] + summary["socket_errors"] + summary["timeouts"],
-        server_cpus=server_cpu / elapsed,
-        wrk_cpus=cpu / elapsed,
-        busy_cpus=(busy_after - busy) / max(1, total_after - total) * os.cpu_count(),
+        **cpu.cores(elapsed),
     )
 
 
@@ -640,13 +664,7 @@ def run_h2load(url: str, root: int, body: Path, connections: int, seconds: float
         f"http://{grpc_address()}{GRPC_PATH}",
     ]
     answered = grpc_answered(url)
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy, total = cpu_busy_jiffies()
-    server_cpu = family_cpu_s(root)
-    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
-    busy_after, total_after = cpu_busy_jiffies()
-    server_cpu = family_cpu_s(root) - server_cpu
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result, cpu = run_load_generator(command, root, seconds)
     finished = re.search(r"finished in ([\d.]+)(ms|s)", result.stdout)
     counts = re.search(r"(\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", result.stdout)
     if result.returncode != 0 or not finished or not counts:
@@ -656,15 +674,12 @@ def run_h2load(url: str, root: int, body: Path, connections: int, seconds: float
     ok, errors = (now - then for now, then in zip(grpc_answered(url), answered, strict=True))
     elapsed = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
     durations = sorted(int(line.split("\t")[2]) for line in log_file.read_text().splitlines() if line)
-    cpu = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
     return Load(
         rps=ok / elapsed,
         p50_ms=durations[len(durations) // 2] / 1000,
         p99_ms=durations[min(len(durations) - 1, int(len(durations) * 0.99))] / 1000,
         non_2xx=int(errors) + sum(int(n) for n in counts.groups()[1:]),
-        server_cpus=server_cpu / elapsed,
-        wrk_cpus=cpu / elapsed,
-        busy_cpus=(busy_after - busy) / max(1, total_after - total) * os.cpu_count(),
+        **cpu.cores(elapsed),
     )
 
 
