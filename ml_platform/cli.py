@@ -74,6 +74,32 @@ def list_use_cases() -> None:
         click.echo(f"{name}\t{where[name]}\t{spec.description}")
 
 
+@main.command(help="Each part of the platform: its backend, whether it answers, its version.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per part, a line each.")
+def status(as_json: bool) -> None:
+    import json
+
+    from ml_platform.spec_file import UseCaseError
+    from ml_platform.status import platform_status, render
+    from ml_platform.usecases import use_cases
+
+    settings = load_settings()
+    try:
+        names = list(use_cases(settings))
+    except UseCaseError as error:
+        raise click.ClickException(str(error)) from None
+    parts = platform_status(settings, names)
+    if as_json:
+        for part in parts:
+            click.echo(json.dumps(part.as_dict()))
+    else:
+        click.echo(render(parts))
+    if down := [p for p in parts if p.failed]:
+        raise click.ClickException(
+            "required part(s) down: " + "; ".join(f"{p.part} ({p.backend}): {p.detail}" for p in down)
+        )
+
+
 @main.group(help="Generate demo data into the landing zone.")
 def generate() -> None:
     pass
