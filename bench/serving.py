@@ -27,7 +27,9 @@ Request: one full feature row (the model's 15 features, the newest row of the fe
 checked on that row and on a few more (one of them anomalous): ours and the FastAPI peer must return
 the in-process task scores to 1e-9. ``mlflow models serve`` runs the registered pyfunc, whose
 sklearn flavour calls ``IsolationForest.predict`` (the same ``decision_function`` plus a threshold)
-and so answers labels: it must answer -1 exactly where the score is above 0.
+and so answers labels: it must answer -1 exactly where the score is above 0. During the load,
+wrk's script checks every 2xx answer the same way (the score within 1e-9, mlflow's label, the v2
+binary answer's raw FP64 score); one wrong answer stops the benchmark naming the server.
 
 How: wrk (LuaJIT script for the POST body, status counting and a JSON summary), closed loop, 1 and
 32 connections, each measured for 20 s after a 5 s warm-up; one server runs at a time: start,
@@ -522,6 +524,13 @@ wrk.method = "POST"
 %(headers)s
 wrk.body = %(body)s
 
+-- Every 2xx answer is checked against the in-process model while the load runs: the score (ours,
+-- FastAPI), the label IsolationForest.predict gives (mlflow: -1 anomaly, 1 normal), or in the v2
+-- binary extension the first output's raw FP64 after the JSON header.
+local expected = %(expected)s
+local expected_label = %(expected_label)d
+local tolerance = %(tolerance)s
+local binary = %(binary)s
 local threads = {}
 
 function setup(thread)
@@ -530,25 +539,58 @@ end
 
 function init(args)
   non2xx = 0
+  wrong = 0
+end
+
+local function f64le(s, i)
+  local b1, b2, b3, b4, b5, b6, b7, b8 = string.byte(s, i, i + 7)
+  if not b8 then return nil end
+  local sign = b8 > 127 and -1 or 1
+  local exponent = (b8 %% 128) * 16 + math.floor(b7 / 16)
+  local mantissa = ((((((b7 %% 16) * 256 + b6) * 256 + b5) * 256 + b4) * 256 + b3) * 256 + b2) * 256 + b1
+  if exponent == 0 then return sign * mantissa * 2 ^ -1074 end
+  return sign * (1 + mantissa / 2 ^ 52) * 2 ^ (exponent - 1023)
+end
+
+local function header_length(headers)
+  for name, value in pairs(headers) do
+    if string.lower(name) == "inference-header-content-length" then return tonumber(value) end
+  end
+end
+
+local function right(headers, body)
+  if binary then
+    local n = header_length(headers)
+    local first = n and string.match(string.sub(body, 1, n), '"outputs": *%%[ *{ *"name": *"([^"]+)"')
+    local score = first == "anomaly_score" and f64le(body, n + 1)
+    return score and math.abs(score - expected) <= tolerance
+  end
+  local score = string.match(body, '"anomaly_score": *(-?[%%d%%.eE+-]+)')
+  if score then return math.abs(tonumber(score) - expected) <= tolerance end
+  local label = string.match(body, '"predictions": *%%[ *(-?%%d+) *%%]')
+  return label ~= nil and tonumber(label) == expected_label
 end
 
 function response(status, headers, body)
   if status < 200 or status > 299 then
     non2xx = non2xx + 1
+  elseif not right(headers, body) then
+    wrong = wrong + 1
   end
 end
 
 function done(summary, latency, requests)
-  local bad = 0
+  local bad, wrongs = 0, 0
   for _, thread in ipairs(threads) do
     bad = bad + thread:get("non2xx")
+    wrongs = wrongs + thread:get("wrong")
   end
   local e = summary.errors
   io.write(string.format(
     'WRK_RESULT {"requests": %%d, "duration_us": %%d, "p50_us": %%.0f, "p99_us": %%.0f, ' ..
-    '"non_2xx_status": %%d, "socket_errors": %%d, "timeouts": %%d}\\n',
+    '"non_2xx_status": %%d, "wrong_answers": %%d, "socket_errors": %%d, "timeouts": %%d}\\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    bad, e.connect + e.read + e.write, e.timeout))
+    bad, wrongs, e.connect + e.read + e.write, e.timeout))
 end
 """
 
@@ -604,10 +646,19 @@ def run_load_generator(
     return result, CpuUse(server_cpu, client, busy_cores)
 
 
-def wrk_script(path: Path, headers: dict[str, str], body: bytes) -> Path:
-    """wrk's Lua script POSTing ``body`` (every byte a decimal escape, so binary bodies pass)."""
+def wrk_script(path: Path, headers: dict[str, str], body: bytes, score: float, binary: bool = False) -> Path:
+    """wrk's Lua script POSTing ``body`` (every byte a decimal escape, so binary bodies pass) and
+    checking every 2xx answer against ``score``, the in-process model's for that body."""
     lines = "\n".join(f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items())
-    path.write_text(WRK_SCRIPT % {"headers": lines, "body": '"' + "".join(f"\\{b:03d}" for b in body) + '"'})
+    values = {
+        "headers": lines,
+        "body": '"' + "".join(f"\\{b:03d}" for b in body) + '"',
+        "expected": repr(score),
+        "expected_label": -1 if score > 0 else 1,
+        "tolerance": repr(TOLERANCE),
+        "binary": "true" if binary else "false",
+    }
+    path.write_text(WRK_SCRIPT % values)
     return path
 
 
@@ -623,6 +674,11 @@ def run_wrk(target: str, root: int, script: Path, connections: int, seconds: flo
     if result.returncode != 0 or not lines:
         raise RuntimeError(f"wrk failed ({result.returncode}): {result.stdout[-500:]} {result.stderr[-500:]}")
     summary = json.loads(lines[0].removeprefix("WRK_RESULT "))
+    if summary["wrong_answers"]:
+        raise RuntimeError(
+            f"{target}: {summary['wrong_answers']} of {summary['requests']} answers under load differ "
+            "from the in-process model's"
+        )
     elapsed = summary["duration_us"] / 1e6
     ok = summary["requests"] - summary["non_2xx_status"]
     return Load(
@@ -859,6 +915,7 @@ def prepare(args: argparse.Namespace) -> Setup:
         WORK_DIR / "wrk_invocations.lua",
         {"Content-Type": "application/json"},
         body_of(model.rows[:1]).encode(),
+        model.scores[0],
     )
     log(f"request body: {body_of(model.rows[:1])}")
     body, header_length = v2_binary_request(model.rows[0])
@@ -866,6 +923,8 @@ def prepare(args: argparse.Namespace) -> Setup:
         WORK_DIR / "wrk_v2_binary.lua",
         {"Content-Type": "application/octet-stream", V2_HEADER: str(header_length)},
         body,
+        model.scores[0],
+        binary=True,
     )
     message = grpc_message(model.rows[0])
     grpc_body = WORK_DIR / "grpc_model_infer.bin"  # a gRPC frame: not compressed, length, message
