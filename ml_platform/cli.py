@@ -24,6 +24,17 @@ def _use_case(name: str):
         raise click.ClickException(str(error).strip('"')) from None
 
 
+def _found_use_cases(settings) -> dict:
+    """Every use case found for ``settings``, or a message naming the spec's mistake."""
+    from ml_platform.spec_file import UseCaseError
+    from ml_platform.usecases import use_cases
+
+    try:
+        return use_cases(settings)
+    except UseCaseError as error:
+        raise click.ClickException(str(error)) from None
+
+
 class _Commands(click.Group):
     """Every command: a setting that cannot be used is an error message, not a traceback."""
 
@@ -44,16 +55,11 @@ def main() -> None:
 )
 def init() -> None:
     from ml_platform.home import prepare_home
-    from ml_platform.spec_file import UseCaseError
-    from ml_platform.usecases import use_cases
     from ml_platform.validation.dbt_assets import prepare_dbt_project
 
     settings = load_settings()
     prepare_home(settings)
-    try:
-        found = use_cases(settings)
-    except UseCaseError as error:
-        raise click.ClickException(str(error)) from None
+    found = _found_use_cases(settings)
     prepare_dbt_project(found.values())
     click.echo(
         f"home {settings.home} ready (DAGSTER_HOME {settings.dagster_home}); use cases: {', '.join(found)}"
@@ -62,14 +68,11 @@ def init() -> None:
 
 @main.command("use-cases", help="List the use cases found (shipped, ML_PLATFORM_USE_CASES, entry points).")
 def list_use_cases() -> None:
-    from ml_platform.spec_file import UseCaseError
-    from ml_platform.usecases import origins, use_cases
+    from ml_platform.usecases import origins
 
     settings = load_settings()
-    try:
-        found, where = use_cases(settings), origins(settings)
-    except UseCaseError as error:
-        raise click.ClickException(str(error)) from None
+    found = _found_use_cases(settings)
+    where = origins(settings)
     for name, spec in found.items():
         click.echo(f"{name}\t{where[name]}\t{spec.description}")
 
@@ -79,16 +82,10 @@ def list_use_cases() -> None:
 def status(as_json: bool) -> None:
     import json
 
-    from ml_platform.spec_file import UseCaseError
     from ml_platform.status import platform_status, render
-    from ml_platform.usecases import use_cases
 
     settings = load_settings()
-    try:
-        names = list(use_cases(settings))
-    except UseCaseError as error:
-        raise click.ClickException(str(error)) from None
-    parts = platform_status(settings, names)
+    parts = platform_status(settings, list(_found_use_cases(settings)))
     if as_json:
         for part in parts:
             click.echo(json.dumps(part.as_dict()))
