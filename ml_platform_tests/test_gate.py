@@ -8,6 +8,7 @@ Dagster, MLflow and Ray Serve is in test_pipeline.py and test_scenario.py."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 
@@ -22,7 +23,7 @@ from ml_platform.ingestion.labels import read_label_file
 from ml_platform.tasks import task_of
 from ml_platform.training.compare import Scored, compare_scopes, paired_differences
 from ml_platform.training.dataset import LABEL, SPLIT, UNLABELLED, build_training_set
-from ml_platform.training.gate import NOT_WORSE, judge
+from ml_platform.training.gate import NOT_WORSE, OPERATING_POINT, check_names, judge, operating_point_check
 from ml_platform.training.tune import Trial, choose, fit_candidate
 from ml_platform.usecases import get_use_case
 from ml_platform.usecases.sensor_anomaly.generate import (
@@ -301,3 +302,38 @@ def test_rows_whose_labels_have_not_arrived_are_neither_validated_nor_tested():
     test = split(frame, "test")
     assert test["event_timestamp"].max().date() == first + dt.timedelta(days=DAYS - 3)
     assert test[LABEL].null_count() == 0 and test[LABEL].sum() > 0
+
+
+def test_a_model_that_ranks_well_but_flags_nothing_is_refused_at_its_operating_point():
+    """Ranking metrics pass and not one flag is right at the served threshold: the gate refuses."""
+    first = TODAYS[0] - dt.timedelta(days=DAYS)
+    rows = training_set(
+        *readings(first, SensorDataConfig(sensors=SENSORS, days=DAYS, start=first, anchor=first))
+    )
+    test, train = split(rows, "test"), split(rows, "train")
+    good = fit_candidate(SPEC, train, split(rows, "validation"))
+    judged = judge(good.pipeline, None, None, test, SPEC, train)
+    assert judged.check(OPERATING_POINT).passed and judged.check(OPERATING_POINT).metadata["recall"] > 0
+    # The same trees with the threshold past every score: the same ranking, not one reading flagged.
+    silent = copy.deepcopy(good.pipeline)
+    silent[-1].offset_ = -10.0
+    refused = judge(silent, None, None, test, SPEC, train)
+    assert refused.overall["roc_auc"] == pytest.approx(judged.overall["roc_auc"])
+    assert refused.check("gate_roc_auc").passed and refused.check("gate_average_precision").passed
+    check = refused.check(OPERATING_POINT)
+    assert check.passed is False and check.metadata["verdict"] == "below the floor: precision, recall"
+    assert refused.passed is False
+
+
+def test_the_operating_point_takes_the_specs_floors_and_judges_only_what_the_rows_can_tell():
+    gate = dataclasses.replace(SPEC.gate, min_metrics={**SPEC.gate.min_metrics, "precision": 0.5})
+    judged = {"compared_positive_events": 8}
+    below = operating_point_check({"precision": 0.4, "recall": 0.9}, judged, gate)
+    assert below.passed is False and below.metadata["verdict"] == "below the floor: precision"
+    assert operating_point_check({"precision": 0.5, "recall": 0.01}, judged, gate).passed
+    few = operating_point_check({"precision": 0.0, "recall": 0.0}, {"compared_positive_events": 2}, gate)
+    assert few.passed and few.metadata["verdict"] == "not judged: 2 positive event(s) < 5"
+    names = check_names(dataclasses.replace(SPEC, gate=gate))
+    assert OPERATING_POINT in names and "gate_precision" not in names  # judged once, at the threshold
+    regression = dataclasses.replace(SPEC, model=dataclasses.replace(SPEC.model, task="regression"))
+    assert OPERATING_POINT not in check_names(regression)  # no threshold, no operating point

@@ -15,7 +15,7 @@ import polars as pl
 
 from ml_platform.features.compute import EVENT_TIMESTAMP
 from ml_platform.metadata import markdown_table
-from ml_platform.spec import UseCaseSpec
+from ml_platform.spec import GateSpec, UseCaseSpec
 from ml_platform.tasks import Task, selection_metric, task_of
 from ml_platform.training.compare import Comparison, Scored, evidence, paired_differences
 from ml_platform.training.dataset import LABEL, WINDOW
@@ -29,6 +29,10 @@ NOT_WORSE = "not_worse_than_champion"
 ROUNDING = 1e-9
 PER_SCOPE = "gate_per_scope"
 BASELINE = "better_than_baseline"
+# A 0 / 1 task is judged where it decides: precision and recall at the threshold it serves with.
+# Ranking metrics alone (ROC-AUC, average precision) passed a model none of whose flags was right.
+OPERATING_POINT = "gate_operating_point"
+OPERATING_METRICS = ("precision", "recall")
 
 
 @dataclass(frozen=True)
@@ -61,13 +65,37 @@ class GateResult:
 
 
 def check_names(spec: UseCaseSpec) -> list[str]:
-    gate = spec.gate
-    names = [f"gate_{m}" for m in (*gate.min_metrics, *gate.max_metrics)]
+    gate, decides = spec.gate, task_of(spec).binary_labels
+    floors = [m for m in gate.min_metrics if not (decides and m in OPERATING_METRICS)]
+    names = [f"gate_{m}" for m in (*floors, *gate.max_metrics)]
+    if decides:
+        names.append(OPERATING_POINT)
     if gate.scope_min_metrics or gate.scope_max_metrics:
         names.append(PER_SCOPE)
     if gate.baseline is not None:
         names.append(BASELINE)
     return [*names, NOT_WORSE, "behaviour_noise", "behaviour_invariance"]
+
+
+def operating_point_check(overall: dict[str, float], window: dict[str, object], gate: GateSpec) -> GateCheck:
+    """Precision and recall at the served threshold: each at least its floor in `gate.min_metrics`,
+    or above zero where the spec gives none; not judged on fewer than `min_positive_events`."""
+    values = {m: overall.get(m, float("nan")) for m in OPERATING_METRICS}
+    floors = {m: gate.min_metrics.get(m) for m in OPERATING_METRICS}
+    metadata = {
+        **values,
+        **{f"minimum/{m}": "above 0" if floors[m] is None else floors[m] for m in OPERATING_METRICS},
+        **window,
+    }
+    events = int(window.get("compared_positive_events", 0))
+    if events < gate.min_positive_events:
+        verdict = f"not judged: {events} positive event(s) < {gate.min_positive_events}"
+        return GateCheck(OPERATING_POINT, True, {**metadata, "verdict": verdict})
+    missed = [
+        m for m in OPERATING_METRICS if not (values[m] > 0 if floors[m] is None else values[m] >= floors[m])
+    ]
+    verdict = f"below the floor: {', '.join(missed)}" if missed else "met"
+    return GateCheck(OPERATING_POINT, not missed, {**metadata, "verdict": verdict})
 
 
 def scope_misses(scopes: dict[str, dict[str, float]], spec: UseCaseSpec) -> list[dict[str, object]]:
@@ -196,7 +224,10 @@ def judge(
             {"value": overall.get(metric, float("nan")), "threshold": threshold, **window},
         )
         for metric, threshold in gate.min_metrics.items()
+        if not (task.binary_labels and metric in OPERATING_METRICS)
     ]
+    if task.binary_labels:
+        checks.append(operating_point_check(overall, window, gate))
     checks += [
         GateCheck(
             f"gate_{metric}",
