@@ -135,7 +135,10 @@ def mlflow_tracking(settings: Settings) -> list[PartStatus]:
     try:
         client = mlflow.MlflowClient(uri)
         models = client.search_registered_models()
-        locations = sorted({e.artifact_location for e in client.search_experiments()} - {""})
+        # Where each experiment's artifacts go, by the folder (or bucket) holding them.
+        locations = sorted(
+            {e.artifact_location.rstrip("/").rsplit("/", 1)[0] for e in client.search_experiments()}
+        )
     except Exception as error:  # the store's own errors: down, with the reason
         return [replace(tracking, state=DOWN, detail=_reason(error)), artifacts]
     described = ", ".join(
