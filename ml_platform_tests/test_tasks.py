@@ -315,6 +315,15 @@ def batch_row(platform: Platform, use_case: str, entity: str, at: str) -> dict:
         return conn.sql(query, params=[entity, at]).pl().to_dicts()[0]
 
 
+def newest_feature_row(platform: Platform, use_case: str, entity: str) -> dict:
+    """The entity's newest row of the offline feature table, as full feature values a caller sends."""
+    spec = use_cases(platform.settings)[use_case]
+    with platform.defs.resources["warehouse"].get_connection() as conn:
+        query = f"SELECT * FROM {use_case}.features WHERE {spec.entity} = ?"
+        row = conn.sql(f"{query} ORDER BY event_timestamp DESC LIMIT 1", params=[entity]).pl()
+    return row.select(spec.features.feature_names()).to_dicts()[0]
+
+
 def test_a_binary_classifier_goes_through_the_whole_loop(loop):
     platform, pumps, _, _ = loop
     first, last = dt.date(2015, 3, 1), dt.date(2015, 3, 3)
@@ -342,13 +351,7 @@ def test_a_binary_classifier_goes_through_the_whole_loop(loop):
     batch = batch_row(platform, "failures", "p-3", served["feature_event_timestamp"])
     assert batch["probability"] == pytest.approx(served["probability"], abs=1e-12)
     assert batch["predicted_label"] == served["predicted_label"]
-    with platform.defs.resources["warehouse"].get_connection() as conn:
-        row = conn.sql(
-            "SELECT * EXCLUDE (pump_id, event_timestamp) FROM failures.features "
-            "WHERE pump_id = 'p-3' ORDER BY event_timestamp DESC LIMIT 1"
-        ).pl()
-    names = use_cases(platform.settings)["failures"].features.feature_names()
-    by_rows = predict(platform, "failures", {"instances": row.select(names).to_dicts()})
+    by_rows = predict(platform, "failures", {"instances": [newest_feature_row(platform, "failures", "p-3")]})
     assert by_rows["predictions"][0]["probability"] == pytest.approx(served["probability"], abs=1e-12)
     # A payment-like event sent with the request: scored on the entity's history as if it had just
     # arrived, without storing it; once it is posted as an event, the entity answers the same.
@@ -428,6 +431,8 @@ def test_a_regression_goes_through_the_whole_loop(loop):
     assert batch["prediction"] == pytest.approx(served["prediction"], abs=1e-9)
     newest = stores[stores.store_id == "s-2"].iloc[-1]
     assert abs(served["prediction"] - newest.spent) < 40  # the newest hour, from its visitors
+    by_rows = predict(platform, "spending", {"instances": [newest_feature_row(platform, "spending", "s-2")]})
+    assert by_rows["predictions"][0]["prediction"] == pytest.approx(served["prediction"], abs=1e-9)
 
     for store in STORES:
         predict(platform, "spending", {"store_id": store})
@@ -480,6 +485,12 @@ def test_a_multiclass_classifier_goes_through_the_whole_loop(loop):
     assert batch["predicted_class"] == served["predicted_class"]
     for c in classes:
         assert batch[f"probability_{c}"] == pytest.approx(served[f"probability_{c}"], abs=1e-12)
+    by_rows = predict(platform, "faults", {"instances": [newest_feature_row(platform, "faults", "m-2")]})
+    assert by_rows["predictions"][0]["predicted_class"] == served["predicted_class"]
+    for c in classes:
+        assert by_rows["predictions"][0][f"probability_{c}"] == pytest.approx(
+            served[f"probability_{c}"], abs=1e-12
+        )
     client = triton_grpc.InferenceServerClient(platform.settings.grpc_address)
     ids = triton_grpc.InferInput("motor_id", [1], "BYTES")
     ids.set_data_from_numpy(np.array([b"m-2"], dtype=object))
