@@ -8,13 +8,13 @@ one starts, so they are reported but not required. A part not created yet (a fre
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ml_platform.serving.cluster import reachable
 from ml_platform.settings import Settings
 
 UP, DOWN, NOT_CREATED, NOT_RUNNING = "up", "down", "not created", "not running"
@@ -49,14 +49,6 @@ def _without_password(url: str) -> str:
     if parts.password is None:
         return url
     return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
-
-
-def _tcp_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=TIMEOUT_S):
-            return True
-    except OSError:
-        return False
 
 
 def warehouse(settings: Settings) -> PartStatus:
@@ -187,7 +179,7 @@ def ray_cluster(settings: Settings) -> PartStatus:
     if address is None:
         return replace(status, state=NOT_RUNNING, detail="`ml-platform serve` starts a local head")
     host, _, port = address.rpartition(":")
-    if port.isdigit() and not _tcp_open(host.split("://")[-1], int(port)):
+    if port.isdigit() and not reachable(f"{host.split('://')[-1]}:{port}", TIMEOUT_S):
         return replace(status, backend=address, state=DOWN, detail=f"nothing answers at {address}")
     connected_before = ray.is_initialized()  # a driver already (a test, a bench): stay one
     try:
@@ -221,8 +213,7 @@ def serving(settings: Settings, use_cases: list[str]) -> PartStatus:
         return replace(status, state=DOWN, detail=_reason(error))
     grpc = settings.grpc_address if settings.grpc_port else None
     if grpc:
-        host, _, port = grpc.rpartition(":")
-        served.append(f"gRPC {grpc} {'listening' if _tcp_open(host, int(port)) else 'not listening'}")
+        served.append(f"gRPC {grpc} {'listening' if reachable(grpc, TIMEOUT_S) else 'not listening'}")
     return replace(status, version=f"{server.get('name')} {server.get('version')}", detail="; ".join(served))
 
 
@@ -233,7 +224,7 @@ def mqtt_broker(settings: Settings) -> PartStatus:
     url = urlsplit(settings.mqtt_url)
     host, port = url.hostname or "127.0.0.1", url.port or 1883
     status = PartStatus("mqtt broker", _without_password(settings.mqtt_url), UP, False)
-    if not _tcp_open(host, port):
+    if not reachable(f"{host}:{port}", TIMEOUT_S):
         return replace(status, state=NOT_RUNNING, detail=f"nothing answers at {host}:{port}")
     connected, received = threading.Event(), threading.Event()
     outcome: list = []

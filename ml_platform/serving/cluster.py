@@ -35,10 +35,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _reachable(address: str) -> bool:
+def reachable(address: str, timeout_s: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at ``host:port``."""
     host, _, port = address.rpartition(":")
     try:
-        with socket.create_connection((host, int(port)), timeout=1):
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
             return True
     except OSError:
         return False
@@ -51,7 +52,7 @@ def cluster_address(settings: Settings) -> str | None:
     path = address_file(settings)
     if path.exists():
         address = path.read_text().strip()
-        if address and _reachable(address):
+        if address and reachable(address):
             return address
     return None
 
@@ -177,7 +178,7 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     deadline = time.monotonic() + timeout_s
-    while not _reachable(address):
+    while not reachable(address):
         if process.poll() is not None:
             raise RuntimeError(
                 f"ray start exited with {process.returncode}; see {settings.run_dir / 'ray.log'}"
