@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +114,25 @@ def ray_cluster(tmp_path_factory) -> Iterator[str]:
         ray.shutdown()
     stop_local_cluster(settings, process)
     os.environ.pop("RAY_ADDRESS", None)
+
+
+POSTGRES_ADMIN_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
+
+
+@contextmanager
+def fresh_database(prefix: str) -> Iterator[str]:
+    """A PostgreSQL database of its own on the local server (names are unique: earlier runs may
+    have left theirs), as the URL Dagster's storage takes; dropped afterwards."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def make_platform(home: Path, monkeypatch: pytest.MonkeyPatch | None = None) -> Platform:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -20,20 +19,15 @@ from ml_platform.home import child_env
 from ml_platform.resources.platform import STORAGE_VAR, WAREHOUSE_POOL
 from ml_platform.settings import load_settings
 
-pytestmark = pytest.mark.integration  # the local PostgreSQL
+from .conftest import fresh_database
 
-ADMIN_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
+pytestmark = pytest.mark.integration  # the local PostgreSQL
 
 
 @pytest.fixture
 def database_url():
-    """A database of its own (names are unique: earlier runs may have left theirs)."""
-    name = f"dagster_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database("dagster") as url:
+        yield url
 
 
 def _tables(url: str) -> set[str]:

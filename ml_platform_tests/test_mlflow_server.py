@@ -7,12 +7,10 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import dagster as dg
 import httpx
-import psycopg
 import pytest
 from mlflow import MlflowClient
 
@@ -21,20 +19,18 @@ from ml_platform.serving.cluster import free_port
 from ml_platform.tasks import TASKS
 from ml_platform.training import registry
 
-from .conftest import DAYS, FIRST_DAY, USE_CASE, key, land_days, make_platform
+from .conftest import DAYS, FIRST_DAY, USE_CASE, fresh_database, key, land_days, make_platform
 from .listening import listeners, process_tree
 
 pytestmark = pytest.mark.integration  # an MLflow tracking server
-
-ADMIN_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 
 
 class TrackingServer:
     """``mlflow server`` on a PostgreSQL database of its own, which a test can kill and start again
     on the same port and database."""
 
-    def __init__(self, database: str, port: int, tmp_path: Path) -> None:
-        self.database, self.port, self.tmp_path = database, port, tmp_path
+    def __init__(self, database_url: str, port: int, tmp_path: Path) -> None:
+        self.database_url, self.port, self.tmp_path = database_url, port, tmp_path
         self.uri = f"http://127.0.0.1:{port}"
         self.log_path = tmp_path / "mlflow-server.log"
         self.process: subprocess.Popen | None = None
@@ -46,7 +42,7 @@ class TrackingServer:
                     str(Path(sys.executable).with_name("mlflow")),
                     "server",
                     "--backend-store-uri",
-                    f"postgresql+psycopg://postgres@127.0.0.1:5432/{self.database}",
+                    self.database_url.replace("+psycopg2", "+psycopg"),
                     "--artifacts-destination",
                     (self.tmp_path / "artifacts").as_uri(),
                     "--host",
@@ -84,18 +80,14 @@ class TrackingServer:
 
 @pytest.fixture
 def tracking_server(tmp_path, monkeypatch):
-    database = f"mlflow_{uuid.uuid4().hex[:10]}"  # earlier runs may have left databases behind
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {database}")
-    server = TrackingServer(database, free_port(), tmp_path)
-    try:
-        server.start()
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
-        yield server
-    finally:
-        server.stop()
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    with fresh_database("mlflow") as database_url:
+        server = TrackingServer(database_url, free_port(), tmp_path)
+        try:
+            server.start()
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+            yield server
+        finally:
+            server.stop()
 
 
 @pytest.fixture

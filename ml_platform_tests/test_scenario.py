@@ -1,7 +1,10 @@
 """The closed loop, unattended: drifted data lands on a running platform (Dagster daemon, Ray
 Serve) and the platform alone detects the drift, retrains once, gates, promotes and switches
 serving with no failed request, although the daemon is killed in the tick that requests the
-retrain and started again. Sensor intervals are shortened to 5 s."""
+retrain and started again. Sensor intervals are shortened to 5 s.
+
+Dagster's runs, event logs and schedules are in PostgreSQL here (``ML_PLATFORM_DAGSTER_STORAGE``,
+a database of the local server), the way a team runs it; the demo's test runs the default SQLite."""
 
 import datetime as dt
 import os
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 import httpx
+import psycopg
 import pytest
 
 from ml_platform.definitions import build_definitions
@@ -21,7 +25,7 @@ from ml_platform.serving.processes import descendants, processes
 from ml_platform.settings import REPO_ROOT, load_settings
 from ml_platform.usecases.sensor_anomaly.scenario import run_drift_scenario
 
-from .conftest import DAYS, FIRST_DAY, USE_CASE, Platform, land_days
+from .conftest import DAYS, FIRST_DAY, USE_CASE, Platform, fresh_database, land_days
 from .listening import listeners, process_tree
 
 TRAIN_AND_SERVE = ["online_features", "training_set", "model", "model_evaluation", "champion", "deployment"]
@@ -103,10 +107,17 @@ def _sensor_ids(instance: dg.DagsterInstance, name: str) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def running_platform(tmp_path_factory, ray_cluster):
+def dagster_database():
+    with fresh_database("scenario") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def running_platform(tmp_path_factory, ray_cluster, dagster_database):
     home = tmp_path_factory.mktemp("scenario-home")
     mp = pytest.MonkeyPatch()
     mp.setenv("ML_PLATFORM_HOME", str(home))
+    mp.setenv("ML_PLATFORM_DAGSTER_STORAGE", dagster_database)
     mp.setenv("ML_PLATFORM_SENSOR_INTERVAL_S", "5")
     # The whole loop runs with a token: every redeploy on the way must keep it.
     mp.setenv("ML_PLATFORM_API_TOKEN", TOKEN)
@@ -155,6 +166,14 @@ def test_drift_is_detected_retrained_once_promoted_and_served_without_a_failed_r
     # One run although the daemon died in the tick that made it and evaluated it again.
     assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS
     assert "drift report" in runs[0].tags["ml_platform/reasons"]
+    # All of it on PostgreSQL: the landing sensor's runs, declarative automation's and the retrain's
+    # are rows of the database, and the home holds no SQLite history.
+    with psycopg.connect(settings.dagster_storage_url.replace("+psycopg2", "")) as conn:
+        tags = conn.execute("SELECT key, value FROM run_tags").fetchall()
+    assert ("dagster/sensor_name", f"{USE_CASE}_landing_sensor") in tags
+    assert ("dagster/from_automation_condition", "true") in tags
+    assert ("ml_platform/trigger", "retrain") in tags
+    assert not (settings.dagster_home / "history").exists()
     # Nothing the loop started (daemon, code server, run workers, Ray, serving) listens beyond loopback.
     tree = process_tree(os.getpid())
     assert running_platform.daemon.pid in tree
