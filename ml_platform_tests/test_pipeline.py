@@ -76,6 +76,8 @@ def test_model_is_registered_evaluated_and_champion(platform):
     evaluation = latest_metadata(platform.instance, key("model_evaluation"))
     assert evaluation["model_version"] == model["model_version"]
     assert evaluation["roc_auc"] >= 0.7
+    # RAY_ADDRESS names the session's one-node cluster: every trial ran there as a Ray task.
+    assert len(model["trial_nodes"]) == 1 and "ray_node" in model["trials"]
     champion = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
     assert champion is not None and champion.version == model["model_version"]
     assert champion.sha256 == model["artifact_sha256"]

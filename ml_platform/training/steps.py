@@ -213,10 +213,13 @@ def train_candidate(
                         "score": round(t.score, 5),
                         "clearly_better_than_spec_params": t.clearly_better,
                         "chosen": t is best,
+                        "ray_node": t.node[:12] or "in process",
                     }
                     for t in trials
                 ]
             ),
+            # Where the trials ran: the Ray node ids, none when they ran in the run's process.
+            "trial_nodes": sorted({t.node for t in trials if t.node}),
         }
     )
 

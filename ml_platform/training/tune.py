@@ -42,6 +42,8 @@ class Trial:
     # Whether the score beats the spec's params with confidence (always False for those params).
     clearly_better: bool = False
     decisions: np.ndarray | None = field(repr=False, compare=False, default=None)
+    # The Ray node that ran it ("" when it ran in this process).
+    node: str = field(compare=False, default="")
 
 
 def candidates(model: ModelSpec) -> list[dict[str, Any]]:
@@ -136,9 +138,17 @@ def _tune_on_ray(spec, params, train, train_labels, valid, labels, address: str)
     if not ray.is_initialized():
         stay_on_loopback(address)
         ray.init(address=address, namespace="ml_platform", log_to_driver=False, logging_level="WARNING")
-    remote = ray.remote(num_cpus=1)(run_trial)
+    # SPREAD: trials go to every node of the cluster, not first to fill the one the driver is on.
+    remote = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_trial_on_node)
     refs = [ray.put(x) for x in (train, train_labels, valid, labels)]
     return ray.get([remote.remote(spec, p, *refs) for p in params])
+
+
+def _trial_on_node(spec, params, train, train_labels, valid, labels) -> Trial:
+    import ray
+
+    trial = run_trial(spec, params, train, train_labels, valid, labels)
+    return replace(trial, node=ray.get_runtime_context().get_node_id())
 
 
 @dataclass(frozen=True)
