@@ -38,6 +38,7 @@ from ray import serve
 
 from ml_platform.features.online_store import make_online_store, unavailable
 from ml_platform.serving.cluster import bind_replica_grpc_to_node_address
+from ml_platform.serving.compiled import compile_model
 from ml_platform.serving.events import (
     EventError,
     EventIngestor,
@@ -121,6 +122,15 @@ class Served:
     pipeline: Any
     names: tuple[str, ...]
     task: Task
+    # The pipeline compiled for few rows (serving/compiled.py), when it is one that compiles.
+    compiled: Any = None
+
+    def scores(self, rows: list[dict]) -> np.ndarray:
+        if self.compiled is not None:
+            matrix = np.array([[row.get(name) for name in self.names] for row in rows], dtype=float)
+            return self.task.scores(self.compiled, matrix)
+        frame = pd.DataFrame.from_records(rows, columns=list(self.names)).astype(float)
+        return self.task.scores(self.pipeline, frame)
 
 
 @dataclass(frozen=True)
@@ -215,8 +225,9 @@ class ModelServer:
         task = task_of(self.use_cases[use_case])
         pipeline = load_verified_model(ref, self.settings.run_dir / "model_cache", task)
         names = self.signatures[use_case].names
-        task.scores(pipeline, pd.DataFrame(np.zeros((1, len(names))), columns=list(names)))  # warm up
-        return Served(ref, pipeline, names, task)
+        served = Served(ref, pipeline, names, task, compile_model(task, pipeline, names))
+        served.scores([{}])  # warm up
+        return served
 
     def _adopt(self, use_case: str, role: str, ref: ModelRef | None) -> None:
         """Switch ``role`` of ``use_case`` to ``ref`` once it is loaded, verified and warm."""
@@ -372,9 +383,7 @@ class ModelServer:
             by_model.setdefault(id(served), []).append(i)
         for indexes in by_model.values():
             served = items[indexes[0]][0]
-            rows = [row for i in indexes for row in items[i][1]]
-            frame = pd.DataFrame.from_records(rows, columns=list(served.names)).astype(float)
-            scores = served.task.scores(served.pipeline, frame)
+            scores = served.scores([row for i in indexes for row in items[i][1]])
             offset = 0
             for i in indexes:
                 n = len(items[i][1])

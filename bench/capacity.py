@@ -1,0 +1,199 @@
+"""Capacity on paper: throughput per core of each stage, and the cores a stated load needs.
+
+Each stage runs what its asset runs, in a process of its own, and is measured in rows per
+CPU-second (user + system time of the process, all its threads): a figure per core that holds
+whether the stage used one thread or several. Peers are measured in the same run, the same way:
+- ingest (``raw_readings`` + ``readings_quarantine`` on one CSV, as bench/ingest.py) vs pandas;
+- features (the rolling features of bench/features.py) vs pandas;
+- training (``fit_candidate``: the sensor use case's search of four trials and the final fit) vs
+  one plain scikit-learn IsolationForest fit on the same rows;
+- batch scoring (the registered pipeline's anomaly scores over the rows) vs the same estimator's
+  ``score_samples`` on the model input alone.
+Serving is not measured here (bench/serving.py does, under wrk); the load table takes its
+figure per replica from the ``--serving-rps`` argument, default the README's.
+
+The load (``--readings-per-s``, default 10,000 sensors at one reading a second) then needs, per
+stage, load / (rows per CPU-second) cores, printed as one more JSON line per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+
+import features as features_bench
+import ingest as ingest_bench
+from _measure import cpu_seconds, run_child, significant
+
+QUICK_ROWS, FULL_ROWS = 300_000, 3_000_000
+# Serving: requests a second of one replica at 32 clients in fast mode (README, bench/serving.py).
+SERVING_RPS = 1530.0
+CORES_PER_NODE = 8
+TRAINING_DAYS = 7  # the sensor use case's training window
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def training_rows(sensors: int, days: int):
+    """The sensor use case's training set on generated days, as the ``training_set`` asset builds it."""
+    import pandas as pd
+    import polars as pl
+
+    from ml_platform.features.compute import compute_features
+    from ml_platform.training.dataset import SPLIT, build_training_set
+    from ml_platform.usecases import get_use_case
+    from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, generate_day
+
+    spec = get_use_case("sensor_anomaly")
+    first = dt.date(2026, 11, 1)
+    config = SensorDataConfig(sensors=sensors, days=days, start=first, anchor=first)
+    frames, windows = [], []
+    for offset in range(days):
+        frame, found = generate_day(first + dt.timedelta(days=offset), config)
+        frames.append(frame)
+        windows += found
+    data = pl.from_pandas(pd.concat(frames)).with_columns(
+        pl.col("timestamp").str.to_datetime(time_zone="UTC", time_unit="us")
+    )
+    spans = pl.DataFrame(windows, schema=["sensor_id", "start", "end"], orient="row").with_columns(
+        pl.col("start", "end").dt.replace_time_zone("UTC").dt.cast_time_unit("us")
+    )
+    rows = build_training_set(
+        data.select(spec.entity, spec.timestamp), compute_features(data, spec), spans, spec
+    )
+    return spec, rows.filter(pl.col(SPLIT) == "train"), rows.filter(pl.col(SPLIT) == "validation")
+
+
+def cpu_of(call) -> tuple[object, float]:
+    start = cpu_seconds()
+    result = call()
+    return result, cpu_seconds() - start
+
+
+def model_child(sensors: int, days: int) -> None:
+    """Training and batch scoring, ours and the plain estimator, in this process (one JSON line)."""
+    from sklearn.ensemble import IsolationForest
+
+    from ml_platform.tasks import task_of
+    from ml_platform.training.evaluate import model_input
+    from ml_platform.training.tune import fit_candidate
+
+    spec, train, valid = training_rows(sensors, days)
+    task, names = task_of(spec), spec.features.feature_names()
+    candidate, fit_cpu = cpu_of(lambda: fit_candidate(spec, train, valid))
+    # The peer: the chosen estimator alone, on rows with the gaps filled (it takes no NaN).
+    train_x = model_input(train.select(names).to_pandas(), names).fillna(0.0)
+    plain = IsolationForest(**{**spec.model.params, **candidate.chosen.params}, random_state=spec.model.seed)
+    _, plain_fit_cpu = cpu_of(lambda: plain.fit(train_x))
+    scored = model_input(valid.select(names).to_pandas(), names)
+    _, score_cpu = cpu_of(lambda: task.scores(candidate.pipeline, scored))
+    plain_x = scored.fillna(0.0)
+    _, plain_score_cpu = cpu_of(lambda: plain.score_samples(plain_x))
+    print(
+        json.dumps(
+            {
+                "train_rows": len(train),
+                "trials": len(candidate.trials),
+                "fit_cpu_s": fit_cpu,
+                "plain_fit_cpu_s": plain_fit_cpu,
+                "scored_rows": len(scored),
+                "score_cpu_s": score_cpu,
+                "plain_score_cpu_s": plain_score_cpu,
+            }
+        )
+    )
+
+
+def line(stage: str, ours: float, peer: str, peer_value: float, load: float) -> dict:
+    """One stage's figure; ``load`` in rows a second the stage must keep up with."""
+    cores = load / ours
+    return {
+        "bench": "capacity",
+        "figure": f"rows_per_cpu_s_{stage}",
+        "ours": significant(ours),
+        "peer": peer,
+        "peer_value": significant(peer_value),
+        "ratio": significant(ours / peer_value),
+        "better": "higher",
+        "target": None,
+        "met": None,
+        "cores_for_load": significant(cores, 3),
+        "nodes_of_8_cores": -(-cores // CORES_PER_NODE),
+    }
+
+
+def benchmark(quick: bool, load: float, serving_rps: float) -> None:
+    rows = QUICK_ROWS if quick else FULL_ROWS
+    label = f"capacity_{rows}"
+    lines = []
+
+    ingest_bench.ensure_data(label, rows)
+    csv = ingest_bench.data_file(label, "csv")
+    ours, pandas = (ingest_bench.measure(impl, csv) for impl in ("ours", "pandas"))
+    lines.append(line("ingest_csv", rows / ours["cpu_seconds"], "pandas", rows / pandas["cpu_seconds"], load))
+
+    features_bench.ensure_data(label, rows)
+    script = features_bench.__file__
+    ours, pandas = (run_child(script, 1, "--child", impl, label) for impl in ("ours", "pandas"))
+    lines.append(line("features", rows / ours["cpu_seconds"], "pandas", rows / pandas["cpu_seconds"], load))
+
+    sensors, days = (20, 7) if quick else (60, 14)
+    done = subprocess.run(
+        [sys.executable, __file__, "--model-child", str(sensors), str(days)],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    model = json.loads(done.stdout.strip().splitlines()[-1])
+    train_rows = model["train_rows"]
+    training = line(
+        "training",
+        train_rows / model["fit_cpu_s"],
+        "scikit-learn IsolationForest fit",
+        train_rows / model["plain_fit_cpu_s"],
+        load,
+    )
+    # Training is paid once per retrain on the spec's window, not per reading: its cost is the
+    # CPU-hours one retrain over `training_days` of the load takes.
+    window_rows = load * 86_400 * TRAINING_DAYS
+    del training["cores_for_load"], training["nodes_of_8_cores"]
+    lines.append(training | {"cpu_hours_per_retrain": significant(window_rows / training["ours"] / 3600, 3)})
+    scored = model["scored_rows"]
+    lines.append(
+        line(
+            "batch_scoring",
+            scored / model["score_cpu_s"],
+            "scikit-learn score_samples",
+            scored / model["plain_score_cpu_s"],
+            load,
+        )
+    )
+    # Not a figure of this run (no peer measured here): the serving bench's, for the table.
+    log(f"serving: {serving_rps:.0f} requests/s per replica, {load / serving_rps:.1f} replicas for the load")
+    for item in lines:
+        print(json.dumps(item))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS:,} rows instead of {FULL_ROWS:,}")
+    parser.add_argument("--readings-per-s", type=float, default=10_000.0, help="the load to size for")
+    parser.add_argument("--serving-rps", type=float, default=SERVING_RPS, help="one replica's requests/s")
+    parser.add_argument("--model-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.model_child:
+        model_child(*args.model_child)
+    else:
+        started = time.perf_counter()
+        benchmark(args.quick, args.readings_per_s, args.serving_rps)
+        log(f"done in {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
