@@ -185,7 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS:,} rows instead of {FULL_ROWS:,}")
     parser.add_argument("--readings-per-s", type=float, default=10_000.0, help="the load to size for")
-    parser.add_argument("--serving-rps", type=float, default=SERVING_RPS, help="serving's requests/s per core")
+    parser.add_argument("--serving-rps", type=float, default=SERVING_RPS, help="requests/s per core")
     parser.add_argument("--model-child", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.model_child:
