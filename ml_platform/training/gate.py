@@ -64,11 +64,17 @@ class GateResult:
         return next(c for c in self.checks if c.name == name)
 
 
+def own_floors(spec: UseCaseSpec) -> dict[str, float]:
+    """The ``min_metrics`` judged each by a check of its own: on a 0/1 task, precision and recall
+    are judged together at the served threshold, by ``gate_operating_point``."""
+    together = OPERATING_METRICS if task_of(spec).binary_labels else ()
+    return {m: floor for m, floor in spec.gate.min_metrics.items() if m not in together}
+
+
 def check_names(spec: UseCaseSpec) -> list[str]:
-    gate, decides = spec.gate, task_of(spec).binary_labels
-    floors = [m for m in gate.min_metrics if not (decides and m in OPERATING_METRICS)]
-    names = [f"gate_{m}" for m in (*floors, *gate.max_metrics)]
-    if decides:
+    gate = spec.gate
+    names = [f"gate_{m}" for m in (*own_floors(spec), *gate.max_metrics)]
+    if task_of(spec).binary_labels:
         names.append(OPERATING_POINT)
     if gate.scope_min_metrics or gate.scope_max_metrics:
         names.append(PER_SCOPE)
@@ -223,8 +229,7 @@ def judge(
             overall.get(metric, float("-inf")) >= threshold,
             {"value": overall.get(metric, float("nan")), "threshold": threshold, **window},
         )
-        for metric, threshold in gate.min_metrics.items()
-        if not (task.binary_labels and metric in OPERATING_METRICS)
+        for metric, threshold in own_floors(spec).items()
     ]
     if task.binary_labels:
         checks.append(operating_point_check(overall, window, gate))
