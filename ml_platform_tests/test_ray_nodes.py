@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_platform.serving.cluster import free_port, reachable
+from ml_platform.serving.cluster import SINGLE_NODE_FLAG, free_port, reachable
 from ml_platform.serving.processes import kill_all
 from ml_platform.settings import REPO_ROOT
 from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig
@@ -66,9 +66,12 @@ def search_inputs():
     )
 
 
-def node_env() -> dict[str, str]:
-    """Not the session's cluster that RAY_ADDRESS names for the other tests."""
-    return {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_USAGE_STATS_ENABLED": "0"}
+def cluster_env() -> dict[str, str]:
+    """This process's environment without what points at the session's loopback-only head: its
+    RAY_ADDRESS, and the single-node flag an earlier test's driver set here (stay_on_loopback),
+    with which a head binds loopback only and no second node can join it."""
+    dropped = {"RAY_ADDRESS", SINGLE_NODE_FLAG}
+    return {**{k: v for k, v in os.environ.items() if k not in dropped}, "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def start_node(command: list[str], log: Path) -> subprocess.Popen:
@@ -77,7 +80,7 @@ def start_node(command: list[str], log: Path) -> subprocess.Popen:
         return subprocess.Popen(
             [str(Path(sys.executable).with_name("ray")), "start", "--block", "--disable-usage-stats", *ports]
             + command,
-            env=node_env(),
+            env=cluster_env(),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -133,7 +136,7 @@ def test_the_search_runs_on_both_nodes_and_equals_the_search_in_one_process(two_
     done = subprocess.run(
         [sys.executable, "-c", SEARCH, two_nodes],
         cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "RAY_ADDRESS": two_nodes},
+        env={**cluster_env(), "PYTHONPATH": str(REPO_ROOT), "RAY_ADDRESS": two_nodes},
         capture_output=True,
         text=True,
         timeout=600,
