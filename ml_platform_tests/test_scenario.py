@@ -21,7 +21,7 @@ import pytest
 
 from ml_platform.definitions import build_definitions
 from ml_platform.home import child_env, prepare_home
-from ml_platform.serving.processes import descendants, processes
+from ml_platform.serving.processes import descendants, kill_all, processes
 from ml_platform.settings import REPO_ROOT, load_settings
 from ml_platform.usecases.sensor_anomaly.scenario import run_drift_scenario
 
@@ -139,6 +139,8 @@ def running_platform(tmp_path_factory, ray_cluster, dagster_database):
             daemon.wait(timeout=60)
         except subprocess.TimeoutExpired:
             daemon.kill()
+        # Its code servers outlived it (seen: an hour later, ignoring SIGTERM): end its session.
+        kill_all(lambda _, p: p.sid == daemon.pid)
         instance.dispose()
         mp.undo()
 
