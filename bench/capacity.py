@@ -43,28 +43,16 @@ def log(message: str) -> None:
 
 def training_rows(sensors: int, days: int):
     """The sensor use case's training set on generated days, as the ``training_set`` asset builds it."""
-    import pandas as pd
     import polars as pl
 
     from ml_platform.features.compute import compute_features
     from ml_platform.training.dataset import SPLIT, build_training_set
     from ml_platform.usecases import get_use_case
-    from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, generate_day
+    from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, generated_days
 
     spec = get_use_case("sensor_anomaly")
     first = dt.date(2026, 11, 1)
-    config = SensorDataConfig(sensors=sensors, days=days, start=first, anchor=first)
-    frames, windows = [], []
-    for offset in range(days):
-        frame, found = generate_day(first + dt.timedelta(days=offset), config)
-        frames.append(frame)
-        windows += found
-    data = pl.from_pandas(pd.concat(frames)).with_columns(
-        pl.col("timestamp").str.to_datetime(time_zone="UTC", time_unit="us")
-    )
-    spans = pl.DataFrame(windows, schema=["sensor_id", "start", "end"], orient="row").with_columns(
-        pl.col("start", "end").dt.replace_time_zone("UTC").dt.cast_time_unit("us")
-    )
+    data, spans = generated_days(SensorDataConfig(sensors=sensors, days=days, start=first, anchor=first))
     rows = build_training_set(
         data.select(spec.entity, spec.timestamp), compute_features(data, spec), spans, spec
     )

@@ -29,6 +29,7 @@ from ml_platform.usecases import get_use_case
 from ml_platform.usecases.sensor_anomaly.generate import (
     SensorDataConfig,
     generate_day,
+    generated_days,
     landed_anchor,
     redeliver_drifted,
     write_sensor_data,
@@ -49,22 +50,6 @@ TODAYS = [
 ]
 
 
-def readings(first: dt.date, config: SensorDataConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """``DAYS`` days of readings from ``first`` (typed as staging types them) and their windows."""
-    frames, windows = [], []
-    for offset in range(DAYS):
-        frame, found = generate_day(first + dt.timedelta(days=offset), config)
-        frames.append(frame)
-        windows += found
-    typed = pl.from_pandas(pd.concat(frames)).with_columns(
-        pl.col("timestamp").str.to_datetime(time_zone="UTC", time_unit="us")
-    )
-    spans = pl.DataFrame(windows, schema=["sensor_id", "start", "end"], orient="row").with_columns(
-        pl.col("start", "end").dt.replace_time_zone("UTC").dt.cast_time_unit("us")
-    )
-    return typed, spans
-
-
 def training_set(data: pl.DataFrame, windows: pl.DataFrame, spec=SPEC) -> pl.DataFrame:
     spine = data.select(spec.entity, spec.timestamp)
     return build_training_set(spine, compute_features(data, spec), windows, spec)
@@ -79,11 +64,11 @@ def drift_loop(today: dt.date, seed: int = 42, spec=SPEC):
     candidate judged against the champion. Returns the gate's result and the drifted day."""
     first = today - dt.timedelta(days=DAYS)
     clean = SensorDataConfig(sensors=SENSORS, days=DAYS, start=first, seed=seed, anchor=first)
-    data, windows = readings(first, clean)
+    data, windows = generated_days(clean)
     before = training_set(data, windows, spec)
     champion = fit_candidate(spec, split(before, "train"), split(before, "validation"))
     drift_from = today - dt.timedelta(days=2)
-    drifted, drifted_windows = readings(first, dataclasses.replace(clean, drift_from=drift_from))
+    drifted, drifted_windows = generated_days(dataclasses.replace(clean, drift_from=drift_from))
     assert drifted_windows.equals(windows)  # drift moves readings, never the anomaly windows
     after = training_set(drifted, drifted_windows, spec)
     candidate = fit_candidate(spec, split(after, "train"), split(after, "validation"))
@@ -183,7 +168,7 @@ def test_a_truly_worse_candidate_is_refused_metric_by_metric():
     config = SensorDataConfig(
         sensors=SENSORS, days=DAYS, start=first, anchor=first, drift_from=TODAYS[0] - dt.timedelta(days=2)
     )
-    after = training_set(*readings(first, config))
+    after = training_set(*generated_days(config))
     weak = dataclasses.replace(
         SPEC,
         model=dataclasses.replace(SPEC.model, params={"n_estimators": 2, "max_samples": 8}, search_space={}),
@@ -292,7 +277,7 @@ def test_the_search_keeps_the_spec_params_unless_another_is_clearly_better():
 
 def test_rows_whose_labels_have_not_arrived_are_neither_validated_nor_tested():
     first = dt.date(2026, 11, 1)
-    data, windows = readings(first, SensorDataConfig(sensors=3, days=DAYS, start=first, anchor=first))
+    data, windows = generated_days(SensorDataConfig(sensors=3, days=DAYS, start=first, anchor=first))
     labelled = [first + dt.timedelta(days=i) for i in range(DAYS - 2)]  # the last two days' labels are late
     frame = build_training_set(
         data.select("sensor_id", "timestamp"), compute_features(data, SPEC), windows, SPEC, labelled
@@ -308,7 +293,7 @@ def test_a_model_that_ranks_well_but_flags_nothing_is_refused_at_its_operating_p
     """Ranking metrics pass and not one flag is right at the served threshold: the gate refuses."""
     first = TODAYS[0] - dt.timedelta(days=DAYS)
     rows = training_set(
-        *readings(first, SensorDataConfig(sensors=SENSORS, days=DAYS, start=first, anchor=first))
+        *generated_days(SensorDataConfig(sensors=SENSORS, days=DAYS, start=first, anchor=first))
     )
     test, train = split(rows, "test"), split(rows, "train")
     good = fit_candidate(SPEC, train, split(rows, "validation"))

@@ -24,9 +24,9 @@ import pytest
 from ml_platform.serving.cluster import SINGLE_NODE_FLAG, free_port, reachable
 from ml_platform.serving.processes import kill_all
 from ml_platform.settings import REPO_ROOT
-from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig
+from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, generated_days
 
-from .test_gate import DAYS, SENSORS, SPEC, TODAYS, readings, split, training_set
+from .test_gate import DAYS, SENSORS, SPEC, TODAYS, split, training_set
 
 pytestmark = pytest.mark.integration  # two Ray nodes
 
@@ -59,7 +59,7 @@ def search_inputs():
     """The sensor use case's search (four trials) on ten generated days."""
     first = TODAYS[0] - dt.timedelta(days=DAYS)
     rows = training_set(
-        *readings(first, SensorDataConfig(sensors=SENSORS, days=DAYS, start=first, anchor=first))
+        *generated_days(SensorDataConfig(sensors=SENSORS, days=DAYS, start=first, anchor=first))
     )
     return dataclasses.replace(SPEC, model=dataclasses.replace(SPEC.model, trials=4)), *(
         split(rows, name) for name in ("train", "validation")

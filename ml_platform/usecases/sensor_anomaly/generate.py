@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 
 from ml_platform.usecases.synthetic import (
     SyntheticDays,
@@ -103,6 +104,23 @@ def _label_frame(windows: list[tuple[str, dt.datetime, dt.datetime]]) -> pd.Data
         [(s, a.strftime("%Y-%m-%dT%H:%M:%SZ"), b.strftime("%Y-%m-%dT%H:%M:%SZ")) for s, a, b in windows],
         columns=["sensor_id", "start", "end"],
     )
+
+
+def generated_days(config: SensorDataConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The configured days in memory, for training without a landing zone or warehouse (tests,
+    benchmarks): the readings typed as staging types them, and their anomaly windows."""
+    frames, windows = [], []
+    for offset in range(config.days):
+        frame, found = generate_day(config.start_date() + dt.timedelta(days=offset), config)
+        frames.append(frame)
+        windows += found
+    readings = pl.from_pandas(pd.concat(frames)).with_columns(
+        pl.col("timestamp").str.to_datetime(time_zone="UTC", time_unit="us")
+    )
+    spans = pl.DataFrame(windows, schema=["sensor_id", "start", "end"], orient="row").with_columns(
+        pl.col("start", "end").dt.replace_time_zone("UTC").dt.cast_time_unit("us")
+    )
+    return readings, spans
 
 
 def write_sensor_data(landing_dir: Path, config: SensorDataConfig) -> list[Path]:
