@@ -103,17 +103,13 @@ def _compilable(pipeline: Any) -> bool:
     return all(hasattr(forest, a) for a in ("_decision_path_lengths", "_average_path_length_per_tree"))
 
 
-def probe_rows(pipeline: Any, width: int, seed: int = 0) -> np.ndarray:
-    """Seeded rows around the training data (the imputer's fill), a tenth of the values missing."""
+def probe_rows(center: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Seeded rows around ``center`` (the training data's fill values), a tenth of the values missing."""
     rng = np.random.default_rng(seed)
-    center = np.zeros(width)
-    for _, step in pipeline.steps[:-1]:
-        if hasattr(step, "statistics_"):
-            center = np.asarray(step.statistics_, dtype=float)
     spread = np.abs(center) + 1.0
-    rows = center + rng.normal(size=(PROBE_ROWS, width)) * spread * 3.0
+    rows = center + rng.normal(size=(PROBE_ROWS, len(center))) * spread * 3.0
     rows[rng.random(rows.shape) < 0.1] = np.nan
-    return np.vstack([np.zeros((1, width)), rows])
+    return np.vstack([np.zeros((1, len(center))), rows])
 
 
 def compile_model(task: Any, pipeline: Any, names: tuple[str, ...]) -> CompiledIsolationForest | None:
@@ -122,7 +118,7 @@ def compile_model(task: Any, pipeline: Any, names: tuple[str, ...]) -> CompiledI
     if not _compilable(pipeline):
         return None
     compiled = CompiledIsolationForest(pipeline, names)
-    rows = probe_rows(pipeline, len(names))
+    rows = probe_rows(compiled.fill if compiled.fill is not None else np.zeros(len(names)))
     expected = task.scores(pipeline, pd.DataFrame(rows, columns=list(names)))
     got = task.scores(compiled, rows)
     return compiled if np.allclose(got, expected, rtol=0, atol=TOLERANCE) else None
