@@ -99,9 +99,7 @@ def model_child(sensors: int, days: int) -> None:
     )
 
 
-def line(stage: str, ours: float, peer: str, peer_value: float, load: float) -> dict:
-    """One stage's figure; ``load`` in rows a second the stage must keep up with."""
-    cores = load / ours
+def line(stage: str, ours: float, peer: str, peer_value: float) -> dict:
     return {
         "bench": "capacity",
         "figure": f"rows_per_cpu_s_{stage}",
@@ -112,9 +110,13 @@ def line(stage: str, ours: float, peer: str, peer_value: float, load: float) -> 
         "better": "higher",
         "target": None,
         "met": None,
-        "cores_for_load": significant(cores, 3),
-        "nodes_of_8_cores": -(-cores // CORES_PER_NODE),
     }
+
+
+def sized(figure: dict, rows_per_cpu_s: float, load: float) -> dict:
+    """``figure`` with the cores a stage at that rate needs to keep up with ``load`` rows a second."""
+    cores = load / rows_per_cpu_s
+    return figure | {"cores_for_load": significant(cores, 3), "nodes_of_8_cores": -(-cores // CORES_PER_NODE)}
 
 
 def benchmark(quick: bool, load: float, serving_rps: float) -> None:
@@ -125,12 +127,14 @@ def benchmark(quick: bool, load: float, serving_rps: float) -> None:
     ingest_bench.ensure_data(label, rows)
     csv = ingest_bench.data_file(label, "csv")
     ours, pandas = (ingest_bench.measure(impl, csv) for impl in ("ours", "pandas"))
-    lines.append(line("ingest_csv", rows / ours["cpu_seconds"], "pandas", rows / pandas["cpu_seconds"], load))
+    rate = rows / ours["cpu_seconds"]
+    lines.append(sized(line("ingest_csv", rate, "pandas", rows / pandas["cpu_seconds"]), rate, load))
 
     features_bench.ensure_data(label, rows)
     script = features_bench.__file__
     ours, pandas = (run_child(script, 1, "--child", impl, label) for impl in ("ours", "pandas"))
-    lines.append(line("features", rows / ours["cpu_seconds"], "pandas", rows / pandas["cpu_seconds"], load))
+    rate = rows / ours["cpu_seconds"]
+    lines.append(sized(line("features", rate, "pandas", rows / pandas["cpu_seconds"]), rate, load))
 
     sensors, days = (20, 7) if quick else (60, 14)
     done = subprocess.run(
@@ -141,28 +145,17 @@ def benchmark(quick: bool, load: float, serving_rps: float) -> None:
     )
     model = json.loads(done.stdout.strip().splitlines()[-1])
     train_rows = model["train_rows"]
-    training = line(
-        "training",
-        train_rows / model["fit_cpu_s"],
-        "scikit-learn IsolationForest fit",
-        train_rows / model["plain_fit_cpu_s"],
-        load,
-    )
+    rate = train_rows / model["fit_cpu_s"]
+    plain = train_rows / model["plain_fit_cpu_s"]
+    training = line("training", rate, "scikit-learn IsolationForest fit", plain)
     # Training is paid once per retrain on the spec's window, not per reading: its cost is the
     # CPU-hours one retrain over `training_days` of the load takes.
     window_rows = load * 86_400 * TRAINING_DAYS
-    del training["cores_for_load"], training["nodes_of_8_cores"]
-    lines.append(training | {"cpu_hours_per_retrain": significant(window_rows / training["ours"] / 3600, 3)})
+    lines.append(training | {"cpu_hours_per_retrain": significant(window_rows / rate / 3600, 3)})
     scored = model["scored_rows"]
-    lines.append(
-        line(
-            "batch_scoring",
-            scored / model["score_cpu_s"],
-            "scikit-learn score_samples",
-            scored / model["plain_score_cpu_s"],
-            load,
-        )
-    )
+    rate = scored / model["score_cpu_s"]
+    scoring = line("batch_scoring", rate, "scikit-learn score_samples", scored / model["plain_score_cpu_s"])
+    lines.append(sized(scoring, rate, load))
     # Not a figure of this run (no peer measured here): the serving bench's, for the table.
     log(f"serving: {serving_rps:.0f} requests/s per core, {load / serving_rps:.1f} cores for the load")
     for item in lines:
