@@ -9,7 +9,6 @@ import threading
 import time
 from pathlib import Path
 
-import dagster as dg
 import httpx
 import pytest
 from mlflow import MlflowClient
@@ -122,15 +121,6 @@ def test_training_tracks_and_registers_in_a_tracking_server(tmp_path, mlflow_ser
     assert not (platform.settings.home / "mlflow.db").exists()  # nothing fell back to the embedded store
 
 
-def _step_started(instance, step: str, after_runs: set[str]) -> bool:
-    for run in instance.get_runs(limit=3):
-        if run.run_id not in after_runs:
-            started = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
-            if any(e.step_key.endswith(step) for e in started):
-                return True
-    return False
-
-
 def test_a_tracking_server_restarted_during_training_loses_nothing_and_one_down_fails_clearly(
     tmp_path, tracking_server, monkeypatch
 ):
@@ -141,21 +131,30 @@ def test_a_tracking_server_restarted_during_training_loses_nothing_and_one_down_
     client = MlflowClient(tracking_server.uri)
     champion = client.get_model_version_by_alias(USE_CASE, registry.CHAMPION).version
 
-    # Killed with SIGKILL as the model step starts, back 5 s later: MLflow's client retries.
-    earlier = {r.run_id for r in platform.instance.get_runs()}
+    # Killed with SIGKILL as the model step starts logging its candidate, back 5 s later: MLflow's
+    # client retries. The step itself says when (the instance is in memory: polling it from this
+    # thread while the run writes to it races on its SQLite connection).
+    logging_starts, killed = threading.Event(), threading.Event()
+    log_candidate = registry.log_candidate
+
+    def log_after_the_kill(*args, **kwargs):
+        logging_starts.set()
+        assert killed.wait(120), "the test did not kill the tracking server"
+        return log_candidate(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "log_candidate", log_after_the_kill)
     outcome = {}
     training = threading.Thread(
         target=lambda: outcome.update(result=platform.materialize(["model", "model_evaluation", "champion"]))
     )
     training.start()
-    deadline = time.monotonic() + 120
-    while not _step_started(platform.instance, "model", earlier):
-        assert time.monotonic() < deadline and training.is_alive(), "the model step did not start"
-        time.sleep(0.2)
+    assert logging_starts.wait(300), "the model step did not reach MLflow"
     tracking_server.kill()
+    killed.set()
     time.sleep(5)
     tracking_server.start()
     training.join(timeout=600)
+    assert not training.is_alive()
     assert outcome["result"].success
     model = latest_metadata(platform.instance, key("model"))
     version = client.get_model_version(USE_CASE, model["model_version"])
@@ -164,6 +163,7 @@ def test_a_tracking_server_restarted_during_training_loses_nothing_and_one_down_
     # Down for good: the step fails naming the server, and the champion is where it was.
     champion = client.get_model_version_by_alias(USE_CASE, registry.CHAMPION).version
     versions = len(client.search_model_versions(f"name='{USE_CASE}'"))
+    monkeypatch.setattr(registry, "log_candidate", log_candidate)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     tracking_server.kill()
