@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
@@ -43,9 +44,18 @@ class Settings:
     use_cases: str = ""
     # None: `serving_log/` under the home; else a folder of its own (a volume sized for the log).
     prediction_log_dir: Path | None = None
+    # None: the prediction log is files (above); else a postgresql:// URL of a database holding it,
+    # which replicas on machines without the home's filesystem reach too.
+    prediction_log_url: str | None = None
     # None: Dagster keeps runs, events and schedules in SQLite under the home; else a
     # postgresql+psycopg2:// URL of a database for them (and for the concurrency pools' slots).
     dagster_storage_url: str | None = None
+    # None: `run/model_cache/` under the home; else a folder of each machine's own (a serving
+    # replica on a node without the home downloads verified artifacts there).
+    model_cache_dir: Path | None = None
+    # With a Ray cluster: feature builds and batch scoring of at least this many rows are spread
+    # over its nodes as Ray tasks (below it, joining the cluster costs more than it saves).
+    ray_min_rows: int = 1_000_000
 
     @property
     def warehouse_path(self) -> Path:
@@ -72,6 +82,10 @@ class Settings:
         return self.prediction_log_dir or self.home / "serving_log"
 
     @property
+    def model_cache(self) -> Path:
+        return self.model_cache_dir or self.run_dir / "model_cache"
+
+    @property
     def reports_dir(self) -> Path:
         return self.home / "reports"
 
@@ -95,6 +109,14 @@ class Settings:
 
     def labels_dir_for(self, use_case: str) -> Path:
         return self.landing_dir / use_case / "labels"
+
+
+def without_password(url: str) -> str:
+    """``url`` with its password, if any, as ``***``: what messages and status show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 def _serve_fast(value: str) -> bool:
@@ -138,6 +160,18 @@ def _postgres_url(value: str) -> str | None:
     return value.strip()
 
 
+def _prediction_log_url(value: str) -> str | None:
+    if not value.strip():
+        return None
+    if not value.strip().startswith(("postgresql://", "postgres://")):
+        raise SettingsError(
+            "ML_PLATFORM_PREDICTION_LOG_URL must be a URL of the form "
+            "postgresql://user[:password]@host:5432/database; unset it to keep the prediction log "
+            "in files (ML_PLATFORM_PREDICTION_LOG_DIR)"
+        )
+    return value.strip()
+
+
 # Each setting and the environment variable that sets it. `load_settings` reads them and
 # `settings_env` writes them, so a process handed `settings_env(s)` loads exactly `s`.
 ENV_VARS = {
@@ -158,11 +192,17 @@ ENV_VARS = {
     "monitor_cron": "ML_PLATFORM_MONITOR_CRON",
     "use_cases": "ML_PLATFORM_USE_CASES",
     "prediction_log_dir": "ML_PLATFORM_PREDICTION_LOG_DIR",
+    "prediction_log_url": "ML_PLATFORM_PREDICTION_LOG_URL",
     "dagster_storage_url": "ML_PLATFORM_DAGSTER_STORAGE",
+    "model_cache_dir": "ML_PLATFORM_MODEL_CACHE",
+    "ray_min_rows": "ML_PLATFORM_RAY_MIN_ROWS",
 }
 # Never written into Dagster run config or shown in its UI (the resource reads them as dg.EnvVar);
-# the Dagster storage URL may hold a password, and dagster.yaml names its variable, not its value.
-SECRET_VARS = frozenset({"ML_PLATFORM_API_TOKEN", "ML_PLATFORM_DAGSTER_STORAGE"})
+# the Dagster storage and prediction log URLs may hold a password, and dagster.yaml names its
+# variable, not its value.
+SECRET_VARS = frozenset(
+    {"ML_PLATFORM_API_TOKEN", "ML_PLATFORM_DAGSTER_STORAGE", "ML_PLATFORM_PREDICTION_LOG_URL"}
+)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -190,6 +230,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         if (log_dir := env.get("ML_PLATFORM_PREDICTION_LOG_DIR"))
         else None,
         dagster_storage_url=_postgres_url(env.get("ML_PLATFORM_DAGSTER_STORAGE", "")),
+        prediction_log_url=_prediction_log_url(env.get("ML_PLATFORM_PREDICTION_LOG_URL", "")),
+        model_cache_dir=Path(cache).expanduser().resolve()
+        if (cache := env.get("ML_PLATFORM_MODEL_CACHE"))
+        else None,
+        ray_min_rows=_int(env, "ML_PLATFORM_RAY_MIN_ROWS", 1_000_000),
     )
 
 

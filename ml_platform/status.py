@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ml_platform.serving.cluster import reachable
-from ml_platform.settings import Settings
+from ml_platform.settings import Settings, without_password
 
 UP, DOWN, NOT_CREATED, NOT_RUNNING = "up", "down", "not created", "not running"
 TIMEOUT_S = 3.0
@@ -42,13 +42,6 @@ def _reason(error: BaseException) -> str:
     """An exception as one line: its type and the first line of its message."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
 
 
 def warehouse(settings: Settings) -> PartStatus:
@@ -82,7 +75,7 @@ def dagster_storage(settings: Settings) -> PartStatus:
     if not (home / "dagster.yaml").exists():
         return replace(status, state=NOT_CREATED, detail="run `ml-platform init`")
     if settings.dagster_storage_url:
-        status = replace(status, backend=_without_password(settings.dagster_storage_url))
+        status = replace(status, backend=without_password(settings.dagster_storage_url))
         import psycopg2
 
         # Asked first, once: Dagster's own connection retries take seconds and log each try.
@@ -111,7 +104,7 @@ def mlflow_tracking(settings: Settings) -> list[PartStatus]:
     import mlflow
 
     uri = settings.mlflow_tracking_uri
-    tracking = PartStatus("mlflow tracking", _without_password(uri), UP, True, mlflow.__version__)
+    tracking = PartStatus("mlflow tracking", without_password(uri), UP, True, mlflow.__version__)
     artifacts = PartStatus("mlflow artifacts", str(settings.mlflow_artifacts_dir), NOT_CREATED, False)
     if uri.startswith(("http://", "https://")):
         import httpx
@@ -223,7 +216,7 @@ def mqtt_broker(settings: Settings) -> PartStatus:
 
     url = urlsplit(settings.mqtt_url)
     host, port = url.hostname or "127.0.0.1", url.port or 1883
-    status = PartStatus("mqtt broker", _without_password(settings.mqtt_url), UP, False)
+    status = PartStatus("mqtt broker", without_password(settings.mqtt_url), UP, False)
     if not reachable(f"{host}:{port}", TIMEOUT_S):
         return replace(status, state=NOT_RUNNING, detail=f"nothing answers at {host}:{port}")
     connected, received = threading.Event(), threading.Event()

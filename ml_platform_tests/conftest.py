@@ -7,7 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dagster as dg
@@ -141,6 +141,24 @@ def make_platform(home: Path, monkeypatch: pytest.MonkeyPatch | None = None) -> 
     os.environ["ML_PLATFORM_HOME"] = str(home)
     settings = load_settings()
     return Platform(settings, build_definitions(settings), dg.DagsterInstance.ephemeral())
+
+
+def materialize_on_cluster(platform: Platform, ray_address: str, names: list[str], **kwargs) -> None:
+    """Materialize ``names`` in the same home and instance with settings that send every feature
+    build and batch scoring to the Ray cluster at ``ray_address``, however few the rows; check
+    that the materialization names nodes of that cluster as where the work ran."""
+    import ray
+
+    from ml_platform.definitions import build_definitions
+
+    settings = replace(platform.settings, ray_address=ray_address, ray_min_rows=1)
+    result = Platform(settings, build_definitions(settings), platform.instance).materialize(names, **kwargs)
+    metadata = {
+        k: v.value for k, v in result.get_asset_materialization_events()[0].materialization.metadata.items()
+    }
+    assert metadata["ray_nodes"] and set(metadata["ray_nodes"]) <= {
+        n["NodeID"] for n in ray.nodes() if n["Alive"]
+    }
 
 
 def land_days(platform: Platform, first: dt.date, days: int, **config) -> list[Path]:

@@ -12,7 +12,15 @@ from ml_platform.features.compute import EVENT_TIMESTAMP, compute_features
 from ml_platform.features.online_store import RedisOnlineStore
 from ml_platform.metadata import latest_metadata
 
-from .conftest import FIRST_DAY, USE_CASE, day_range_tags, key, land_days, make_platform
+from .conftest import (
+    FIRST_DAY,
+    USE_CASE,
+    day_range_tags,
+    key,
+    land_days,
+    make_platform,
+    materialize_on_cluster,
+)
 
 DAYS = 3
 LAST = FIRST_DAY + dt.timedelta(days=DAYS - 1)
@@ -63,6 +71,13 @@ def test_day_by_day_features_equal_a_full_recompute(platform):
         a, b = incremental[name], full[name]
         assert (a.is_null() == b.is_null()).all(), name
         assert ((a - b).abs().fill_null(0) <= 1e-9).all(), name
+
+
+def test_features_spread_over_the_ray_cluster_equal_those_built_in_process(platform, ray_cluster):
+    before = _features(platform)
+    # Whole entities per Ray task, on the cluster's node(s); put together as one process builds them.
+    materialize_on_cluster(platform, ray_cluster, ["features"], tags=day_range_tags(FIRST_DAY, LAST))
+    assert _features(platform).equals(before)
 
 
 def test_recomputing_a_day_touches_only_that_day(platform):

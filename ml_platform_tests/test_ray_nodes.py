@@ -1,7 +1,8 @@
 """Work spread over a Ray cluster of two nodes: a head and a second node joined to it with
 ``ray start --address``, each a process tree of its own on this machine with its own CPU and a
 custom resource. The model search's trials, sent to that cluster, run on both nodes (the node ids
-each trial records) and score exactly as the same search in one process.
+each trial records) and score exactly as the same search in one process. A worker on the second
+node loads a registered model through a tracking server's artifact proxy, without the home.
 
 Unlike the loopback-only head the other tests use, nodes that join each other listen on the
 machine's address, as on a real cluster; both are ended when the module's tests are done."""
@@ -19,14 +20,22 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 
+from ml_platform.features.compute import compute_features
 from ml_platform.serving.cluster import SINGLE_NODE_FLAG, free_port, reachable
 from ml_platform.serving.processes import kill_all
-from ml_platform.settings import REPO_ROOT
+from ml_platform.settings import REPO_ROOT, load_settings
+from ml_platform.tasks import task_of
+from ml_platform.training import registry
+from ml_platform.training.evaluate import features_of
+from ml_platform.training.tune import Candidate, fit_candidate
 from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, generated_days
 
+from .conftest import fresh_database
 from .test_gate import DAYS, SENSORS, SPEC, TODAYS, split, training_set
+from .test_mlflow_server import TrackingServer
 
 pytestmark = pytest.mark.integration  # two Ray nodes
 
@@ -54,13 +63,80 @@ trials = [{"params": t.params, "score": t.score, "node": t.node} for t in candid
 print(json.dumps({"trials": trials, "chosen": candidate.chosen.params, "nodes": nodes}))
 """
 
+# The driver: a task on the second node loads the registered model through the tracking server
+# (its environment names no home, and its cache is a folder of its own) and scores the validation
+# rows; then the stored artifact is changed behind the registry's back and a fresh load refuses it.
+LOAD = """
+import json, os, sys, tempfile
+from pathlib import Path
+import ray
+from ml_platform.tasks import task_of
+from ml_platform.training.evaluate import features_of
+from ml_platform.training.registry import ArtifactIntegrityError, ModelRef, load_verified_model
+from ml_platform_tests.test_ray_nodes import search_inputs
+
+ref, stored = ModelRef(**json.loads(sys.argv[2])), Path(sys.argv[3])
+spec, _, valid = search_inputs()
+
+
+@ray.remote(num_cpus=1, resources={"second_node": 1})
+def load_and_score(features):
+    cache = Path(tempfile.mkdtemp(prefix="model-cache-"))
+    node, home = ray.get_runtime_context().get_node_id(), os.environ.get("ML_PLATFORM_HOME")
+    try:
+        model = load_verified_model(ref, cache, task_of(spec))
+    except ArtifactIntegrityError as exc:
+        return {"node": node, "home": home, "refused": str(exc)}
+    return {"node": node, "home": home, "scores": task_of(spec).scores(model, features).tolist()}
+
+
+tracking = {"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
+ray.init(address=sys.argv[1], runtime_env={"env_vars": tracking})
+features = features_of(valid, spec)
+loaded = ray.get(load_and_score.remote(features))
+stored.write_bytes(stored.read_bytes() + b"changed")
+refused = ray.get(load_and_score.remote(features))
+nodes = {n["NodeID"]: sorted(n["Resources"]) for n in ray.nodes() if n["Alive"]}
+print(json.dumps({"loaded": loaded, "refused": refused, "nodes": nodes}))
+"""
+
+# The driver: the sensor use case's features of ten days built over the cluster (whole sensors per
+# task), then scored day by day over it with the registered model, as the features and
+# batch_predictions assets do from ML_PLATFORM_RAY_MIN_ROWS rows on.
+SPREAD_WORK = """
+import json, sys
+import ray
+from ml_platform.features.compute import compute_features_on_cluster
+from ml_platform.serving.records import score_days_on_cluster
+from ml_platform.settings import load_settings
+from ml_platform.training.registry import ModelRef
+from ml_platform_tests.test_ray_nodes import spread_inputs
+
+settings = load_settings()
+spec, rows = spread_inputs()
+features, feature_nodes = compute_features_on_cluster(rows, spec, settings.ray_address)
+features.write_parquet(sys.argv[3])
+scores, scoring_nodes = score_days_on_cluster(features, spec, ModelRef(**json.loads(sys.argv[2])), settings)
+nodes = {n["NodeID"]: sorted(n["Resources"]) for n in ray.nodes() if n["Alive"]}
+done = {"feature_nodes": feature_nodes, "scoring_nodes": scoring_nodes, "scores": scores.tolist()}
+print(json.dumps({**done, "nodes": nodes}))
+"""
+
+
+def generated() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Ten generated days of the sensor use case: readings typed as staged, and anomaly windows."""
+    first = TODAYS[0] - dt.timedelta(days=DAYS)
+    return generated_days(SensorDataConfig(sensors=SENSORS, days=DAYS, start=first, anchor=first))
+
+
+def spread_inputs():
+    """The sensor use case and its generated readings."""
+    return SPEC, generated()[0]
+
 
 def search_inputs():
-    """The sensor use case's search (four trials) on ten generated days."""
-    first = TODAYS[0] - dt.timedelta(days=DAYS)
-    rows = training_set(
-        *generated_days(SensorDataConfig(sensors=SENSORS, days=DAYS, start=first, anchor=first))
-    )
+    """The sensor use case's search (four trials) on the generated days' training set."""
+    rows = training_set(*generated())
     return dataclasses.replace(SPEC, model=dataclasses.replace(SPEC.model, trials=4)), *(
         split(rows, name) for name in ("train", "validation")
     )
@@ -69,8 +145,9 @@ def search_inputs():
 def cluster_env() -> dict[str, str]:
     """This process's environment without what points at the session's loopback-only head: its
     RAY_ADDRESS, and the single-node flag an earlier test's driver set here (stay_on_loopback),
-    with which a head binds loopback only and no second node can join it."""
-    dropped = {"RAY_ADDRESS", SINGLE_NODE_FLAG}
+    with which a head binds loopback only and no second node can join it. Nor a home: the nodes
+    stand for machines that do not have it."""
+    dropped = {"RAY_ADDRESS", SINGLE_NODE_FLAG, "ML_PLATFORM_HOME"}
     return {**{k: v for k, v in os.environ.items() if k not in dropped}, "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -132,28 +209,128 @@ def two_nodes(tmp_path_factory) -> Iterator[str]:
             kill_all(lambda _, p, sid=node.pid: p.sid == sid)
 
 
-def test_the_search_runs_on_both_nodes_and_equals_the_search_in_one_process(two_nodes):
+@pytest.fixture(scope="module")
+def in_process() -> Candidate:
+    """The search and fit of the search's inputs in this process."""
+    return fit_candidate(*search_inputs())
+
+
+def driver(script: str, *args: str, **env: str) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", SEARCH, two_nodes],
+        [sys.executable, "-c", script, *args],
         cwd=REPO_ROOT,
-        env={**cluster_env(), "PYTHONPATH": str(REPO_ROOT), "RAY_ADDRESS": two_nodes},
+        env={**cluster_env(), "PYTHONPATH": str(REPO_ROOT), "RAY_ADDRESS": args[0], **env},
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    on_ray = json.loads(done.stdout.strip().splitlines()[-1])
-    # Both nodes joined, and each ran at least one of the four trials.
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def node_ids(on_ray: dict) -> tuple[str, str]:
+    """The head's and the second node's ids, by the custom resource each was started with."""
     by_resource = {name: node for node, names in on_ray["nodes"].items() for name in names}
-    head, second = by_resource["head_node"], by_resource["second_node"]
-    assert head != second
-    assert {t["node"] for t in on_ray["trials"]} == {head, second}
+    assert by_resource["head_node"] != by_resource["second_node"]
+    return by_resource["head_node"], by_resource["second_node"]
 
-    spec, train, valid = search_inputs()
-    from ml_platform.training.tune import fit_candidate
 
-    local = fit_candidate(spec, train, valid)
-    assert [t.node for t in local.trials] == [""] * 4
-    in_process = [(t.params, t.score) for t in local.trials]
-    assert [(t["params"], t["score"]) for t in on_ray["trials"]] == in_process
-    assert on_ray["chosen"] == local.chosen.params
+def test_the_search_runs_on_both_nodes_and_equals_the_search_in_one_process(two_nodes, in_process):
+    on_ray = driver(SEARCH, two_nodes)
+    # Both nodes joined, and each ran at least one of the four trials.
+    assert {t["node"] for t in on_ray["trials"]} == set(node_ids(on_ray))
+
+    assert [t.node for t in in_process.trials] == [""] * 4
+    assert [(t["params"], t["score"]) for t in on_ray["trials"]] == [
+        (t.params, t.score) for t in in_process.trials
+    ]
+    assert on_ray["chosen"] == in_process.chosen.params
+
+
+@dataclasses.dataclass(frozen=True)
+class Registered:
+    """The in-process candidate registered through an ``mlflow server`` of the module's own."""
+
+    server: TrackingServer
+    ref: registry.ModelRef
+    stored: Path  # the artifact's model file in the server's store
+
+
+@pytest.fixture(scope="module")
+def registered(in_process, tmp_path_factory) -> Iterator[Registered]:
+    spec, _, valid = search_inputs()
+    tmp = tmp_path_factory.mktemp("tracking")
+    mp = pytest.MonkeyPatch()
+    with fresh_database("mlflow") as database_url:
+        server = TrackingServer(database_url, free_port(), tmp)
+        try:
+            server.start()
+            mp.setenv("MLFLOW_TRACKING_URI", server.uri)
+            mp.setenv("ML_PLATFORM_HOME", str(tmp / "home"))
+            settings = load_settings()
+            ref = registry.log_candidate(
+                settings,
+                spec,
+                in_process.pipeline,
+                features_of(valid, spec).head(20),
+                in_process.chosen.params,
+                {},
+                {},
+            )
+            # Registered through the server: its artifacts are in the server's store, behind its
+            # proxy, and nothing of the model is under the home.
+            location = ref.source
+            if location.startswith("models:/"):  # a logged model: its artifacts are elsewhere
+                location = registry.configure(settings).get_logged_model(location[8:]).artifact_location
+            assert location.startswith("mlflow-artifacts:/"), location
+            (stored,) = (tmp / "artifacts").rglob("model.skops")
+            assert not list((tmp / "home").rglob("*.skops"))
+            yield Registered(server, ref, stored)
+        finally:
+            mp.undo()
+            server.stop()
+
+
+def test_a_node_without_the_home_loads_the_model_through_the_artifact_proxy(
+    two_nodes, in_process, registered
+):
+    spec, _, valid = search_inputs()
+    original = registered.stored.read_bytes()
+    try:
+        on_ray = driver(
+            LOAD,
+            two_nodes,
+            json.dumps(dataclasses.asdict(registered.ref)),
+            str(registered.stored),
+            MLFLOW_TRACKING_URI=registered.server.uri,
+        )
+    finally:
+        registered.stored.write_bytes(original)
+    _, second = node_ids(on_ray)
+    loaded, refused = on_ray["loaded"], on_ray["refused"]
+    assert loaded["node"] == refused["node"] == second and loaded["home"] is None
+    assert loaded["scores"] == task_of(spec).scores(in_process.pipeline, features_of(valid, spec)).tolist()
+    # The sha256 check is the same through the proxy: a changed artifact is not loaded.
+    assert "does not match the recorded" in refused["refused"] and "scores" not in refused
+
+
+def test_feature_builds_and_batch_scoring_spread_over_both_nodes_equal_one_process(
+    two_nodes, in_process, registered, tmp_path
+):
+    built = tmp_path / "features.parquet"
+    on_ray = driver(
+        SPREAD_WORK,
+        two_nodes,
+        json.dumps(dataclasses.asdict(registered.ref)),
+        str(built),
+        MLFLOW_TRACKING_URI=registered.server.uri,
+        # No home on the nodes: models are fetched into a cache of their own.
+        ML_PLATFORM_MODEL_CACHE=str(tmp_path / "node-cache"),
+    )
+    nodes = set(node_ids(on_ray))
+    assert set(on_ray["feature_nodes"]) == nodes and set(on_ray["scoring_nodes"]) == nodes
+
+    spec, rows = spread_inputs()
+    features = compute_features(rows, spec)
+    assert pl.read_parquet(built).equals(features)
+    assert on_ray["scores"] == task_of(spec).scores(in_process.pipeline, features_of(features, spec)).tolist()

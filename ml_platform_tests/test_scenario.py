@@ -4,7 +4,8 @@ serving with no failed request, although the daemon is killed in the tick that r
 retrain and started again. Sensor intervals are shortened to 5 s.
 
 Dagster's runs, event logs and schedules are in PostgreSQL here (``ML_PLATFORM_DAGSTER_STORAGE``,
-a database of the local server), the way a team runs it; the demo's test runs the default SQLite."""
+a database of the local server), the way a team runs it, and so is the prediction log the replicas
+write (``ML_PLATFORM_PREDICTION_LOG_URL``); the demo's test runs the default SQLite and files."""
 
 import datetime as dt
 import os
@@ -21,6 +22,8 @@ import pytest
 
 from ml_platform.definitions import build_definitions
 from ml_platform.home import child_env, prepare_home
+from ml_platform.metadata import latest_metadata
+from ml_platform.serving.log import read_postgres_prediction_log
 from ml_platform.serving.processes import descendants, kill_all, processes
 from ml_platform.settings import REPO_ROOT, load_settings
 from ml_platform.usecases.sensor_anomaly.scenario import run_drift_scenario
@@ -118,6 +121,7 @@ def running_platform(tmp_path_factory, ray_cluster, dagster_database):
     mp = pytest.MonkeyPatch()
     mp.setenv("ML_PLATFORM_HOME", str(home))
     mp.setenv("ML_PLATFORM_DAGSTER_STORAGE", dagster_database)
+    mp.setenv("ML_PLATFORM_PREDICTION_LOG_URL", dagster_database.replace("+psycopg2", ""))
     mp.setenv("ML_PLATFORM_SENSOR_INTERVAL_S", "5")
     # The whole loop runs with a token: every redeploy on the way must keep it.
     mp.setenv("ML_PLATFORM_API_TOKEN", TOKEN)
@@ -181,6 +185,14 @@ def test_drift_is_detected_retrained_once_promoted_and_served_without_a_failed_r
     assert running_platform.daemon.pid in tree
     found = listeners(tree)
     assert len(found) >= 8 and [str(x) for x in found if not x.loopback] == []
+    # Every prediction served on the way (both versions) went to the PostgreSQL log, none to files,
+    # and the predictions asset ingested exactly what is there.
+    logged = read_postgres_prediction_log(settings.prediction_log_url, USE_CASE)
+    assert {str(r["model_version"]) for r in logged} >= result.versions_served
+    assert not list(settings.serving_log_dir.rglob("*.jsonl"))
+    running_platform.materialize(["predictions"])
+    ingested = latest_metadata(running_platform.instance, dg.AssetKey([USE_CASE, "predictions"]))
+    assert ingested["dagster/row_count"] == len({r["prediction_id"] for r in logged}) >= result.requests
     # The daemon that ran it was handed every setting, the token included.
     environ = Path(f"/proc/{running_platform.daemon.pid}/environ").read_bytes().split(b"\0")
     daemon_env = dict(item.decode().split("=", 1) for item in environ if b"=" in item)

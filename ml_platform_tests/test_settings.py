@@ -42,6 +42,9 @@ def unusual(tmp_path, monkeypatch) -> Settings:
         "ML_PLATFORM_USE_CASES": "ml_platform.usecases.sensor_anomaly_copy_for_settings_test",
         "ML_PLATFORM_PREDICTION_LOG_DIR": str(tmp_path / "prediction-log"),
         "ML_PLATFORM_DAGSTER_STORAGE": "postgresql+psycopg2://settings:s3cret@127.0.0.1:5432/settings_test",
+        "ML_PLATFORM_MODEL_CACHE": str(tmp_path / "model-cache"),
+        "ML_PLATFORM_RAY_MIN_ROWS": "1234",
+        "ML_PLATFORM_PREDICTION_LOG_URL": "postgresql://settings:s3cret@127.0.0.1:5432/settings_log",
     }
     assert set(values) == set(ENV_VARS.values())  # a new setting must be added here too
     for name, value in values.items():
@@ -77,7 +80,7 @@ def test_the_secrets_are_read_from_the_environment_never_stored_in_run_config(un
     assert not SECRET_VARS & set(resource.environment)
     for secret in (unusual.api_token, unusual.dagster_storage_url, "s3cret"):
         assert secret not in json.dumps(resource.environment)
-    for field in (resource.api_token, resource.dagster_storage_url):
+    for field in (resource.api_token, resource.dagster_storage_url, resource.prediction_log_url):
         assert isinstance(field, dg.EnvVar) and field.env_var_name in SECRET_VARS
 
 
@@ -110,6 +113,11 @@ def test_every_setting_reaches_replicas_and_the_processes_the_platform_starts(un
             "ML_PLATFORM_DAGSTER_STORAGE",
             "postgresql://u@h/db",
             "must be a URL of the form postgresql+psycopg2://",
+        ),
+        (
+            "ML_PLATFORM_PREDICTION_LOG_URL",
+            "/var/log/predictions",
+            "ML_PLATFORM_PREDICTION_LOG_URL must be a URL of the form postgresql://",
         ),
     ],
 )

@@ -17,9 +17,9 @@ from ml_platform.resources.platform import build_resources
 from ml_platform.spec import HttpJsonApi, PostgresTable
 from ml_platform.usecases import get_use_case
 
-from .conftest import FIRST_DAY, USE_CASE, day_range_tags, make_platform
+from .conftest import FIRST_DAY, POSTGRES_ADMIN_DSN, USE_CASE, day_range_tags, make_platform
 
-DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
+DSN = POSTGRES_ADMIN_DSN  # the source table lives in the local server's `test` database
 SECOND_DAY = FIRST_DAY + dt.timedelta(days=1)
 
 

@@ -22,7 +22,16 @@ from ml_platform.training.evaluate import model_input
 from ml_platform.training.steps import GATE_PASSED_TAG, read_split
 from ml_platform.usecases import get_use_case
 
-from .conftest import DAYS, FIRST_DAY, USE_CASE, key, land_days, make_platform
+from .conftest import (
+    DAYS,
+    FIRST_DAY,
+    USE_CASE,
+    day_range_tags,
+    key,
+    land_days,
+    make_platform,
+    materialize_on_cluster,
+)
 
 SPEC = get_use_case(USE_CASE)
 TASK = task_of(SPEC)
@@ -127,6 +136,9 @@ def test_a_worse_candidate_is_stopped_by_the_gate(platform):
 
 def test_rollback_restores_the_previous_model(platform, monkeypatch):
     monkeypatch.setenv("ML_PLATFORM_HOME", str(platform.settings.home))
+    # Nothing serves this home: with the session's cluster named, the command would wait for
+    # serving to switch (whatever another module left serving on the port decided the outcome).
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     champion = registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION)
     previous = registry.alias_ref(platform.settings, USE_CASE, registry.PREVIOUS)
     outcome = CliRunner().invoke(main, ["rollback", USE_CASE, "--reason", "test rollback"])
@@ -156,7 +168,7 @@ def test_retraining_is_reproducible(platform):
     for metric in ("roc_auc", "average_precision", "precision", "recall", "f1", "window_recall"):
         assert first[metric] == second[metric], metric
     test, _ = features_and_labels(platform)
-    cache = platform.settings.run_dir / "model_cache"
+    cache = platform.settings.model_cache
     scores = [
         TASK.scores(
             registry.load_verified_model(registry.model_ref(platform.settings, USE_CASE, v), cache, TASK),
@@ -220,8 +232,17 @@ def test_tampered_or_pickled_artifacts_are_refused(platform, tmp_path):
         skops_file.write_bytes(original + b"\0")
         with pytest.raises(registry.ArtifactIntegrityError, match="does not match the recorded"):
             registry.load_verified_model(champion, tmp_path / "cache2", TASK)
+        assert list((tmp_path / "cache2" / USE_CASE).iterdir()) == []  # no copy of it kept, whole or half
     finally:
         skops_file.write_bytes(original)
+
+    # A cached copy changed on disk is fetched again, whole, before anything loads it.
+    registry.load_verified_model(champion, tmp_path / "cache3", TASK)
+    cached = tmp_path / "cache3" / USE_CASE / champion.version / "model.skops"
+    cached.write_bytes(b"\0")
+    registry.load_verified_model(champion, tmp_path / "cache3", TASK)
+    assert cached.read_bytes() == original
+    assert [p.name for p in (tmp_path / "cache3" / USE_CASE).iterdir()] == [champion.version]
 
 
 def test_an_artifact_holding_a_type_the_project_does_not_trust_is_refused(platform, tmp_path):
@@ -274,6 +295,21 @@ def test_batch_predictions_score_a_day_with_the_champion(platform):
             f"SELECT count(*) FROM {USE_CASE}.features WHERE CAST(event_timestamp AS DATE) = DATE '{day}'"
         ).fetchall()[0][0]
     assert rows == (features, features, champion.version, champion.version)
+
+
+def test_batch_predictions_spread_over_the_ray_cluster_equal_those_scored_in_process(platform, ray_cluster):
+    tags = day_range_tags(FIRST_DAY + dt.timedelta(days=DAYS - 2), FIRST_DAY + dt.timedelta(days=DAYS - 1))
+    query = f"SELECT sensor_id, event_timestamp, anomaly_score FROM {USE_CASE}.batch_predictions ORDER BY ALL"
+
+    def scored() -> pl.DataFrame:
+        with platform.defs.resources["warehouse"].get_connection() as conn:
+            return conn.sql(query).pl()
+
+    platform.materialize(["batch_predictions"], tags=tags)
+    in_process = scored()
+    # One Ray task per day, each loading and verifying the champion where it runs.
+    materialize_on_cluster(platform, ray_cluster, ["batch_predictions"], tags=tags)
+    assert len(in_process) > 0 and scored().equals(in_process)
 
 
 def _retrain_sensor(platform, **monitoring):
@@ -447,7 +483,7 @@ def test_a_champion_worse_live_is_caught_by_live_performance_and_rolled_back(pla
         {},
     )
     registry.move_alias(platform.settings, USE_CASE, worse.version, registry.CHAMPION, "test", "test")
-    pipeline = registry.load_verified_model(worse, platform.settings.run_dir / "model_cache", TASK)
+    pipeline = registry.load_verified_model(worse, platform.settings.model_cache, TASK)
     _serve_log(platform, worse.version, test, TASK.scores(pipeline, features), latency_ms=5.0)
 
     result = platform.materialize(["predictions", "live_performance", "serving_slo", "champion_guard"])
@@ -466,7 +502,7 @@ def test_a_champion_worse_live_is_caught_by_live_performance_and_rolled_back(pla
     # The SLO branch: the good model made champion again after the worse, now slow in serving.
     registry.move_alias(platform.settings, USE_CASE, worse.version, registry.CHAMPION, "test", "test")
     registry.move_alias(platform.settings, USE_CASE, good.version, registry.CHAMPION, "test", "test")
-    good_pipeline = registry.load_verified_model(good, platform.settings.run_dir / "model_cache", TASK)
+    good_pipeline = registry.load_verified_model(good, platform.settings.model_cache, TASK)
     slow, monitoring = SPEC.monitoring.max_p99_ms * 3, SPEC.monitoring
     assert len(test) >= monitoring.min_slo_requests
     # Requests that started while replicas switched to it (right after the promotion) are not its

@@ -7,12 +7,20 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from ml_platform.automation.conditions import after_any_update, follow_upstream
-from ml_platform.features.compute import EVENT_DAY, EVENT_TIMESTAMP, compute_features, latest_vectors
+from ml_platform.distributed import spread_rows
+from ml_platform.features.compute import (
+    EVENT_DAY,
+    EVENT_TIMESTAMP,
+    compute_features,
+    compute_features_on_cluster,
+    latest_vectors,
+)
 from ml_platform.features.online import OnlineFeatures
 from ml_platform.features.online_store import make_online_store
 from ml_platform.ingestion.assets import daily_partitions, partition_days
 from ml_platform.metadata import markdown_table
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
+from ml_platform.settings import Settings
 from ml_platform.spec import UseCaseSpec
 from ml_platform.tables import replace_days
 from ml_platform.upstream import unbuilt_partitions
@@ -37,8 +45,11 @@ def _quoted(columns: list[str]) -> str:
     return ", ".join(f'"{c}"' for c in columns)
 
 
-def compute_days(conn, spec: UseCaseSpec, first: dt.date, last: dt.date) -> pl.DataFrame:
-    """Features of the events of days ``first..last``, their windows fed by the lookback before."""
+def compute_days(
+    conn, spec: UseCaseSpec, first: dt.date, last: dt.date, settings: Settings
+) -> tuple[pl.DataFrame, list[str]]:
+    """Features of the events of days ``first..last``, their windows fed by the lookback before;
+    also the Ray nodes that computed them (none when computed in this process)."""
     start = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
     end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
     # Features read numbers (integer and boolean columns as DOUBLE, a boolean as 0 / 1) or, with
@@ -53,8 +64,11 @@ def compute_days(conn, spec: UseCaseSpec, first: dt.date, last: dt.date) -> pl.D
             WHERE "{spec.timestamp}" >= ? AND "{spec.timestamp}" < ?""",
         params=[start - spec.features.offline_lookback, end],
     ).pl()
-    features = compute_features(rows, spec)
-    return features.filter(pl.col(EVENT_TIMESTAMP) >= start)
+    if spread_rows(settings, len(rows)):
+        features, nodes = compute_features_on_cluster(rows, spec, settings.ray_address)
+    else:
+        features, nodes = compute_features(rows, spec), []
+    return features.filter(pl.col(EVENT_TIMESTAMP) >= start), nodes
 
 
 def _parity_check(
@@ -115,7 +129,9 @@ def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         freshness_policy=dg.FreshnessPolicy.time_window(fail_window=spec.expectations.fresh_within),
         description="Offline feature table: one event-timestamped feature row per reading, by day.",
     )
-    def features(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
+    def features(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource
+    ) -> dg.MaterializeResult:
         # A range may hold days with no data; a range with no staged day at all is a mistake.
         unbuilt = unbuilt_partitions(
             context.instance, features_key, [staged_key], context.partition_keys, only_if_none_built=True
@@ -125,7 +141,7 @@ def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         first, last = partition_days(context)
         table = features_table(spec)
         with warehouse.get_connection() as conn:
-            computed = compute_days(conn, spec, first, last)
+            computed, nodes = compute_days(conn, spec, first, last, platform.settings)
             replace_days(conn, EVENT_DAY, first, last, {table: computed})
             total = conn.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
         return dg.MaterializeResult(
@@ -135,6 +151,7 @@ def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 "entities": computed[spec.entity].n_unique(),
                 "features": spec.features.feature_names(),
                 "lookback": str(spec.features.offline_lookback),
+                **({"ray_nodes": sorted(set(nodes))} if nodes else {}),
             }
         )
 

@@ -24,6 +24,21 @@ def compute_features(rows: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:
     )
 
 
+def compute_features_on_cluster(
+    rows: pl.DataFrame, spec: UseCaseSpec, address: str
+) -> tuple[pl.DataFrame, list[str]]:
+    """``compute_features`` over the cluster: whole entities per Ray task (every feature looks at
+    one entity's rows only), the parts put together in the order one process gives. Also the
+    node each part ran on."""
+    from ml_platform.distributed import cluster_cpus, entity_shards, spread
+
+    shards = entity_shards(rows, spec.entity, 2 * cluster_cpus(address))
+    if not shards:
+        return compute_features(rows, spec), []
+    parts = spread(address, compute_features, shards, spec)
+    return pl.concat([frame for frame, _ in parts]), [node for _, node in parts]
+
+
 def order_by_entity_and_time(rows: pl.DataFrame, entity: str, ts: str) -> pl.DataFrame:
     """Rows by entity, then event time: a sort by time, then a stable sort by the entity as an
     enum of its sorted values. (A two-column sort with a string key is several times slower in

@@ -87,7 +87,7 @@ def _alias_scored(settings: Settings, spec: UseCaseSpec, alias: str, frame: pl.D
     if ref is None or frame.is_empty():
         return ref, None
     task = task_of(spec)
-    model = registry.load_verified_model(ref, settings.run_dir / "model_cache", task)
+    model = registry.load_verified_model(ref, settings.model_cache, task)
     return ref, score(task, model, features_of(frame, spec))
 
 

@@ -18,6 +18,7 @@ from ml_platform.settings import SECRET_VARS, Settings, load_settings, settings_
 
 TOKEN_VAR = "ML_PLATFORM_API_TOKEN"
 STORAGE_VAR = "ML_PLATFORM_DAGSTER_STORAGE"
+PREDICTION_LOG_VAR = "ML_PLATFORM_PREDICTION_LOG_URL"
 WAREHOUSE_POOL = "warehouse"  # DuckDB has one writing process: every asset touching it queues here
 
 
@@ -131,12 +132,13 @@ class WarehouseResource(DuckDBResource):
 
 class PlatformResource(dg.ConfigurableResource):
     """Every setting, carried into each run as the environment variables that set them and read
-    back by the one reader (``load_settings``); secrets (the API token) through ``dg.EnvVar``,
+    back by the one reader (``load_settings``); secrets (the API token, database URLs) through ``dg.EnvVar``,
     so they never appear in run config or the UI."""
 
     environment: dict[str, str]
     api_token: str = ""
     dagster_storage_url: str = ""
+    prediction_log_url: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlatformResource:
@@ -146,12 +148,18 @@ class PlatformResource(dg.ConfigurableResource):
             environment=env,
             api_token=dg.EnvVar(TOKEN_VAR) if secrets[TOKEN_VAR] else "",
             dagster_storage_url=dg.EnvVar(STORAGE_VAR) if secrets[STORAGE_VAR] else "",
+            prediction_log_url=dg.EnvVar(PREDICTION_LOG_VAR) if secrets[PREDICTION_LOG_VAR] else "",
         )
 
     @property
     def settings(self) -> Settings:
         return load_settings(
-            {**self.environment, TOKEN_VAR: self.api_token, STORAGE_VAR: self.dagster_storage_url}
+            {
+                **self.environment,
+                TOKEN_VAR: self.api_token,
+                STORAGE_VAR: self.dagster_storage_url,
+                PREDICTION_LOG_VAR: self.prediction_log_url,
+            }
         )
 
 

@@ -47,7 +47,7 @@ from ml_platform.serving.events import (
     example_value,
 )
 from ml_platform.serving.labels import LabelError, LabelLanding, example_labels
-from ml_platform.serving.log import SHADOW_OF, PredictionLogError, PredictionLogWriter
+from ml_platform.serving.log import SHADOW_OF, PredictionLogError, prediction_log
 from ml_platform.serving.protocols import (
     RequestError,
     Row,
@@ -184,7 +184,7 @@ class ModelServer:
         }
         self.routing: dict[str, Routing] = {name: Routing() for name in self.use_cases}
         self.load_errors: dict[str, str] = {}
-        self.log = PredictionLogWriter(self.settings.serving_log_dir)
+        self.log = prediction_log(self.settings)
         self._stop = threading.Event()
         self.metrics = CollectorRegistry()
         self.requests = Counter(
@@ -223,7 +223,7 @@ class ModelServer:
 
     def _load(self, use_case: str, ref: ModelRef) -> Served:
         task = task_of(self.use_cases[use_case])
-        pipeline = load_verified_model(ref, self.settings.run_dir / "model_cache", task)
+        pipeline = load_verified_model(ref, self.settings.model_cache, task)
         names = self.signatures[use_case].names
         served = Served(ref, pipeline, names, task, compile_model(task, pipeline, names))
         served.scores([{}])  # warm up

@@ -1,20 +1,31 @@
 """What the serving assets write to the warehouse, as plain functions: the prediction log,
 ingested once per prediction id, and batch predictions of some days by the champion."""
 
+from __future__ import annotations
+
 import datetime as dt
 import json
 import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
+import numpy as np
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
+from ml_platform.distributed import spread_rows
 from ml_platform.features.compute import EVENT_DAY, EVENT_TIMESTAMP
-from ml_platform.serving.log import read_prediction_log
+from ml_platform.serving.log import logged_predictions
 from ml_platform.settings import Settings
 from ml_platform.spec import UseCaseSpec
 from ml_platform.tables import replace_days
 from ml_platform.tasks import task_of
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ml_platform.training.registry import ModelRef
 
 
 def predictions_table(spec: UseCaseSpec) -> str:
@@ -28,7 +39,7 @@ def ingest_prediction_log(
     its served features; a shadow score logged after its prediction was ingested is added to that
     row."""
     task = task_of(spec)
-    records = read_prediction_log(settings.serving_log_dir, spec.name)
+    records = logged_predictions(settings, spec.name)
     table = predictions_table(spec)
     outputs = ", ".join(f"{o.name} {o.sql_type}" for o in task.outputs)
     with warehouse.get_connection() as conn:
@@ -91,13 +102,16 @@ def score_days(
     ref = registry.alias_ref(settings, spec.name, registry.CHAMPION)
     if ref is None:
         raise dg.Failure(f"{spec.name}: no champion to score with yet")
-    model = registry.load_verified_model(ref, settings.run_dir / "model_cache", task)
+    model = registry.load_verified_model(ref, settings.model_cache, task)
     table = f"{spec.name}.batch_predictions"
     with warehouse.get_connection() as conn:
         rows = conn.sql(
             f"SELECT * FROM {spec.name}.features WHERE {EVENT_DAY} BETWEEN ? AND ?", params=[first, last]
         ).pl()
-        scores = task.scores(model, features_of(rows, spec))
+        if spread_rows(settings, len(rows)):
+            scores, nodes = score_days_on_cluster(rows, spec, ref, settings)
+        else:
+            scores, nodes = task.scores(model, features_of(rows, spec)), []
         columns = task.columns(model, scores)
         scored = rows.select(spec.entity, EVENT_TIMESTAMP).with_columns(
             pl.Series("prediction_id", [uuid.uuid4().hex for _ in range(len(rows))]),
@@ -112,5 +126,49 @@ def score_days(
             "model_version": ref.version,
             **({"decided_positive": int(decided.astype(bool).sum())} if task.binary_labels else {}),
             "table": table,
+            **({"ray_nodes": sorted(set(nodes))} if nodes else {}),
         }
     )
+
+
+def score_days_on_cluster(
+    rows: pl.DataFrame, spec: UseCaseSpec, ref: ModelRef, settings: Settings
+) -> tuple[np.ndarray, list[str]]:
+    """The rows' scores, each day's rows scored by a Ray task over the cluster (the model loaded
+    and verified there, from the registry), in the rows' order; and the node of each day."""
+    from ml_platform.distributed import spread
+    from ml_platform.training.evaluate import features_of
+
+    stamps = rows[EVENT_TIMESTAMP]
+    if stamps.dtype.time_zone is None:  # a naive timestamp is UTC here
+        stamps = stamps.dt.replace_time_zone("UTC")
+    by_day = pl.DataFrame({"day": stamps.dt.convert_time_zone("UTC").dt.date(), "row": np.arange(len(rows))})
+    positions = [part["row"].to_numpy() for part in by_day.partition_by("day", maintain_order=True)]
+    features = features_of(rows, spec)
+    parts = spread(
+        settings.ray_address,
+        score_part,
+        [features.iloc[p] for p in positions],
+        spec,
+        ref,
+        settings.mlflow_tracking_uri,
+        str(settings.model_cache),
+    )
+    in_day_order = np.concatenate([scores for scores, _ in parts])
+    scores = np.empty_like(in_day_order)
+    scores[np.concatenate(positions)] = in_day_order
+    return scores, [node for _, node in parts]
+
+
+def score_part(
+    features: pd.DataFrame, spec: UseCaseSpec, ref: ModelRef, tracking_uri: str, cache: str
+) -> np.ndarray:
+    """On a Ray node: the registered model, fetched and verified into the node's cache, scores
+    ``features``."""
+    import mlflow
+
+    from ml_platform.training.registry import load_verified_model
+
+    mlflow.set_tracking_uri(tracking_uri)
+    task = task_of(spec)
+    return task.scores(load_verified_model(ref, Path(cache), task), features)

@@ -161,11 +161,26 @@ def alias_ref(settings: Settings, use_case: str, alias: str = CHAMPION) -> Model
 
 
 def _download(ref: ModelRef, target: Path) -> str:
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    mlflow.artifacts.download_artifacts(artifact_uri=ref.source, dst_path=str(target))
-    return artifact_digest(target)
+    """Fetch the artifact and return its digest; it replaces ``target`` only if that digest is
+    the recorded one. It lands in a folder of its own first and is renamed into place, so
+    replicas sharing a cache (one per node) never read or delete each other's half-written copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fetched = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        mlflow.artifacts.download_artifacts(artifact_uri=ref.source, dst_path=str(fetched))
+        digest = artifact_digest(fetched)
+        if digest != ref.sha256:
+            return digest
+        if target.exists() and artifact_digest(target) != digest:
+            shutil.rmtree(target)  # a cached copy that changed
+        try:
+            fetched.rename(target)
+        except OSError:
+            if artifact_digest(target) != digest:  # not another replica's copy landing first
+                raise
+        return digest
+    finally:
+        shutil.rmtree(fetched, ignore_errors=True)
 
 
 def load_verified_model(ref: ModelRef, cache_dir: Path, task: Task) -> Any:

@@ -232,7 +232,7 @@ def evaluate_candidate(
     from ml_platform.training.evaluate import latency_ms
     from ml_platform.training.gate import judge
 
-    cache, task = settings.run_dir / "model_cache", task_of(spec)
+    cache, task = settings.model_cache, task_of(spec)
     ref = registry.model_ref(settings, spec.name, version)
     pipeline = registry.load_verified_model(ref, cache, task)
     test = read_split(warehouse, spec, "test")

@@ -130,25 +130,15 @@ def tune(
 
 
 def _tune_on_ray(spec, params, train, train_labels, valid, labels, address: str) -> list[Trial]:
-    """Trials as Ray tasks on the cluster at ``address`` (data shipped once via the object store)."""
-    import ray
+    """Trials as Ray tasks over the cluster at ``address`` (the data shipped once)."""
+    from ml_platform.distributed import spread
 
-    from ml_platform.serving.cluster import stay_on_loopback
-
-    if not ray.is_initialized():
-        stay_on_loopback(address)
-        ray.init(address=address, namespace="ml_platform", log_to_driver=False, logging_level="WARNING")
-    # SPREAD: trials go to every node of the cluster, not first to fill the one the driver is on.
-    remote = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_trial_on_node)
-    refs = [ray.put(x) for x in (train, train_labels, valid, labels)]
-    return ray.get([remote.remote(spec, p, *refs) for p in params])
+    done = spread(address, _trial, params, spec, train, train_labels, valid, labels)
+    return [replace(trial, node=node) for trial, node in done]
 
 
-def _trial_on_node(spec, params, train, train_labels, valid, labels) -> Trial:
-    import ray
-
-    trial = run_trial(spec, params, train, train_labels, valid, labels)
-    return replace(trial, node=ray.get_runtime_context().get_node_id())
+def _trial(params, spec, train, train_labels, valid, labels) -> Trial:
+    return run_trial(spec, params, train, train_labels, valid, labels)
 
 
 @dataclass(frozen=True)
