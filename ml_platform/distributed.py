@@ -19,9 +19,6 @@ from ml_platform.settings import Settings
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-# What a result computed in the run's own process records as its node.
-IN_PROCESS = ""
-
 
 def join_cluster(address: str) -> None:
     """Make this process a driver of the cluster at ``address`` (once)."""
@@ -64,6 +61,11 @@ def cluster_cpus(address: str) -> int:
 def spread_rows(settings: Settings, rows: int) -> bool:
     """Whether work over ``rows`` rows goes to the cluster (never none at all)."""
     return bool(settings.ray_address) and rows >= max(1, settings.ray_min_rows)
+
+
+def nodes_metadata(nodes: list[str]) -> dict[str, list[str]]:
+    """The materialization's record of the nodes that did its work (nothing when none did)."""
+    return {"ray_nodes": sorted(set(nodes))} if nodes else {}
 
 
 def entity_shards(rows: pl.DataFrame, entity: str, shards: int) -> list[pl.DataFrame]:

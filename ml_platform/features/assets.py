@@ -7,7 +7,7 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from ml_platform.automation.conditions import after_any_update, follow_upstream
-from ml_platform.distributed import spread_rows
+from ml_platform.distributed import nodes_metadata, spread_rows
 from ml_platform.features.compute import (
     EVENT_DAY,
     EVENT_TIMESTAMP,
@@ -151,7 +151,7 @@ def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
                 "entities": computed[spec.entity].n_unique(),
                 "features": spec.features.feature_names(),
                 "lookback": str(spec.features.offline_lookback),
-                **({"ray_nodes": sorted(set(nodes))} if nodes else {}),
+                **nodes_metadata(nodes),
             }
         )
 

@@ -106,9 +106,7 @@ class PostgresPredictionLog:
                 except Exception as exc:  # psycopg's errors, and a closed connection's
                     self._drop()
                     if attempt == 2:
-                        raise PredictionLogError(
-                            errno.EIO, f"prediction log {without_password(self.url)}: {_first_line(exc)}"
-                        ) from None
+                        raise _log_error(self.url, exc) from None
 
     def _connect(self):
         import psycopg
@@ -151,9 +149,11 @@ def create_log_table(connection) -> None:
         connection.execute(f"CREATE INDEX IF NOT EXISTS {LOG_TABLE}_use_case ON {LOG_TABLE} (use_case, id)")
 
 
-def _first_line(exc: Exception) -> str:
+def _log_error(url: str, exc: Exception) -> PredictionLogError:
+    """The database's failure as the log's error: the URL without its password, the first line."""
     text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    reason = text.splitlines()[0][:300] if text else type(exc).__name__
+    return PredictionLogError(errno.EIO, f"prediction log {without_password(url)}: {reason}")
 
 
 def prediction_log(settings: Settings) -> PredictionLog:
@@ -180,9 +180,7 @@ def read_postgres_prediction_log(url: str, use_case: str) -> list[dict[str, Any]
                 f"SELECT record FROM {LOG_TABLE} WHERE use_case = %s ORDER BY id", [use_case]
             ).fetchall()
     except psycopg.Error as exc:
-        raise PredictionLogError(
-            errno.EIO, f"prediction log {without_password(url)}: {_first_line(exc)}"
-        ) from None
+        raise _log_error(url, exc) from None
     return _merged(record for (record,) in rows)
 
 

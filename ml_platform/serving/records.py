@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from ml_platform.distributed import spread_rows
+from ml_platform.distributed import nodes_metadata, spread_rows
 from ml_platform.features.compute import EVENT_DAY, EVENT_TIMESTAMP
 from ml_platform.serving.log import logged_predictions
 from ml_platform.settings import Settings
@@ -126,7 +126,7 @@ def score_days(
             "model_version": ref.version,
             **({"decided_positive": int(decided.astype(bool).sum())} if task.binary_labels else {}),
             "table": table,
-            **({"ray_nodes": sorted(set(nodes))} if nodes else {}),
+            **nodes_metadata(nodes),
         }
     )
 
