@@ -119,9 +119,10 @@ scenario.add_command(fraud_commands.concept_drift_scenario)
 @click.option("--detach", is_flag=True, help="Deploy and return, leaving an existing cluster running.")
 def serve(detach: bool) -> None:
     from ml_platform.serving.cluster import cluster_address, start_local_cluster, stop_local_cluster
-    from ml_platform.serving.deploy import deploy
+    from ml_platform.serving.deploy import autoscaling_config, deploy
 
     settings = load_settings()
+    autoscaling_config(settings)  # a mistake there is said before a cluster is started
     stop = threading.Event()
 
     def stop_on_signals() -> None:
@@ -140,6 +141,8 @@ def serve(detach: bool) -> None:
     try:
         try:
             models = deploy(settings)
+        except SettingsError:
+            raise  # names its variable; shown as one line
         except Exception as error:  # Ray's own errors: say what failed, without a traceback
             raise click.ClickException(
                 f"serving did not start on {settings.serve_url}: {type(error).__name__}: "

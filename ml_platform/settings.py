@@ -6,11 +6,13 @@ production deployment differ only by that variable (and the few service URLs bel
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +36,12 @@ class Settings:
     # the throughput of Ray's Python proxy. On wherever HAProxy is installed (make installs it).
     serve_fast: bool = False
     serve_replicas: int = 1
+    # Ray Serve's own `autoscaling_config` for the serving replicas, as canonical JSON (min_replicas,
+    # max_replicas, target_ongoing_requests, ...); "" keeps `serve_replicas` fixed.
+    serve_autoscaling: str = ""
+    # Where Ray Serve runs its HTTP proxies: on every node holding a replica (Ray's default, for a
+    # load balancer in front of the nodes) or on the head only.
+    serve_proxy_location: str = "EveryNode"
     # Open Inference Protocol v2 over gRPC (Triton's default port); 0 serves HTTP only.
     grpc_port: int = 8001
     # How often sensors and declarative automation evaluate (shorter in tests and scenarios).
@@ -95,6 +103,10 @@ class Settings:
         return self.home / "run"
 
     @property
+    def serve_autoscaling_config(self) -> dict[str, Any] | None:
+        return json.loads(self.serve_autoscaling) if self.serve_autoscaling else None
+
+    @property
     def serve_url(self) -> str:
         return f"http://{self.serve_host}:{self.serve_port}"
 
@@ -146,6 +158,39 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be a whole number, got {value!r}") from None
 
 
+PROXY_LOCATIONS = ("EveryNode", "HeadOnly")
+
+
+def _proxy_location(value: str) -> str:
+    if not value.strip():
+        return "EveryNode"
+    if value.strip() not in PROXY_LOCATIONS:
+        raise SettingsError(f"ML_PLATFORM_SERVE_PROXY must be EveryNode or HeadOnly, got {value!r}")
+    return value.strip()
+
+
+def _autoscaling(value: str) -> str:
+    """Ray Serve's ``autoscaling_config`` as JSON. Ray validates its fields when serving deploys
+    (it needs Ray imported); the shape and the replica bounds are checked here."""
+    if not value.strip():
+        return ""
+    name = "ML_PLATFORM_SERVE_AUTOSCALING"
+    example = '{"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 2}'
+    try:
+        config = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{name} is not valid JSON ({exc.msg}); set it like {example}") from None
+    if not isinstance(config, dict):
+        raise SettingsError(f"{name} must be a JSON object, like {example}")
+    low, high = config.get("min_replicas", 1), config.get("max_replicas", 1)
+    if not (type(low) is int and type(high) is int and 0 <= low <= high and high >= 1):
+        raise SettingsError(
+            f"{name}: min_replicas {low!r} and max_replicas {high!r} must be whole numbers with "
+            "0 <= min_replicas <= max_replicas and max_replicas >= 1"
+        )
+    return json.dumps(config, sort_keys=True)
+
+
 def _postgres_url(value: str) -> str | None:
     # Dagster's PostgreSQL storage speaks psycopg2; SQLAlchemy 2.1 reads a bare postgresql:// URL
     # as psycopg 3, on which Dagster's queries fail ("syntax error at or near $1").
@@ -187,6 +232,8 @@ ENV_VARS = {
     "mqtt_url": "ML_PLATFORM_MQTT_URL",
     "serve_fast": "ML_PLATFORM_SERVE_FAST",
     "serve_replicas": "ML_PLATFORM_SERVE_REPLICAS",
+    "serve_autoscaling": "ML_PLATFORM_SERVE_AUTOSCALING",
+    "serve_proxy_location": "ML_PLATFORM_SERVE_PROXY",
     "grpc_port": "ML_PLATFORM_GRPC_PORT",
     "sensor_interval_s": "ML_PLATFORM_SENSOR_INTERVAL_S",
     "monitor_cron": "ML_PLATFORM_MONITOR_CRON",
@@ -222,6 +269,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mqtt_url=env.get("ML_PLATFORM_MQTT_URL") or "mqtt://127.0.0.1:1883",
         serve_fast=_serve_fast(env.get("ML_PLATFORM_SERVE_FAST", "")),
         serve_replicas=_int(env, "ML_PLATFORM_SERVE_REPLICAS", 1),
+        serve_autoscaling=_autoscaling(env.get("ML_PLATFORM_SERVE_AUTOSCALING", "")),
+        serve_proxy_location=_proxy_location(env.get("ML_PLATFORM_SERVE_PROXY", "")),
         grpc_port=_int(env, "ML_PLATFORM_GRPC_PORT", 8001),
         sensor_interval_s=_int(env, "ML_PLATFORM_SENSOR_INTERVAL_S", 30),
         monitor_cron=env.get("ML_PLATFORM_MONITOR_CRON") or "*/10 * * * *",

@@ -16,16 +16,18 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import polars as pl
 import pytest
 
 from ml_platform.features.compute import compute_features
 from ml_platform.serving.cluster import SINGLE_NODE_FLAG, free_port, reachable
-from ml_platform.serving.processes import kill_all
+from ml_platform.serving.processes import kill_all, processes
 from ml_platform.settings import REPO_ROOT, load_settings
 from ml_platform.tasks import task_of
 from ml_platform.training import registry
@@ -164,8 +166,15 @@ def start_node(command: list[str], log: Path) -> subprocess.Popen:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class TwoNodes:
+    address: str
+    head: subprocess.Popen
+    second: subprocess.Popen  # each node's processes are in its session (sid = its pid)
+
+
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory) -> Iterator[str]:
+def two_nodes(tmp_path_factory) -> Iterator[TwoNodes]:
     logs = tmp_path_factory.mktemp("two-nodes")
     port = free_port()
     head = start_node(
@@ -196,7 +205,7 @@ def two_nodes(tmp_path_factory) -> Iterator[str]:
                 logs / "second.log",
             )
         )
-        yield address
+        yield TwoNodes(address, head, nodes[1])
     finally:
         for node in nodes:
             node.terminate()
@@ -236,7 +245,7 @@ def node_ids(on_ray: dict) -> tuple[str, str]:
 
 
 def test_the_search_runs_on_both_nodes_and_equals_the_search_in_one_process(two_nodes, in_process):
-    on_ray = driver(SEARCH, two_nodes)
+    on_ray = driver(SEARCH, two_nodes.address)
     # Both nodes joined, and each ran at least one of the four trials.
     assert {t["node"] for t in on_ray["trials"]} == set(node_ids(on_ray))
 
@@ -299,7 +308,7 @@ def test_a_node_without_the_home_loads_the_model_through_the_artifact_proxy(
     try:
         on_ray = driver(
             LOAD,
-            two_nodes,
+            two_nodes.address,
             json.dumps(dataclasses.asdict(registered.ref)),
             str(registered.stored),
             MLFLOW_TRACKING_URI=registered.server.uri,
@@ -320,7 +329,7 @@ def test_feature_builds_and_batch_scoring_spread_over_both_nodes_equal_one_proce
     built = tmp_path / "features.parquet"
     on_ray = driver(
         SPREAD_WORK,
-        two_nodes,
+        two_nodes.address,
         json.dumps(dataclasses.asdict(registered.ref)),
         str(built),
         MLFLOW_TRACKING_URI=registered.server.uri,
@@ -334,3 +343,125 @@ def test_feature_builds_and_batch_scoring_spread_over_both_nodes_equal_one_proce
     features = compute_features(rows, spec)
     assert pl.read_parquet(built).equals(features)
     assert on_ray["scores"] == task_of(spec).scores(in_process.pipeline, features_of(features, spec)).tolist()
+
+
+# The driver: serving deployed to the cluster as `ml-platform serve` deploys it, then gone (Serve's
+# applications outlive the driver that deployed them).
+SERVE = """
+import json, sys
+from ml_platform.serving.deploy import deploy, wait_until_serving
+from ml_platform.settings import load_settings
+
+settings = load_settings()
+deployed = deploy(settings)
+wait_until_serving(settings, sys.argv[2], sys.argv[3], timeout_s=300)
+print(json.dumps({"deployed": {name: ref.version for name, ref in deployed.items()}}))
+"""
+
+REPLICA = "ray::ServeReplica:ml_platform:ModelServer"
+
+
+def replicas_by_node(nodes: TwoNodes) -> dict[str, int]:
+    """The serving replicas' processes on each node (a node's processes are in its session)."""
+    names = {nodes.head.pid: "head", nodes.second.pid: "second"}
+    found = {"head": 0, "second": 0}
+    for pid, p in processes().items():
+        if p.sid in names and not p.zombie:
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            found[names[p.sid]] += command.startswith(REPLICA.encode())
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    started: float
+    ended: float
+    error: str | None  # None: answered 200 with the expected score
+
+
+def test_serving_scales_out_to_the_second_node_and_outlives_it(two_nodes, in_process, registered, tmp_path):
+    """Last in the module: it ends the second node. Serving autoscales from one replica to two
+    under load, one on each node (Serve spreads replicas over nodes); the second node is then
+    killed whole, as a machine dies, while eight clients keep asking. A request fails only if it
+    was in flight when the node died; serving goes on from the head's replica."""
+    spec, _, valid = search_inputs()
+    features = features_of(valid, spec)
+    row = {name: features[name][0] for name in features.columns}
+    expected = task_of(spec).scores(in_process.pipeline, features.head(1))[0]
+    home, port = tmp_path / "home", free_port()
+    env = {
+        "ML_PLATFORM_HOME": str(home),
+        "MLFLOW_TRACKING_URI": registered.server.uri,
+        "ML_PLATFORM_SERVE_PORT": str(port),
+        "ML_PLATFORM_GRPC_PORT": "0",
+        "ML_PLATFORM_SERVE_FAST": "0",
+        "ML_PLATFORM_API_TOKEN": "",
+        # One proxy: the nodes share this machine's loopback, where a second proxy could not bind.
+        "ML_PLATFORM_SERVE_PROXY": "HeadOnly",
+        "ML_PLATFORM_SERVE_AUTOSCALING": json.dumps(
+            {
+                "min_replicas": 1,
+                "max_replicas": 2,
+                "target_ongoing_requests": 1,
+                "upscale_delay_s": 1,
+                "look_back_period_s": 2,
+                "metrics_interval_s": 0.5,
+                "downscale_delay_s": 600,
+            }
+        ),
+    }
+    settings = load_settings(env)
+    registry.move_alias(settings, spec.name, registered.ref.version, registry.CHAMPION, "test", "test")
+    deployed = driver(SERVE, two_nodes.address, spec.name, registered.ref.version, **env)
+    assert deployed["deployed"][spec.name] == registered.ref.version
+    assert sum(replicas_by_node(two_nodes).values()) == 1
+
+    requests: list[Request] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(base_url=settings.serve_url, timeout=30) as http:
+            while not stop.is_set():
+                started, error = time.monotonic(), None
+                try:
+                    response = http.post("/invocations", json={"dataframe_records": [row]})
+                    if response.status_code != 200:
+                        error = f"{response.status_code} {response.text[:200]}"
+                    elif response.json()["predictions"][0]["anomaly_score"] != pytest.approx(expected):
+                        error = f"wrong score {response.json()['predictions'][0]}"
+                except Exception as exc:  # every failure counts, whatever it raised
+                    error = repr(exc)
+                requests.append(Request(started, time.monotonic(), error))
+
+    clients = [threading.Thread(target=client) for _ in range(8)]
+    for thread in clients:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while replicas_by_node(two_nodes) != {"head": 1, "second": 1}:
+            assert time.monotonic() < deadline, f"not scaled out to both nodes: {replicas_by_node(two_nodes)}"
+            time.sleep(0.5)
+        time.sleep(5)  # both replicas answering
+        answered_before = sum(r.error is None for r in requests)
+        killed = time.monotonic()
+        two_nodes.second.kill()
+        kill_all(lambda _, p: p.sid == two_nodes.second.pid)
+        dead = time.monotonic()
+        time.sleep(20)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(timeout=60)
+
+    failed = [r for r in requests if r.error is not None]
+    in_flight = [r for r in requests if r.started < dead and r.ended > killed]
+    after = [r for r in requests if r.started > dead]
+    # Only requests in flight while the node was killed failed: at most one per client.
+    assert all(r in in_flight for r in failed), [r for r in failed if r not in in_flight][:5]
+    assert len(failed) <= len(clients)
+    # And serving went on from the head: every later request answered, with the right score.
+    assert answered_before > 0 and len(after) > 50 and all(r.error is None for r in after)
+    assert replicas_by_node(two_nodes)["head"] >= 1 and replicas_by_node(two_nodes)["second"] == 0

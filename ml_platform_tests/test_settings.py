@@ -16,7 +16,7 @@ import pytest
 
 from ml_platform.home import child_env
 from ml_platform.resources.platform import PlatformResource, build_resources
-from ml_platform.serving.deploy import replica_env
+from ml_platform.serving.deploy import replica_env, serving_app
 from ml_platform.settings import ENV_VARS, SECRET_VARS, Settings, SettingsError, load_settings, settings_env
 
 
@@ -36,6 +36,8 @@ def unusual(tmp_path, monkeypatch) -> Settings:
         "ML_PLATFORM_MQTT_URL": "mqtt://127.0.0.1:1999",
         "ML_PLATFORM_SERVE_FAST": "0",
         "ML_PLATFORM_SERVE_REPLICAS": "3",
+        "ML_PLATFORM_SERVE_AUTOSCALING": '{"min_replicas": 1, "max_replicas": 3}',
+        "ML_PLATFORM_SERVE_PROXY": "HeadOnly",
         "ML_PLATFORM_GRPC_PORT": "18124",
         "ML_PLATFORM_SENSOR_INTERVAL_S": "7",
         "ML_PLATFORM_MONITOR_CRON": "*/3 * * * *",
@@ -119,6 +121,13 @@ def test_every_setting_reaches_replicas_and_the_processes_the_platform_starts(un
             "/var/log/predictions",
             "ML_PLATFORM_PREDICTION_LOG_URL must be a URL of the form postgresql://",
         ),
+        ("ML_PLATFORM_SERVE_PROXY", "Everywhere", "ML_PLATFORM_SERVE_PROXY must be EveryNode or HeadOnly"),
+        ("ML_PLATFORM_SERVE_AUTOSCALING", "{max_replicas: 4}", "SERVE_AUTOSCALING is not valid JSON"),
+        (
+            "ML_PLATFORM_SERVE_AUTOSCALING",
+            '{"min_replicas": 3, "max_replicas": 2}',
+            "min_replicas 3 and max_replicas 2 must be whole numbers with 0 <= min_replicas <= max_replicas",
+        ),
     ],
 )
 def test_a_setting_that_cannot_be_used_is_named_without_a_traceback(tmp_path, name, value, said):
@@ -132,3 +141,31 @@ def test_a_setting_that_cannot_be_used_is_named_without_a_traceback(tmp_path, na
         text=True,
     )
     assert cli.returncode == 1 and said in cli.stderr and "Traceback" not in cli.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        # Ray Serve itself accepts a field it does not know and ignores it.
+        ({"max_replicas": 2, "target_ongoing_request": 2}, "target_ongoing_request not among"),
+        ({"max_replicas": 2, "target_ongoing_requests": -1}, "target_ongoing_requests Input should be"),
+    ],
+)
+def test_an_autoscaling_config_ray_would_refuse_or_ignore_is_named_before_deploying(tmp_path, config, said):
+    settings = load_settings(
+        {"ML_PLATFORM_HOME": str(tmp_path), "ML_PLATFORM_SERVE_AUTOSCALING": json.dumps(config)}
+    )
+    with pytest.raises(SettingsError, match=f"ML_PLATFORM_SERVE_AUTOSCALING: .*{said}"):
+        serving_app({}, {}, settings)
+
+
+def test_autoscaling_replaces_the_fixed_replica_count(tmp_path):
+    config = {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 4}
+    scaled = load_settings(
+        {"ML_PLATFORM_HOME": str(tmp_path), "ML_PLATFORM_SERVE_AUTOSCALING": json.dumps(config)}
+    )
+    fixed = load_settings({"ML_PLATFORM_HOME": str(tmp_path), "ML_PLATFORM_SERVE_REPLICAS": "2"})
+    autoscaled = serving_app({}, {}, scaled)._bound_deployment._deployment_config
+    assert autoscaled.autoscaling_config.max_replicas == 3
+    assert autoscaled.autoscaling_config.target_ongoing_requests == 4
+    assert serving_app({}, {}, fixed)._bound_deployment.num_replicas == 2

@@ -727,13 +727,21 @@ def _openapi() -> dict[str, Any]:
 api.openapi = _openapi
 
 
-def build_app(models: dict[str, ModelRef], env: dict[str, str], replicas: int = 1):
-    """The application to ``serve.run``; ``env`` reaches replicas (home, tracking URI, threads)."""
+def build_app(
+    models: dict[str, ModelRef],
+    env: dict[str, str],
+    replicas: int = 1,
+    autoscaling: dict[str, Any] | None = None,
+):
+    """The application to ``serve.run``; ``env`` reaches replicas (home, tracking URI, threads).
+    With ``autoscaling`` (Ray Serve's ``autoscaling_config``) Serve sets the number of replicas
+    by load instead of ``replicas``."""
     from dataclasses import asdict
 
     config = {"models": {name: asdict(ref) for name, ref in models.items()}}
+    scaling = {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": replicas}
     return ModelServer.options(
         user_config=config,
-        num_replicas=replicas,
         ray_actor_options={"num_cpus": 0.5, "runtime_env": {"env_vars": env}},
+        **scaling,
     ).bind()

@@ -6,13 +6,14 @@ import time
 
 import httpx
 from ray import serve
+from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ApplicationStatus
 
 from ml_platform.serving.app import build_app
 from ml_platform.serving.cluster import connect, metrics_dir
 from ml_platform.serving.grpc_v2 import APP_NAME as GRPC_APP_NAME
 from ml_platform.serving.grpc_v2 import build_grpc_app, env_fingerprint
-from ml_platform.settings import Settings, settings_env
+from ml_platform.settings import Settings, SettingsError, settings_env
 from ml_platform.training.registry import CHAMPION, ModelRef, alias_ref
 from ml_platform.usecases import use_cases
 
@@ -43,16 +44,44 @@ def replica_env(settings: Settings) -> dict[str, str]:
 
 def deploy(settings: Settings) -> dict[str, ModelRef]:
     """(Re)deploy the serving app with the current champions; returns what was deployed."""
-    connect(settings)
     models = champions(settings)
-    serve.start(
-        http_options={"host": settings.serve_host, "port": settings.serve_port, "request_timeout_s": 30}
-    )
     env = replica_env(settings)
-    serve.run(build_app(models, env, settings.serve_replicas), name=APP_NAME, route_prefix="/")
+    app = serving_app(models, env, settings)
+    connect(settings)
+    serve.start(
+        proxy_location=settings.serve_proxy_location,
+        http_options={"host": settings.serve_host, "port": settings.serve_port, "request_timeout_s": 30},
+    )
+    serve.run(app, name=APP_NAME, route_prefix="/")
     if settings.grpc_port:
         deploy_grpc(env)
     return models
+
+
+def autoscaling_config(settings: Settings) -> dict | None:
+    """``ML_PLATFORM_SERVE_AUTOSCALING`` checked against Ray Serve's fields: Ray accepts a field it
+    does not know without a word, so a misspelt one is refused here, by name."""
+    autoscaling = settings.serve_autoscaling_config
+    if autoscaling:
+        known = AutoscalingConfig.model_fields
+        unknown = sorted(set(autoscaling) - set(known))
+        if unknown:
+            raise SettingsError(
+                f"ML_PLATFORM_SERVE_AUTOSCALING: {', '.join(unknown)} not among Ray Serve's "
+                f"autoscaling fields ({', '.join(known)})"
+            )
+        try:
+            AutoscalingConfig(**autoscaling)
+        except ValueError as exc:  # pydantic's, naming each field and its rule
+            errors = exc.errors() if hasattr(exc, "errors") else [{"loc": (), "msg": str(exc)}]
+            said = "; ".join(f"{e['loc'][-1] if e['loc'] else ''} {e['msg']}".strip() for e in errors)
+            raise SettingsError(f"ML_PLATFORM_SERVE_AUTOSCALING: {said}") from None
+    return autoscaling
+
+
+def serving_app(models: dict[str, ModelRef], env: dict[str, str], settings: Settings):
+    """The HTTP app, its replicas fixed or autoscaled."""
+    return build_app(models, env, settings.serve_replicas, autoscaling_config(settings))
 
 
 def deploy_grpc(env: dict[str, str]) -> None:
