@@ -112,6 +112,90 @@ def _parity_check(
     )
 
 
+def build_features(
+    spec: UseCaseSpec,
+    instance: dg.DagsterInstance,
+    partition_keys: list[str],
+    days: tuple[dt.date, dt.date],
+    warehouse: DuckDBResource,
+    settings: Settings,
+) -> dg.MaterializeResult:
+    """The feature rows of the events staged on ``days`` (first, last), replacing those days."""
+    staged_key = dg.AssetKey([spec.name, spec.staged_name])
+    # A range may hold days with no data; a range with no staged day at all is a mistake.
+    unbuilt = unbuilt_partitions(
+        instance, dg.AssetKey([spec.name, "features"]), [staged_key], partition_keys, only_if_none_built=True
+    )
+    if unbuilt:
+        raise dg.Failure("; ".join(unbuilt))
+    first, last = days
+    table = features_table(spec)
+    with warehouse.get_connection() as conn:
+        computed, nodes = compute_days(conn, spec, first, last, settings)
+        replace_days(conn, EVENT_DAY, first, last, {table: computed})
+        total = conn.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(computed),
+            "table_rows": total,
+            "entities": computed[spec.entity].n_unique(),
+            "features": spec.features.feature_names(),
+            "lookback": str(spec.features.offline_lookback),
+            **nodes_metadata(nodes),
+        }
+    )
+
+
+def build_online_features(
+    spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings
+) -> dg.MaterializeResult:
+    """Each entity's newest vector, and the recent events its windows still reach, written to the
+    online store; checked against the offline table's newest rows."""
+    online = OnlineFeatures(spec)
+    columns = [spec.entity, spec.timestamp, *online.columns]
+    with warehouse.get_connection() as conn:
+        # Each entity's events that a window of its newest event can still reach.
+        tail = conn.sql(
+            f"""SELECT {_quoted(columns)} FROM (
+                    SELECT *, row_number() OVER w AS back, max("{spec.timestamp}") OVER w2 AS newest
+                    FROM {staged_table(spec)}
+                    WINDOW w AS (PARTITION BY "{spec.entity}" ORDER BY "{spec.timestamp}" DESC),
+                           w2 AS (PARTITION BY "{spec.entity}"))
+                WHERE back <= {online.keep_rows}
+                   OR "{spec.timestamp}" > newest - INTERVAL {online.keep_micros} MICROSECOND
+                ORDER BY "{spec.entity}", "{spec.timestamp}" """
+        ).pl()
+        newest = latest_vectors(conn.sql(f"SELECT * FROM {features_table(spec)}").pl(), spec)
+    states = {
+        str(entity): online.state_from_events(group[spec.timestamp].to_list(), group.to_dicts())
+        for (entity,), group in tail.group_by(spec.entity, maintain_order=True)
+    }
+    store = make_online_store(settings)
+    count = store.write_snapshot(spec.name, states)
+    now = dt.datetime.now(dt.UTC)
+    ages = {e: (now - s.event_timestamp).total_seconds() for e, s in states.items()}
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": count,
+            "store": store.describe(),
+            "max_feature_age_s": max(ages.values(), default=0.0),
+            "min_feature_age_s": min(ages.values(), default=0.0),
+            "feature_age_s": markdown_table(
+                [{"entity": e, "age_s": round(a, 1)} for e, a in sorted(ages.items())]
+            ),
+            "ttl_s": spec.features.ttl.total_seconds(),
+        },
+        check_results=[
+            _parity_check(
+                spec,
+                {e: s.vector for e, s in states.items()},
+                newest,
+                {e: s.event_timestamp for e, s in states.items()},
+            )
+        ],
+    )
+
+
 def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     staged_key = dg.AssetKey([spec.name, spec.staged_name])
     features_key = dg.AssetKey([spec.name, "features"])
@@ -132,28 +216,8 @@ def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     def features(
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource
     ) -> dg.MaterializeResult:
-        # A range may hold days with no data; a range with no staged day at all is a mistake.
-        unbuilt = unbuilt_partitions(
-            context.instance, features_key, [staged_key], context.partition_keys, only_if_none_built=True
-        )
-        if unbuilt:
-            raise dg.Failure("; ".join(unbuilt))
-        first, last = partition_days(context)
-        table = features_table(spec)
-        with warehouse.get_connection() as conn:
-            computed, nodes = compute_days(conn, spec, first, last, platform.settings)
-            replace_days(conn, EVENT_DAY, first, last, {table: computed})
-            total = conn.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": len(computed),
-                "table_rows": total,
-                "entities": computed[spec.entity].n_unique(),
-                "features": spec.features.feature_names(),
-                "lookback": str(spec.features.offline_lookback),
-                **nodes_metadata(nodes),
-            }
-        )
+        keys, days = context.partition_keys, partition_days(context)
+        return build_features(spec, context.instance, keys, days, warehouse, platform.settings)
 
     @dg.asset(
         key=online_key,
@@ -176,48 +240,6 @@ def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         ],
     )
     def online_features(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
-        online = OnlineFeatures(spec)
-        columns = [spec.entity, spec.timestamp, *online.columns]
-        with warehouse.get_connection() as conn:
-            # Each entity's events that a window of its newest event can still reach.
-            tail = conn.sql(
-                f"""SELECT {_quoted(columns)} FROM (
-                        SELECT *, row_number() OVER w AS back, max("{spec.timestamp}") OVER w2 AS newest
-                        FROM {staged_table(spec)}
-                        WINDOW w AS (PARTITION BY "{spec.entity}" ORDER BY "{spec.timestamp}" DESC),
-                               w2 AS (PARTITION BY "{spec.entity}"))
-                    WHERE back <= {online.keep_rows}
-                       OR "{spec.timestamp}" > newest - INTERVAL {online.keep_micros} MICROSECOND
-                    ORDER BY "{spec.entity}", "{spec.timestamp}" """
-            ).pl()
-            newest = latest_vectors(conn.sql(f"SELECT * FROM {features_table(spec)}").pl(), spec)
-        states = {
-            str(entity): online.state_from_events(group[spec.timestamp].to_list(), group.to_dicts())
-            for (entity,), group in tail.group_by(spec.entity, maintain_order=True)
-        }
-        store = make_online_store(platform.settings)
-        count = store.write_snapshot(spec.name, states)
-        now = dt.datetime.now(dt.UTC)
-        ages = {e: (now - s.event_timestamp).total_seconds() for e, s in states.items()}
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": count,
-                "store": store.describe(),
-                "max_feature_age_s": max(ages.values(), default=0.0),
-                "min_feature_age_s": min(ages.values(), default=0.0),
-                "feature_age_s": markdown_table(
-                    [{"entity": e, "age_s": round(a, 1)} for e, a in sorted(ages.items())]
-                ),
-                "ttl_s": spec.features.ttl.total_seconds(),
-            },
-            check_results=[
-                _parity_check(
-                    spec,
-                    {e: s.vector for e, s in states.items()},
-                    newest,
-                    {e: s.event_timestamp for e, s in states.items()},
-                )
-            ],
-        )
+        return build_online_features(spec, warehouse, platform.settings)
 
     return [features, online_features]
