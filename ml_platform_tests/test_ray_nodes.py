@@ -427,7 +427,9 @@ def test_serving_scales_out_to_the_second_node_and_outlives_it(two_nodes, in_pro
             while not stop.is_set():
                 started, error = time.monotonic(), None
                 try:
-                    response = http.post("/invocations", json={"dataframe_records": [row]})
+                    response = http.post(
+                        f"/v1/models/{spec.name}/invocations", json={"dataframe_records": [row]}
+                    )
                     if response.status_code != 200:
                         error = f"{response.status_code} {response.text[:200]}"
                     elif response.json()["predictions"][0]["anomaly_score"] != pytest.approx(expected):
