@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 
+from ml_platform.errors import first_line
 from ml_platform.spec import UseCaseSpec
 from ml_platform.validation.rules import typed_select
 
@@ -136,12 +137,8 @@ def inspect_file(conn: duckdb.DuckDBPyConnection, path: Path) -> FileSchema:
             if not columns:
                 raise LandingFileError(f"{path}: no line is a JSON object")
     except duckdb.Error as exc:
-        raise LandingFileError(f"{path}: cannot be parsed ({_first_line(exc)})") from None
+        raise LandingFileError(f"{path}: cannot be parsed ({first_line(exc)})") from None
     return FileSchema(kind, columns)
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0][:300]
 
 
 @contextmanager
@@ -191,7 +188,7 @@ def stage_file(conn: duckdb.DuckDBPyConnection, path: Path, schema: FileSchema, 
             _stage_jsonl(conn, path, spec)
             return "source_row"
     except duckdb.Error as exc:
-        raise LandingFileError(f"{path}: cannot be read ({_first_line(exc)})") from None
+        raise LandingFileError(f"{path}: cannot be read ({first_line(exc)})") from None
 
 
 def _clear_rejects(conn: duckdb.DuckDBPyConnection) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pyarrow as pa
 
+from ml_platform.errors import first_line
 from ml_platform.spec import HttpJsonApi, PostgresTable, Source, UseCaseSpec
 
 
@@ -66,7 +67,7 @@ def pull_postgres(source: PostgresTable, start: dt.datetime, end: dt.datetime) -
             columns = [d.name for d in cursor.description]
             records = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
     except psycopg.Error as exc:
-        raise SourceError(f"{name}: {str(exc).strip().splitlines()[0]}") from None
+        raise SourceError(f"{name}: {first_line(exc)}") from None
     return name, _as_table(records, columns)
 
 

@@ -27,6 +27,7 @@ from ray import serve
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
+from ml_platform.errors import first_line
 from ml_platform.serving.cluster import bind_replica_grpc_to_node_address
 from ml_platform.serving.protocols import RequestError
 from ml_platform.serving.v2_binary import DATATYPES, decode_tensor, encode_tensor
@@ -147,8 +148,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             message = f"no answer within {timeout:.0f} s"
             code = grpc.StatusCode.DEADLINE_EXCEEDED
         except Exception as exc:  # Serve's back-pressure, a replica that died: say so, no traceback
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            message = f"the model server could not answer: {type(exc).__name__}: {first_line}"
+            message = f"the model server could not answer: {type(exc).__name__}: {first_line(exc)}"
             code = grpc.StatusCode.UNAVAILABLE
         await context.abort(code, message)
 

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+from ml_platform.errors import first_line
 from ml_platform.settings import Settings, without_password
 
 SHADOW_OF = "shadow_of"
@@ -151,9 +152,7 @@ def create_log_table(connection) -> None:
 
 def _log_error(url: str, exc: Exception) -> PredictionLogError:
     """The database's failure as the log's error: the URL without its password, the first line."""
-    text = str(exc).strip()
-    reason = text.splitlines()[0][:300] if text else type(exc).__name__
-    return PredictionLogError(errno.EIO, f"prediction log {without_password(url)}: {reason}")
+    return PredictionLogError(errno.EIO, f"prediction log {without_password(url)}: {first_line(exc)}")
 
 
 def prediction_log(settings: Settings) -> PredictionLog:

@@ -27,6 +27,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
+from ml_platform.errors import first_line
 from ml_platform.settings import Settings
 from ml_platform.spec import UseCaseSpec
 from ml_platform.tasks import Task, task_of
@@ -58,9 +59,9 @@ def tracking(
     try:
         yield
     except MlflowException as exc:
-        first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else type(exc).__name__
         raise TrackingError(
-            f"{doing}: the MLflow tracking server {settings.mlflow_tracking_uri} failed ({first}); "
+            f"{doing}: the MLflow tracking server {settings.mlflow_tracking_uri} failed "
+            f"({first_line(exc, 400)}); "
             f"{outcome}; run this again once the server answers"
         ) from None
 
