@@ -14,8 +14,10 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ import polars as pl
 import pytest
 
 from ml_platform.features.compute import compute_features
-from ml_platform.serving.cluster import SINGLE_NODE_FLAG, free_port, reachable
+from ml_platform.serving.cluster import SINGLE_NODE_FLAG, free_port, metrics_dir, reachable
 from ml_platform.serving.processes import kill_all, processes
 from ml_platform.settings import REPO_ROOT, load_settings
 from ml_platform.tasks import task_of
@@ -361,18 +363,38 @@ print(json.dumps({"deployed": {name: ref.version for name, ref in deployed.items
 REPLICA = "ray::ServeReplica:ml_platform:ModelServer"
 
 
-def replicas_by_node(nodes: TwoNodes) -> dict[str, int]:
-    """The serving replicas' processes on each node (a node's processes are in its session)."""
+def replicas_by_node(nodes: TwoNodes) -> dict[str, list[int]]:
+    """The serving replicas' process ids on each node (a node's processes are in its session)."""
     names = {nodes.head.pid: "head", nodes.second.pid: "second"}
-    found = {"head": 0, "second": 0}
+    found: dict[str, list[int]] = {"head": [], "second": []}
     for pid, p in processes().items():
         if p.sid in names and not p.zombie:
             try:
                 command = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            found[names[p.sid]] += command.startswith(REPLICA.encode())
+            if command.startswith(REPLICA.encode()):
+                found[names[p.sid]].append(pid)
     return found
+
+
+def answered_by(settings, pid: int) -> float:
+    """Requests the replica of process ``pid`` answered, from its own files of the service's
+    Prometheus counters (prometheus_client's multiprocess mode keeps one file per process)."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    with tempfile.TemporaryDirectory() as own:
+        for path in metrics_dir(settings).glob(f"*_{pid}.db"):
+            shutil.copy(path, Path(own) / path.name)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=own)
+        return sum(
+            sample.value
+            for family in registry.collect()
+            for sample in family.samples
+            if sample.name == "ml_platform_requests_total"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,7 +439,7 @@ def test_serving_scales_out_to_the_second_node_and_outlives_it(two_nodes, in_pro
     registry.move_alias(settings, spec.name, registered.ref.version, registry.CHAMPION, "test", "test")
     deployed = driver(SERVE, two_nodes.address, spec.name, registered.ref.version, **env)
     assert deployed["deployed"][spec.name] == registered.ref.version
-    assert sum(replicas_by_node(two_nodes).values()) == 1
+    assert sum(len(pids) for pids in replicas_by_node(two_nodes).values()) == 1
 
     requests: list[Request] = []
     stop = threading.Event()
@@ -439,14 +461,21 @@ def test_serving_scales_out_to_the_second_node_and_outlives_it(two_nodes, in_pro
                 requests.append(Request(started, time.monotonic(), error))
 
     clients = [threading.Thread(target=client) for _ in range(8)]
+    loaded = time.monotonic()
     for thread in clients:
         thread.start()
     try:
         deadline = time.monotonic() + 120
-        while replicas_by_node(two_nodes) != {"head": 1, "second": 1}:
-            assert time.monotonic() < deadline, f"not scaled out to both nodes: {replicas_by_node(two_nodes)}"
+        placed = replicas_by_node(two_nodes)
+        # Scaled out: a replica on each node, and each answering (a new one loads its model first).
+        while [len(placed["head"]), len(placed["second"])] != [1, 1] or not all(
+            answered_by(settings, pids[0]) for pids in placed.values()
+        ):
+            assert time.monotonic() < deadline, f"not serving from both nodes: {placed}"
             time.sleep(0.5)
-        time.sleep(5)  # both replicas answering
+            placed = replicas_by_node(two_nodes)
+        scaled_out = time.monotonic() - loaded
+        time.sleep(3)
         answered_before = sum(r.error is None for r in requests)
         killed = time.monotonic()
         two_nodes.second.kill()
@@ -461,9 +490,15 @@ def test_serving_scales_out_to_the_second_node_and_outlives_it(two_nodes, in_pro
     failed = [r for r in requests if r.error is not None]
     in_flight = [r for r in requests if r.started < dead and r.ended > killed]
     after = [r for r in requests if r.started > dead]
+    on_second = answered_by(settings, placed["second"][0])
+    print(
+        f"serving from both nodes {scaled_out:.1f} s into the load; {len(requests)} requests, "
+        f"{on_second:.0f} answered on the second node, {len(in_flight)} in flight at the kill, "
+        f"{len(failed)} failed ({sorted({(r.error or '')[:80] for r in failed})}), {len(after)} after it"
+    )
     # Only requests in flight while the node was killed failed: at most one per client.
     assert all(r in in_flight for r in failed), [r for r in failed if r not in in_flight][:5]
     assert len(failed) <= len(clients)
     # And serving went on from the head: every later request answered, with the right score.
     assert answered_before > 0 and len(after) > 50 and all(r.error is None for r in after)
-    assert replicas_by_node(two_nodes)["head"] >= 1 and replicas_by_node(two_nodes)["second"] == 0
+    assert replicas_by_node(two_nodes)["head"] and not replicas_by_node(two_nodes)["second"]

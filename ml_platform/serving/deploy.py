@@ -51,11 +51,23 @@ def deploy(settings: Settings) -> dict[str, ModelRef]:
     serve.start(
         proxy_location=settings.serve_proxy_location,
         http_options={"host": settings.serve_host, "port": settings.serve_port, "request_timeout_s": 30},
+        controller_options=controller_options(settings),
     )
     serve.run(app, name=APP_NAME, route_prefix="/")
     if settings.grpc_port:
         deploy_grpc(env)
     return models
+
+
+def controller_options(settings: Settings) -> dict | None:
+    """A proxy sends each request to a replica on its own node while one has room (Serve's
+    locality routing), which suits a proxy on every node behind a load balancer. The one proxy of
+    HeadOnly would then leave the other nodes' replicas idle until the head's are full, so it is
+    told to choose among all of them (the controller's environment reaches the proxies it starts;
+    Serve reads it when the controller is first started)."""
+    if settings.serve_proxy_location != "HeadOnly":
+        return None
+    return {"runtime_env": {"env_vars": {"RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0"}}}
 
 
 def autoscaling_config(settings: Settings) -> dict | None:
