@@ -21,6 +21,13 @@ concurrency:
     default_limit: 1
   runs:
     max_concurrent_runs: 4
+# The queue is looked at every second (Dagster's default is 5): a run asked for by a sensor or
+# by automation starts that much sooner, and pool-bound runs follow each other without a gap.
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
 """
 # Runs, event logs (and so the pools' slots) and schedules in PostgreSQL: the file names the
 # variable, so a password in the URL stays out of it.

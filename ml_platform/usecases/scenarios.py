@@ -43,13 +43,18 @@ def auth_headers(settings: Settings) -> dict[str, str]:
 
 @dataclass
 class Traffic:
-    """Clients asking for predictions by entity until stopped; every outcome is counted."""
+    """Clients asking for predictions by entity until stopped; every outcome is counted.
+
+    A steady trickle (at most ``clients / pause_s`` requests a second) shows a model switch in tens
+    of answers without taking a core from the platform it watches (four clients without a pause
+    kept a replica and the proxy at 70% of a core, and the scenario's runs waited for CPU)."""
 
     url: str
     entity: str
     ids: list[str]
     headers: dict[str, str] = field(default_factory=dict)
-    clients: int = 4
+    clients: int = 2
+    pause_s: float = 0.1
     outcomes: Counter = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
 
@@ -73,7 +78,7 @@ class Traffic:
                     self.outcomes[(response.status_code, body.get("model_version"))] += 1
                 except (httpx.HTTPError, ValueError) as exc:
                     self.failures.append(repr(exc))
-                time.sleep(0.05)
+                time.sleep(self.pause_s)
 
     def __enter__(self) -> Traffic:
         for thread in self._threads:
