@@ -36,6 +36,11 @@ def staged_table(spec: UseCaseSpec) -> str:
     return f"{spec.name}.{spec.staged_name}"
 
 
+def asset_keys(spec: UseCaseSpec) -> tuple[dg.AssetKey, dg.AssetKey, dg.AssetKey]:
+    """The staged table's key and the two feature assets' keys (offline, online)."""
+    return tuple(dg.AssetKey([spec.name, name]) for name in (spec.staged_name, "features", "online_features"))
+
+
 def read_features(warehouse: DuckDBResource, spec: UseCaseSpec) -> pl.DataFrame:
     with warehouse.get_connection() as conn:
         return conn.sql(f"SELECT * FROM {features_table(spec)}").pl()
@@ -121,10 +126,10 @@ def build_features(
     settings: Settings,
 ) -> dg.MaterializeResult:
     """The feature rows of the events staged on ``days`` (first, last), replacing those days."""
-    staged_key = dg.AssetKey([spec.name, spec.staged_name])
+    staged_key, features_key, _ = asset_keys(spec)
     # A range may hold days with no data; a range with no staged day at all is a mistake.
     unbuilt = unbuilt_partitions(
-        instance, dg.AssetKey([spec.name, "features"]), [staged_key], partition_keys, only_if_none_built=True
+        instance, features_key, [staged_key], partition_keys, only_if_none_built=True
     )
     if unbuilt:
         raise dg.Failure("; ".join(unbuilt))
@@ -197,9 +202,7 @@ def build_online_features(
 
 
 def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
-    staged_key = dg.AssetKey([spec.name, spec.staged_name])
-    features_key = dg.AssetKey([spec.name, "features"])
-    online_key = dg.AssetKey([spec.name, "online_features"])
+    staged_key, features_key, online_key = asset_keys(spec)
 
     @dg.asset(
         key=features_key,
