@@ -86,14 +86,17 @@ class Supervisor:
 
 
 def _wait_http(url: str, timeout_s: float, stop: threading.Event) -> bool:
+    """Until ``url`` answers 200: the proxy listens (and answers 404) before the app is deployed."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not stop.is_set():
         try:
-            if httpx.get(url, timeout=2).status_code < 500:
+            if httpx.get(url, timeout=2).status_code == 200:
                 return True
         except httpx.HTTPError:
             pass
         time.sleep(1)
+    if stop.is_set():
+        raise Stopped
     return False
 
 
@@ -308,10 +311,12 @@ def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 50
         if train:
             steps.materialize(env, names, TRAIN_AND_SERVE, len(TRAIN_AND_SERVE) * len(names))
         for name, example in shipped.items():
+            # A second demo's serving loads the champions as it starts: wait until each is served.
+            ready = f"{settings.serve_url}/v2/models/{name}/ready"
+            if not _wait_http(ready, 120, stop):
+                raise RuntimeError(f"{ready} did not answer 200 within 120 s; see {log_dir / 'serving.log'}")
             for body in example.requests:
                 _predict(settings, name, body)
-        if monitor:
-            steps.materialize(env, names, MONITOR, len(MONITOR) * len(names))
 
         tries = []
         for name, example in shipped.items():
@@ -334,10 +339,13 @@ Try:
 
 Real-time events: POST {settings.serve_url}/v1/events/<use case>, or MQTT topic
   {default_topics(get_use_case(first))[0]} on {settings.mqtt_url} (the consumer is running)
-
-Ctrl-C stops everything this demo started.""",
+""",
             flush=True,
         )
+        # Serving answers already; the monitors' first reports follow (the daemon runs them after).
+        if monitor:
+            steps.materialize(env, names, MONITOR, len(MONITOR) * len(names))
+        print("Ctrl-C stops everything this demo started.", flush=True)
         while not stop.wait(2):
             if dead := supervisor.dead():
                 print(f"  {', '.join(dead)} exited unexpectedly; see {log_dir}; stopping")

@@ -170,6 +170,13 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
             # Ports of our own, so that several heads on one machine (a demo and the tests) coexist.
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            # A replica being replaced stays up this long before it stops taking requests. Serve's
+            # 30 s default leaves time for an external load balancer to forget it; here the balancer
+            # is Serve's own HAProxy, told within a second, and every redeploy (a promotion, a new
+            # setting) waited the 30 s (31 s per deployment asset, 62 s of the demo's first answer).
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": os.environ.get(
+                "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "5"
+            ),
         }
     # Its own session, so that stopping it can also end the agents Ray leaves behind. The child
     # keeps its own copy of the log's descriptor; ours is closed at once.
