@@ -22,7 +22,7 @@ concurrency:
   runs:
     max_concurrent_runs: 4
 # The queue is looked at every second (Dagster's default is 5): a run asked for by a sensor or
-# by automation starts that much sooner, and pool-bound runs follow each other without a gap.
+# by automation starts that much sooner, and pool-bound runs follow each other within a second.
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator

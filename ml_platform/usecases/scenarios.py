@@ -46,8 +46,8 @@ class Traffic:
     """Clients asking for predictions by entity until stopped; every outcome is counted.
 
     A steady trickle (at most ``clients / pause_s`` requests a second) shows a model switch in tens
-    of answers without taking a core from the platform it watches (four clients without a pause
-    kept a replica and the proxy at 70% of a core, and the scenario's runs waited for CPU)."""
+    of answers without taking a core from the platform it watches (four clients pausing 50 ms kept
+    a replica and the proxy at 70% of a core, and the scenario's runs waited for CPU)."""
 
     url: str
     entity: str
