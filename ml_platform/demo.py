@@ -298,10 +298,11 @@ def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 50
         train = ingested or bool(_never_materialized(settings, names, TRAIN_AND_SERVE))
         monitor = ingested or bool(_never_materialized(settings, names, MONITOR))
         steps = Steps(total=len(missing) + train + monitor, log_dir=log_dir, stop=stop)
+        # Serving needs no data: its Ray head starts while the days are ingested.
+        supervisor.start("serving", [_bin("ml-platform"), "serve"])
         for name, days in missing.items():
             extra = ["--partition-range", f"{days[0]}...{days[-1]}"]
             steps.materialize(env, [name], _ingest_assets(name), len(_ingest_assets(name)) * len(days), extra)
-        supervisor.start("serving", [_bin("ml-platform"), "serve"])
         if not _wait_http(f"{settings.serve_url}/v2/health/live", 180, stop):
             raise RuntimeError(f"serving did not come up; see {log_dir / 'serving.log'}")
         supervisor.start("dagster-daemon", [_bin("dagster-daemon"), "run", "-w", "workspace.yaml"])
