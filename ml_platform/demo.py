@@ -191,13 +191,14 @@ def _read_from(path: Path, offset: int) -> str:
         return handle.read().decode("utf-8", errors="replace")
 
 
-def _missing_raw_days(settings: Settings, use_case: str) -> list[str]:
-    """Days whose landed files the raw partitions do not hold yet (at their current content)."""
+def _missing_raw_partitions(settings: Settings, use_case: str) -> list[str]:
+    """Partitions whose landed files the raw asset does not hold yet (at their current content)."""
     import dagster as dg
 
     from ml_platform.automation.sensors import ingested_files
     from ml_platform.ingestion.landing import file_sha256, list_landing_files
     from ml_platform.ingestion.raw import file_days
+    from ml_platform.partitions import partitions_of_days
     from ml_platform.usecases import get_use_case
 
     spec = get_use_case(use_case)
@@ -206,9 +207,9 @@ def _missing_raw_days(settings: Settings, use_case: str) -> list[str]:
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         for path in list_landing_files(settings.landing_dir_for(use_case)):
             sha = file_sha256(path)
-            for day in file_days(path, spec):
-                if ingested_files(instance, key, day).get(str(path)) != sha:
-                    missing.add(day)
+            for partition in partitions_of_days(spec, file_days(path, spec)):
+                if ingested_files(instance, key, partition).get(str(path)) != sha:
+                    missing.add(partition)
     return sorted(missing)
 
 
@@ -293,16 +294,16 @@ def run_demo(settings: Settings, dagster_port: int = 3000, mlflow_port: int = 50
             ],
         )
 
-        missing = {name: days for name in names if (days := _missing_raw_days(settings, name))}
+        missing = {name: keys for name in names if (keys := _missing_raw_partitions(settings, name))}
         ingested = bool(missing)
         train = ingested or bool(_never_materialized(settings, names, TRAIN_AND_SERVE))
         monitor = ingested or bool(_never_materialized(settings, names, MONITOR))
         steps = Steps(total=len(missing) + train + monitor, log_dir=log_dir, stop=stop)
         # Serving needs no data: its Ray head starts while the days are ingested.
         supervisor.start("serving", [_bin("ml-platform"), "serve"])
-        for name, days in missing.items():
-            extra = ["--partition-range", f"{days[0]}...{days[-1]}"]
-            steps.materialize(env, [name], _ingest_assets(name), len(_ingest_assets(name)) * len(days), extra)
+        for name, keys in missing.items():
+            extra = ["--partition-range", f"{keys[0]}...{keys[-1]}"]
+            steps.materialize(env, [name], _ingest_assets(name), len(_ingest_assets(name)) * len(keys), extra)
         if not _wait_http(f"{settings.serve_url}/v2/health/live", 180, stop):
             raise RuntimeError(f"serving did not come up; see {log_dir / 'serving.log'}")
         supervisor.start("dagster-daemon", [_bin("dagster-daemon"), "run", "-w", "workspace.yaml"])

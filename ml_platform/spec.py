@@ -14,6 +14,8 @@ from ml_platform.features.definitions import Feature, source_columns
 
 # Column types holding numbers: the ones min_value / max_value apply to.
 NUMBER_DTYPES = ("float", "integer")
+# How a use case's rows are partitioned in time (the warehouse stores them by day either way).
+PARTITIONS = ("daily", "monthly")
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,7 @@ class UseCaseSpec:
     model: ModelSpec
     gate: GateSpec
     drift: DriftSpec
-    partitions_start: str  # first daily partition, YYYY-MM-DD
+    partitions_start: str  # first day of the partitions, YYYY-MM-DD
     sources: tuple[Source, ...] = (LandingFiles(),)
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
     labels: Labels = field(default_factory=AnomalyWindows)
@@ -274,6 +276,8 @@ class UseCaseSpec:
     table: str = "events"
     # MQTT topics the consumer also takes events from, beside ml_platform/<name>/events.
     topic_aliases: tuple[str, ...] = ()
+    # One of PARTITIONS: a month of old recordings is one partition with "monthly".
+    partitions: str = "daily"
 
     @property
     def raw_name(self) -> str:

@@ -22,7 +22,7 @@ import yaml
 
 from ml_platform import spec as spec_module
 from ml_platform.features import definitions
-from ml_platform.spec import NUMBER_DTYPES, UseCaseSpec
+from ml_platform.spec import NUMBER_DTYPES, PARTITIONS, UseCaseSpec
 from ml_platform.tasks import TASKS, Task
 from ml_platform.tasks.classification import THRESHOLD_OBJECTIVES
 
@@ -288,6 +288,8 @@ def problems(spec: UseCaseSpec) -> list[str]:
         dt.date.fromisoformat(spec.partitions_start)
     except ValueError:
         found.append(f"partitions_start: {spec.partitions_start!r} is not a date (YYYY-MM-DD)")
+    if spec.partitions not in PARTITIONS:
+        found.append(f"partitions: {spec.partitions!r} is not one of {PARTITIONS}")
     return found
 
 

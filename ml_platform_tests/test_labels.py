@@ -99,6 +99,22 @@ def test_a_day_without_labels_yet_fails_naming_it(platform):
     assert f"covers {later}" in failure.step_failure_data.user_failure_data.description
 
 
+def test_days_no_file_covers_yet_are_left_unlabelled_while_the_covered_ones_load(platform):
+    """A range (a monthly partition, a backfill) covered in part: its covered days load, the others
+    are not in label_days (nothing of them is judged) and the metadata counts them."""
+    later = SECOND_DAY + dt.timedelta(days=1)
+    result = load_labels(platform, FIRST_DAY, later)
+    assert result.success
+    events = result.get_asset_materialization_events()  # one per day, the run's metadata on each
+    assert len(events) == 3
+    metadata = {k: v.value for k, v in events[0].materialization.metadata.items()}
+    assert metadata["days"] == 3 and metadata["days_with_labels"] == 2
+    assert query(platform, f"SELECT label_day FROM {label_days_table(SPEC)} ORDER BY 1") == [
+        (FIRST_DAY,),
+        (SECOND_DAY,),
+    ]
+
+
 def test_only_predictions_old_enough_and_on_labelled_days_are_judged():
     now = dt.datetime(2026, 10, 3, 12, tzinfo=dt.UTC)
     times = [dt.datetime(2026, 10, d, h, tzinfo=dt.UTC) for d, h in ((1, 1), (2, 1), (3, 11))]

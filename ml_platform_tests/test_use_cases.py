@@ -172,6 +172,11 @@ def test_user_use_cases_come_from_files_modules_and_entry_points(user_repo, monk
         (("column: pressure_mean_12", "column: pressure_max"), "gate.slices[0].column", "is not a feature"),
         (("entity: pump_id\n", ""), "entity", "missing"),
         (
+            ("partitions_start: 2014-01-01", "partitions_start: 2014-01-01\npartitions: weekly"),
+            "partitions",
+            "'weekly' is not one of ('daily', 'monthly')",
+        ),
+        (
             ("{name: running, dtype: boolean}", "{name: running, dtype: boolean, max_value: 1}"),
             "columns[5].min_value",
             "bounds apply to float and integer columns, not to boolean column 'running'",
@@ -366,6 +371,89 @@ def test_a_user_spec_with_old_timestamps_ingests_stages_and_computes_features(us
     report = latest_metadata(platform.instance, dg.AssetKey(["pumps", "drift_report"]))
     assert report["no_data_columns"] == ["flow"] and report["tests"]["flow"] == "no data"
     assert "drift_score/pressure" in report and "drift_score/flow" not in report
+
+
+@pytest.mark.integration
+def test_a_monthly_spec_ingests_a_month_per_partition_and_a_late_file_its_month_only(user_repo, monkeypatch):
+    """`partitions: monthly`: the landing sensor asks for the months a file has rows in; a month's
+    run loads, stages and computes features of its days only; a late file re-ingests its month."""
+    import dagster as dg
+    import pandas as pd
+
+    from .conftest import Platform
+
+    path = user_repo / "pumps.yaml"
+    path.write_text(
+        PUMPS.replace("partitions_start: 2014-01-01", "partitions_start: 2014-02-15\npartitions: monthly")
+    )
+    monkeypatch.setenv("ML_PLATFORM_USE_CASES", str(path))
+    settings = load_settings()
+    spec = use_cases(settings)["pumps"]
+    landing = settings.landing_dir_for("pumps")
+    landing.mkdir(parents=True)
+
+    def pump_file(pump: str, start: str, periods: int) -> pd.DataFrame:
+        times = pd.date_range(start, periods=periods, freq="h")
+        return pd.DataFrame(
+            {"pump_id": pump, "ts": times.strftime("%Y-%m-%dT%H:%M:%S"), "pressure": 100.0, "stage": 1}
+            | {"running": "true", "mode": "auto"}
+        )
+
+    for pump in ("p-1", "p-2"):  # 2014-02-27 00:00 .. 2014-03-02 23:00: two days in each month
+        pump_file(pump, "2014-02-27", 4 * 24).to_csv(landing / f"{pump}.csv", index=False)
+    platform = Platform(settings, build_definitions(settings, [spec]), dg.DagsterInstance.ephemeral())
+    raw = next(a for a in platform.defs.assets if dg.AssetKey(["pumps", spec.raw_name]) in a.keys)
+    # Partitions start on the first of partitions_start's month: Feb 15-28 are in a partition.
+    assert raw.partitions_def.get_partition_keys()[:2] == ["2014-02-01", "2014-03-01"]
+
+    sensor = next(s for s in platform.defs.sensors if s.name == "pumps_landing_sensor")
+
+    def tick(cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
+        context = dg.build_sensor_context(
+            instance=platform.instance,
+            cursor=cursor,
+            definitions=platform.defs,
+            resources={"platform": platform.defs.resources["platform"]},
+        )
+        return list(sensor.evaluate_tick(context).run_requests or []), context.cursor
+
+    requests, cursor = tick(None)
+    assert [r.partition_key for r in requests] == ["2014-02-01", "2014-03-01"]
+    names = [spec.raw_name, spec.quarantine_name, spec.staged_name, "features"]
+
+    def ingest(month: str) -> None:
+        result = dg.materialize(
+            platform.defs.assets,
+            selection=[dg.AssetKey(["pumps", n]) for n in names],
+            instance=platform.instance,
+            resources=platform.defs.resources,
+            partition_key=month,
+        )
+        assert result.success
+
+    def staged_by_day() -> dict[str, int]:
+        with platform.defs.resources["warehouse"].get_connection() as conn:
+            return {
+                str(day): n
+                for day, n in conn.sql(
+                    "SELECT CAST(ts AS DATE), count(*) FROM pumps.stg_events GROUP BY 1"
+                ).fetchall()
+            }
+
+    ingest("2014-02-01")
+    assert staged_by_day() == {"2014-02-27": 48, "2014-02-28": 48}  # February's days only
+    ingest("2014-03-01")
+    assert staged_by_day() == {"2014-02-27": 48, "2014-02-28": 48, "2014-03-01": 48, "2014-03-02": 48}
+    with platform.defs.resources["warehouse"].get_connection() as conn:
+        features = conn.sql("SELECT count(*) FROM pumps.features").fetchall()[0][0]
+    assert features == 4 * 48
+    assert tick(cursor)[0] == []  # every file's months hold it at its current content
+
+    pump_file("p-3", "2014-02-28", 24).to_csv(landing / "p-3.csv", index=False)  # late, in February
+    requests, _ = tick(cursor)
+    assert [r.partition_key for r in requests] == ["2014-02-01"]
+    ingest("2014-02-01")
+    assert staged_by_day() == {"2014-02-27": 48, "2014-02-28": 72, "2014-03-01": 48, "2014-03-02": 48}
 
 
 def test_a_request_may_leave_out_features_of_optional_columns_only():

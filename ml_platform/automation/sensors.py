@@ -11,6 +11,7 @@ from ml_platform.ingestion.landing import file_sha256, list_landing_files
 from ml_platform.ingestion.raw import file_days
 from ml_platform.metadata import failed_checks, latest_metadata
 from ml_platform.monitoring.performance import missed_live_slos
+from ml_platform.partitions import partition_of_day, partitions_of_days, time_partitions
 from ml_platform.resources.platform import PlatformResource
 from ml_platform.spec import UseCaseSpec
 
@@ -18,10 +19,10 @@ RETRAIN_ASSETS = ("training_set", "model", "model_evaluation", "champion", "depl
 STATE_TAG = "ml_platform/retrain_state"
 
 
-def ingested_files(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) -> dict[str, str]:
-    """path -> sha256 of the files the latest materialization of partition ``day`` loaded."""
+def ingested_files(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> dict[str, str]:
+    """path -> sha256 of the files the latest materialization of ``partition`` loaded."""
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
     ).records
     if not records:
         return {}
@@ -35,7 +36,7 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
     keys = [dg.AssetKey([spec.name, name]) for name in (spec.raw_name, spec.quarantine_name)]
     raw_key = keys[0]
     labels_key = dg.AssetKey([spec.name, "raw_labels"])
-    partitions = dg.DailyPartitionsDefinition(start_date=spec.partitions_start, end_offset=1)
+    partitions = time_partitions(spec)
 
     @dg.sensor(
         name=f"{spec.name}_landing_sensor",
@@ -46,7 +47,7 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
     )
     def landing_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
         seen: dict[str, list[int]] = json.loads(context.cursor) if context.cursor else {}
-        valid_days = set(partitions.get_partition_keys(current_time=dt.datetime.now(dt.UTC)))
+        valid = set(partitions.get_partition_keys(current_time=dt.datetime.now(dt.UTC)))
         pending: dict[str, list[str]] = {}
         for path in list_landing_files(platform.settings.landing_dir_for(spec.name)):
             stat = path.stat()
@@ -54,21 +55,25 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
             if seen.get(str(path)) == stamp:
                 continue
             sha = file_sha256(path)
-            for day in file_days(path, spec):
-                if day not in valid_days:
+            days = file_days(path, spec)
+            for day in days:
+                if partition_of_day(spec, day) not in valid:
                     context.log.warning(f"{path}: day {day} is outside the partitions; not ingested")
-                    continue
-                if ingested_files(context.instance, raw_key, day).get(str(path)) != sha:
-                    pending.setdefault(day, []).append(f"{path.name}@{sha[:12]}")
+            for partition in partitions_of_days(spec, days):
+                if (
+                    partition in valid
+                    and ingested_files(context.instance, raw_key, partition).get(str(path)) != sha
+                ):
+                    pending.setdefault(partition, []).append(f"{path.name}@{sha[:12]}")
             seen[str(path)] = stamp
         requests = [
             dg.RunRequest(
-                run_key=f"{day}:{','.join(files)}",
-                partition_key=day,
+                run_key=f"{partition}:{','.join(files)}",
+                partition_key=partition,
                 asset_selection=keys,
                 tags={"ml_platform/trigger": "landing"},
             )
-            for day, files in sorted(pending.items())
+            for partition, files in sorted(pending.items())
         ]
         for path, first, last in label_files(platform.settings.labels_dir_for(spec.name)):
             stat = path.stat()
@@ -77,21 +82,20 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
                 continue
             seen[str(path)] = stamp
             sha = file_sha256(path)
-            days = [
-                d.isoformat()
-                for d in _days(first, last)
-                if d.isoformat() in valid_days
-                and ingested_files(context.instance, labels_key, d.isoformat()).get(str(path)) != sha
+            stale = [
+                p
+                for p in partitions_of_days(spec, _days(first, last))
+                if p in valid and ingested_files(context.instance, labels_key, p).get(str(path)) != sha
             ]
-            if days:  # one run for the file's days (raw_labels backfills a range in one run)
+            if stale:  # one run for the file's partitions (raw_labels backfills a range in one run)
                 requests.append(
                     dg.RunRequest(
                         run_key=f"labels:{path.name}@{sha[:12]}",
                         asset_selection=[labels_key],
                         tags={
                             "ml_platform/trigger": "landing",
-                            "dagster/asset_partition_range_start": days[0],
-                            "dagster/asset_partition_range_end": days[-1],
+                            "dagster/asset_partition_range_start": stale[0],
+                            "dagster/asset_partition_range_end": stale[-1],
                         },
                     )
                 )

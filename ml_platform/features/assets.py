@@ -17,8 +17,8 @@ from ml_platform.features.compute import (
 )
 from ml_platform.features.online import OnlineFeatures
 from ml_platform.features.online_store import make_online_store
-from ml_platform.ingestion.assets import daily_partitions, partition_days
 from ml_platform.metadata import markdown_table
+from ml_platform.partitions import partition_days, time_partitions
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.settings import Settings
 from ml_platform.spec import UseCaseSpec
@@ -208,13 +208,13 @@ def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         key=features_key,
         group_name=spec.name,
         deps=[staged_key],
-        partitions_def=daily_partitions(spec),
+        partitions_def=time_partitions(spec),
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
         kinds={"polars", "duckdb"},
         automation_condition=follow_upstream(),
         freshness_policy=dg.FreshnessPolicy.time_window(fail_window=spec.expectations.fresh_within),
-        description="Offline feature table: one event-timestamped feature row per reading, by day.",
+        description="Offline feature table: one event-timestamped feature row per event, by day.",
     )
     def features(
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource

@@ -1,7 +1,5 @@
-"""Raw rows and their quarantine: daily partitions in the warehouse, guarded by blocking checks
+"""Raw rows and their quarantine: time partitions in the warehouse, guarded by blocking checks
 (what they record is in ``results``), and the labels."""
-
-import datetime as dt
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -10,6 +8,7 @@ from ml_platform.ingestion import results
 from ml_platform.ingestion.labels import LabelFileError, labels_table, load_label_days
 from ml_platform.ingestion.raw import load_raw_partitions
 from ml_platform.metadata import markdown_table
+from ml_platform.partitions import partition_days, time_partitions
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.spec import EventLabels, UseCaseSpec
 from ml_platform.validation.summary import (
@@ -20,16 +19,6 @@ from ml_platform.validation.summary import (
 )
 
 
-def daily_partitions(spec: UseCaseSpec) -> dg.DailyPartitionsDefinition:
-    # end_offset=1: today's partition exists, so data landing today is ingested today.
-    return dg.DailyPartitionsDefinition(start_date=spec.partitions_start, end_offset=1)
-
-
-def partition_days(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
-    window = context.partition_time_window
-    return window.start.date(), (window.end - dt.timedelta(days=1)).date()
-
-
 def freshness_policy(spec: UseCaseSpec) -> dg.FreshnessPolicy:
     window = spec.expectations.fresh_within
     return dg.FreshnessPolicy.time_window(fail_window=window, warn_window=window * 3 / 4)
@@ -38,7 +27,7 @@ def freshness_policy(spec: UseCaseSpec) -> dg.FreshnessPolicy:
 def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     raw_key = dg.AssetKey([spec.name, spec.raw_name])
     quarantine_key = dg.AssetKey([spec.name, spec.quarantine_name])
-    partitions = daily_partitions(spec)
+    partitions = time_partitions(spec)
 
     @dg.asset(
         key=raw_key,
@@ -47,7 +36,7 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
         kinds={"duckdb"},
-        description="Landed rows of the day, one row per input row, with provenance.",
+        description="Landed rows of the partition's days, one row per input row, with provenance.",
         freshness_policy=freshness_policy(spec),
         check_specs=[
             dg.AssetCheckSpec(name, asset=raw_key, blocking=True, description=text)
@@ -101,12 +90,12 @@ def build_label_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=labels_key,
         group_name=spec.name,
-        partitions_def=daily_partitions(spec),
+        partitions_def=time_partitions(spec),
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
         kinds={"duckdb"},
         description=(
-            f"{'Labels of the events' if per_event else 'Anomaly windows'} per day, from the labels "
+            f"{'Labels of the events' if per_event else 'Anomaly windows'} by day, from the labels "
             "files landed or posted for those days; labels arrive up to "
             f"{spec.monitoring.label_lateness} after the events"
             + ("." if per_event else " (a day is judged once its labels landed).")

@@ -1,4 +1,4 @@
-"""Delayed labels, landed as files (or posted, which lands a file), loaded into daily partitions.
+"""Delayed labels, landed as files (or posted, which lands a file), loaded by day into partitions.
 
 A labels file is ``<name>_<first day>_<last day>.csv``, in the columns of the spec's kind of labels:
 - anomaly windows (the entity, ``start``, ``end``): the file holds every window of the days it
@@ -149,12 +149,14 @@ class DayLabels:
 def _window_rows(
     spec: UseCaseSpec, days: list[dt.date], files_found: LabelFiles, labels_dir: Path
 ) -> DayLabels:
-    """Per day, the windows overlapping it from the newest file covering it."""
-    sources = {day: covering_file(files_found, day) for day in days}
-    uncovered = [d.isoformat() for d, path in sources.items() if path is None]
-    if uncovered:
+    """Per day, the windows overlapping it from the newest file covering it. Days no file covers
+    yet are left unlabelled (a monthly partition is often covered in part); none covered fails."""
+    found = {day: covering_file(files_found, day) for day in days}
+    sources = {day: path for day, path in found.items() if path is not None}
+    if not sources:
+        span = days[0].isoformat() if len(days) == 1 else f"{days[0]}..{days[-1]}"
         raise LabelFileError(
-            f"no labels file in {labels_dir} covers {', '.join(uncovered)} yet "
+            f"no labels file in {labels_dir} covers {span} yet "
             "(labels land as <name>_<first day>_<last day>.csv)"
         )
     files = {path: (read_label_file(path, spec), file_sha256(path)) for path in set(sources.values())}
@@ -227,8 +229,9 @@ def load_label_days(
 ) -> dict[str, object]:
     """Replace partitions ``first``..``last`` of ``raw_labels`` and ``label_days``.
 
-    Fails before writing anything when a file is bad or, for anomaly windows, a day has no labels
-    file yet (a day's windows are only known once a file covers it)."""
+    Fails before writing anything when a file is bad or, for anomaly windows, no day of them has a
+    labels file yet (a day's windows are only known once a file covers it; a day without one is
+    not in ``label_days``, so nothing of it is judged)."""
     days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
     files_found = label_files(labels_dir)
     if isinstance(spec.labels, EventLabels):

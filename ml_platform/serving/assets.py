@@ -4,8 +4,8 @@ ingested from serving, and batch predictions; what the last two write is in ``re
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from ml_platform.ingestion.assets import daily_partitions, partition_days
 from ml_platform.metadata import latest_metadata
+from ml_platform.partitions import partition_days, time_partitions
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.serving import records
 from ml_platform.spec import UseCaseSpec
@@ -57,11 +57,11 @@ def build_serving_assets(spec: UseCaseSpec, cron: str) -> list[dg.AssetsDefiniti
         key=[spec.name, "batch_predictions"],
         group_name=spec.name,
         deps=[dg.AssetKey([spec.name, "features"]), champion_key],
-        partitions_def=daily_partitions(spec),
+        partitions_def=time_partitions(spec),
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
         kinds={"duckdb", "scikitlearn"},
-        description="Every reading of the day scored by the champion (precomputed), with version and id.",
+        description="Every event of the partition's days scored by the champion, with version and id.",
     )
     def batch_predictions(
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource

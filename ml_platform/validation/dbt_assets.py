@@ -14,7 +14,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from dagster_duckdb import DuckDBResource
 
 from ml_platform.automation.conditions import follow_upstream
-from ml_platform.ingestion.assets import daily_partitions
+from ml_platform.partitions import time_partitions
 from ml_platform.resources.platform import WAREHOUSE_POOL, WarehouseResource
 from ml_platform.settings import DBT_PROJECT_DIR
 from ml_platform.spec import UseCaseSpec
@@ -144,7 +144,7 @@ def _use_case_dbt_assets(manifest: dict[str, Any], spec: UseCaseSpec) -> dg.Asse
         name=f"{spec.name}_dbt_models",
         project=DBT_PROJECT,
         dagster_dbt_translator=UseCaseTranslator(),
-        partitions_def=daily_partitions(spec),
+        partitions_def=time_partitions(spec),
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
     )

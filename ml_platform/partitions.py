@@ -1,0 +1,49 @@
+"""A use case's time partitions: by day (the default) or by month, as its spec says.
+
+The warehouse stores rows by day (``partition_date``) whatever the partitions, so a partition is
+always a run of whole days and a run replaces exactly those days. A month of old recordings is then
+one partition instead of thirty, and a late file for one day re-ingests its month.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from ml_platform.spec import UseCaseSpec
+
+_DEFINITIONS: dict[str, type[dg.TimeWindowPartitionsDefinition]] = {
+    "daily": dg.DailyPartitionsDefinition,
+    "monthly": dg.MonthlyPartitionsDefinition,
+}
+
+
+def first_partition_day(spec: UseCaseSpec) -> dt.date:
+    """The first day of the first partition: ``partitions_start``, floored to its month if monthly.
+
+    Dagster's monthly partitions begin at the first whole month after their start date; flooring
+    keeps the days of the start's own month in a partition (rows before the start are still refused).
+    """
+    start = dt.date.fromisoformat(spec.partitions_start)
+    return start.replace(day=1) if spec.partitions == "monthly" else start
+
+
+def time_partitions(spec: UseCaseSpec) -> dg.TimeWindowPartitionsDefinition:
+    # end_offset=1: the current day's (or month's) partition exists, so data landing now is ingested now.
+    return _DEFINITIONS[spec.partitions](start_date=first_partition_day(spec).isoformat(), end_offset=1)
+
+
+def partition_of_day(spec: UseCaseSpec, day: str | dt.date) -> str:
+    """The key of the partition holding ``day`` (``YYYY-MM-DD``)."""
+    value = day if isinstance(day, dt.date) else dt.date.fromisoformat(day)
+    return (value.replace(day=1) if spec.partitions == "monthly" else value).isoformat()
+
+
+def partitions_of_days(spec: UseCaseSpec, days: list[str] | list[dt.date]) -> list[str]:
+    """The keys of the partitions holding ``days``, each once, in order."""
+    return sorted({partition_of_day(spec, day) for day in days})
+
+
+def partition_days(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
+    """The first and last day of the run's partitions (a range when backfilled in one run)."""
+    window = context.partition_time_window
+    return window.start.date(), (window.end - dt.timedelta(days=1)).date()
