@@ -14,6 +14,7 @@ import dagster as dg
 import duckdb
 from dagster_duckdb import DuckDBResource
 
+from ml_platform.resources.handoffs import HANDOFFS, HandoffIOManager
 from ml_platform.settings import SECRET_VARS, Settings, load_settings, settings_env
 
 TOKEN_VAR = "ML_PLATFORM_API_TOKEN"
@@ -171,4 +172,5 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "platform": PlatformResource.from_settings(settings),
         "warehouse": WarehouseResource(database=str(settings.warehouse_path)),
         "dbt": dbt_cli_resource(),
+        HANDOFFS: HandoffIOManager(),
     }

@@ -4,6 +4,7 @@ settings: the training set, a tuned candidate, its evaluation (the gate), and th
 
 import functools
 import hashlib
+import math
 import subprocess
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
@@ -23,6 +24,7 @@ from ml_platform.tasks import selection_metric, task_of
 from ml_platform.training.compare import evidence
 from ml_platform.training.dataset import LABEL, SPLIT, UNLABELLED, WINDOW, build_training_set
 from ml_platform.training.gate import NOT_WORSE
+from ml_platform.training.handoffs import Candidate, Evaluation, TrainingSetIdentity
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -122,7 +124,16 @@ def write_training_set(
     windows = {row[SPLIT]: (str(row["from"]), str(row["to"])) for row in bounds.iter_rows(named=True)}
     test, task = frame.filter(pl.col(SPLIT) == "test"), task_of(spec)
     labels_of_test = test[LABEL].to_numpy()
+    identity = TrainingSetIdentity(
+        rows=len(frame),
+        content_sha256=content_sha256(frame.sort(spec.entity, EVENT_TIMESTAMP)),
+        first_event=str(frame[EVENT_TIMESTAMP].min()),
+        last_event=str(frame[EVENT_TIMESTAMP].max()),
+        train_from=windows.get("train", ("", ""))[0],
+        train_to=windows.get("train", ("", ""))[1],
+    )
     return dg.MaterializeResult(
+        value=identity,
         metadata={
             "dagster/row_count": len(frame),
             **{f"{split}_rows": counts.get(split, 0) for split in (*SPLITS, UNLABELLED)},
@@ -139,20 +150,24 @@ def write_training_set(
                 if task.binary_labels
                 else {}
             ),
-            "train_from": windows.get("train", ("", ""))[0],
-            "train_to": windows.get("train", ("", ""))[1],
-            "first_event": str(frame[EVENT_TIMESTAMP].min()),
-            "last_event": str(frame[EVENT_TIMESTAMP].max()),
-            "content_sha256": content_sha256(frame.sort(spec.entity, EVENT_TIMESTAMP)),
-        }
+            "train_from": identity.train_from,
+            "train_to": identity.train_to,
+            "first_event": identity.first_event,
+            "last_event": identity.last_event,
+            "content_sha256": identity.content_sha256,
+        },
     )
 
 
 def train_candidate(
-    spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings, identity: dict, run: RunInfo
+    spec: UseCaseSpec,
+    warehouse: DuckDBResource,
+    settings: Settings,
+    identity: TrainingSetIdentity,
+    run: RunInfo,
 ) -> dg.MaterializeResult:
-    """Search, fit on train, choose on validation, register in MLflow; ``identity`` is the training
-    set's metadata (content hash, windows), recorded with the candidate."""
+    """Search, fit on train, choose on validation, register in MLflow with what it was trained on
+    (``identity``: content hash, windows); hands on the ``Candidate``."""
     from ml_platform.training import registry  # MLflow is slow to import: load it in runs only
     from ml_platform.training.tune import TrainingDataError, fit_candidate
 
@@ -181,12 +196,12 @@ def train_candidate(
         "dagster_code_version": run.code_version,
         "dagster_run_id": run.run_id,
         "training_rows": str(len(train)),
-        "training_content_sha256": str(identity.get("content_sha256", "")),
-        "training_first_event": str(identity.get("first_event", "")),
-        "training_last_event": str(identity.get("last_event", "")),
+        "training_content_sha256": identity.content_sha256,
+        "training_first_event": identity.first_event,
+        "training_last_event": identity.last_event,
         # The train window: the reference a drift report compares recent data with.
-        "train_from": str(identity.get("train_from", "")),
-        "train_to": str(identity.get("train_to", "")),
+        "train_from": identity.train_from,
+        "train_to": identity.train_to,
         **{f"library.{name}": package_version(name) for name in LIBRARIES},
     }
     metrics = {"train_rows": float(len(train)), f"validation_{metric}": best.score}
@@ -195,6 +210,7 @@ def train_candidate(
     )
     experiment_id = registry.ensure_experiment(settings, spec.name)
     return dg.MaterializeResult(
+        value=Candidate(version=str(ref.version), mlflow_run_id=ref.run_id, artifact_sha256=ref.sha256),
         metadata={
             "model_version": ref.version,
             "mlflow_run_id": ref.run_id,
@@ -220,19 +236,20 @@ def train_candidate(
             ),
             # Where the trials ran: the Ray node ids, none when they ran in the run's process.
             "trial_nodes": sorted({t.node for t in trials if t.node}),
-        }
+        },
     )
 
 
 def evaluate_candidate(
-    spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings, version: str
+    spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings, candidate: Candidate
 ) -> dg.MaterializeResult:
-    """Held-out metrics, slices, behaviour, latency and size of ``version``: the gate's verdict."""
+    """Held-out metrics, slices, behaviour, latency and size of ``candidate``: the gate's verdict,
+    handed on as an ``Evaluation``."""
     from ml_platform.training import registry
     from ml_platform.training.evaluate import latency_ms
     from ml_platform.training.gate import judge
 
-    cache, task = settings.model_cache, task_of(spec)
+    cache, task, version = settings.model_cache, task_of(spec), candidate.version
     ref = registry.model_ref(settings, spec.name, version)
     pipeline = registry.load_verified_model(ref, cache, task)
     test = read_split(warehouse, spec, "test")
@@ -264,7 +281,9 @@ def evaluate_candidate(
         plot_calibration(result.diagnostics["calibration"], path, f"{spec.name} v{version}, test rows")
         client.log_artifact(ref.run_id, str(path))
         figures["calibration_plot"] = dg.MetadataValue.path(str(path))
+    finite = {k: float(v) for k, v in logged.items() if isinstance(v, int | float) and math.isfinite(v)}
     return dg.MaterializeResult(
+        value=Evaluation(version=version, gate_passed=result.passed, metrics=finite),
         metadata={
             "model_version": version,
             "gate_passed": result.passed,
@@ -294,20 +313,22 @@ def evaluate_candidate(
     )
 
 
-def promote(spec: UseCaseSpec, settings: Settings, evaluation: dict, actor: str) -> dg.MaterializeResult:
-    """Move the champion alias to the evaluated version (``evaluation`` is its metadata), only when
-    it passed the gate."""
+def promote(
+    spec: UseCaseSpec, settings: Settings, evaluation: Evaluation, actor: str
+) -> dg.MaterializeResult:
+    """Move the champion alias to the evaluated version, only when the registry says it passed the
+    gate (the tag the evaluation set, not only what was handed on)."""
     from ml_platform.training import registry
 
-    version = str(evaluation["model_version"])
+    version = evaluation.version
     client = registry.configure(settings)
     if client.get_model_version(spec.name, version).tags.get(GATE_PASSED_TAG) != "true":
         raise dg.Failure(f"{spec.name} v{version} has not passed the gate; champion not moved")
     gate = spec.gate
     metrics = {
-        m: evaluation[m]
+        m: evaluation.metrics[m]
         for m in (*gate.min_metrics, *gate.max_metrics, *gate.max_regression)
-        if m in evaluation
+        if m in evaluation.metrics
     }
     move = registry.move_alias(
         settings,
