@@ -43,6 +43,18 @@ started (its ``start_time``: the run worker began the run); when the sensor's ti
 the run was created are extras. Peer: the landing sensor's ``minimum_interval_seconds`` (read from
 the definition). Target: ours <= interval + 5 s.
 
+(e) ``drift_retrain_latency_s``: in the same ``dagster dev`` after (c), once no run is in
+progress, the newest landed day's file is delivered again with drifted readings (the generator's
+``drift_from``, 3 noise standard deviations); the landing sensor re-ingests it and automation
+recomputes its staging and features. Then ``dagster asset materialize --select
+sensor_anomaly/drift_report`` makes a real drift report (Evidently's tests over the day against the
+champion's training window), which must say ``dataset_drift``. Measured: from that report's
+materialization (its event-log timestamp) until the retrain sensor's run has started. One sample
+per run of the benchmark: a retrain is asked once per state and then cools down for an hour (the
+spec's ``retrain_cooldown``). The run's end is awaited and its status reported (its last step,
+``deployment``, fails here: no Ray Serve runs in the benchmark). Peer: the retrain sensor's
+``minimum_interval_seconds``. Target: ours <= interval + 5 s.
+
 (d) ``services_rss_mb``: resident memory summed over the ``dagster dev`` process tree (read from
 /proc every second), run workers and their children excluded (reported apart), while (c) runs,
 against a ``dagster dev`` of the minimal project, idle for min((c)'s window, 60 s) once its daemon
@@ -94,6 +106,7 @@ USE_CASE = "sensor_anomaly"
 DAYS = 3
 SENSORS = 5
 LANDING_SENSOR = f"{USE_CASE}_landing_sensor"
+RETRAIN_SENSOR = f"{USE_CASE}_retrain_sensor"
 INGEST = ["raw_readings", "readings_quarantine", "raw_labels", "stg_readings", "features"]
 CHAIN = ["online_features", "training_set", "model", "model_evaluation", "champion"]
 PARTITIONS_START = "2025-01-01"  # the sensor_anomaly spec's, so the peer has as many partitions
@@ -193,8 +206,10 @@ def wait_daemon_child(timeout_s: float) -> None:
     raise SystemExit(f"the sensor daemon did not beat within {timeout_s:.0f} s")
 
 
-def landing_ticks(instance, after: float | None = None, limit: int | None = None) -> list:
-    states = [s for s in instance.all_instigator_state() if s.name == LANDING_SENSOR]
+def landing_ticks(
+    instance, after: float | None = None, limit: int | None = None, sensor: str = LANDING_SENSOR
+) -> list:
+    states = [s for s in instance.all_instigator_state() if s.name == sensor]
     ticks = []
     for state in states:
         ticks += instance.get_ticks(state.instigator_origin_id, state.selector_id, after=after, limit=limit)
@@ -224,13 +239,14 @@ def in_progress_runs(instance) -> list:
     return instance.get_run_records(dg.RunsFilter(statuses=busy))
 
 
-def land_day(landing: Path, day, anchor) -> Path:
-    """One new day's readings file, generated aside and renamed into the landing zone at once."""
+def land_day(landing: Path, day, anchor, drifted: bool = False) -> Path:
+    """One day's readings file, generated aside and renamed into the landing zone at once."""
     from ml_platform.usecases.sensor_anomaly.generate import SensorDataConfig, write_sensor_data
 
     aside = landing / ".bench" / day.isoformat()  # a dot folder: the sensor never lists it
     shutil.rmtree(aside, ignore_errors=True)
-    config = SensorDataConfig(sensors=SENSORS, days=1, start=day, anchor=anchor)
+    drift = {"drift_from": day} if drifted else {}
+    config = SensorDataConfig(sensors=SENSORS, days=1, start=day, anchor=anchor, **drift)
     written = [p for p in write_sensor_data(aside, config) if p.parent == aside]
     target = landing / written[0].name
     os.replace(written[0], target)
@@ -310,9 +326,93 @@ def latency_child(repeats: int, seed: int, idle_timeout_s: float) -> None:
             )
             if status != "SUCCESS":
                 raise SystemExit(f"the landing sensor's run {record.dagster_run.run_id} ended {status}")
+        newest = max(dt.date.fromisoformat(p.stem.split("_")[1]) for p in landing.glob("readings_*.csv"))
+        drift = drift_retrain_sample(instance, landing, newest, anchor, idle_timeout_s)
     print(
-        json.dumps({"interval_s": interval, "samples": samples, "start": measure_start, "end": time.time()})
+        json.dumps(
+            {
+                "interval_s": interval,
+                "samples": samples,
+                "drift": drift,
+                "start": measure_start,
+                "end": time.time(),
+            }
+        )
     )
+
+
+def drift_retrain_sample(instance, landing: Path, newest, anchor, idle_timeout_s: float) -> dict:
+    """(e): the newest day re-delivered drifted, a real drift report, the retrain run it starts."""
+    import dagster as dg
+
+    from ml_platform.definitions import defs
+
+    interval = defs.get_sensor_def(RETRAIN_SENSOR).minimum_interval_seconds
+    wait_quiet(instance, interval + 10, idle_timeout_s)
+    path = land_day(landing, newest, anchor, drifted=True)
+    log(f"drift: {path.name} delivered again with drifted readings; waiting for its ingestion")
+    redelivered = time.time()
+    wait_until(lambda: run_for_file(instance, path.name, _utc(redelivered)), 300, f"the run for {path.name}")
+    wait_quiet(instance, interval + 10, idle_timeout_s)
+    key = dg.AssetKey([USE_CASE, "drift_report"])
+    command = materialize(f"{USE_CASE}/drift_report")
+    done = subprocess.run(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"drift_report failed: {done.stderr.decode()[-2000:]}")
+    reports = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, after_timestamp=redelivered), limit=10
+    ).records
+    drifted = sorted(
+        (
+            r
+            for r in reports
+            if getattr(r.asset_materialization.metadata.get("dataset_drift"), "value", False)
+        ),
+        key=lambda r: r.timestamp,
+    )
+    if not drifted:
+        raise SystemExit(f"the drift report after {path.name} was delivered drifted found no drift")
+    reported = drifted[0].timestamp
+    record = wait_until(
+        lambda: retrain_run(instance, reported), 3 * interval + 120, "the retrain sensor's run", 0.2
+    )
+    tick = next(
+        (t for t in landing_ticks(instance, after=reported - 1, sensor=RETRAIN_SENSOR) if t.run_keys), None
+    )
+    sample = {
+        "interval_s": interval,
+        "started_s": record.start_time - reported,
+        "created_s": record.create_timestamp.timestamp() - reported,
+        "tick_s": None if tick is None else tick.timestamp - reported,
+        "drift_share": drifted[0].asset_materialization.metadata["drift_share"].value,
+        "run_id": record.dagster_run.run_id,
+    }
+    log(
+        f"drift: report {reported - redelivered:.1f} s after the re-delivery; retrain tick began"
+        f" {fmt(sample['tick_s'])} s after it, run created {sample['created_s']:.1f} s, started"
+        f" {sample['started_s']:.1f} s"
+    )
+    sample["run_status"] = wait_until(
+        lambda: finished_status(instance, record.dagster_run.run_id), 600, "the retrain run to end", 1.0
+    )
+    return sample
+
+
+def _utc(timestamp: float):
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
+
+
+def retrain_run(instance, after: float):
+    """The retrain sensor's run created after ``after``, once it has started."""
+    import dagster as dg
+
+    records = instance.get_run_records(
+        dg.RunsFilter(tags={"ml_platform/trigger": "retrain"}, created_after=_utc(after - 1))
+    )
+    started = [r for r in records if r.start_time is not None]
+    return min(started, key=lambda r: r.create_timestamp) if started else None
 
 
 def starting_s(instance, run_id: str, landed: float) -> float | None:
@@ -782,7 +882,24 @@ def latency_and_memory(home: Path, homes: Homes, repeats: int) -> list[dict]:
             peer_samples.append(sample_memory(dev.pid))
             time.sleep(1.0)
     peer = memory_summary(peer_samples)
-    return [latency_figure(result), memory_figure(ours, peer)]
+    return [latency_figure(result), drift_figure(result["drift"]), memory_figure(ours, peer)]
+
+
+def drift_figure(sample: dict) -> dict:
+    interval = float(sample["interval_s"])
+    return figure(
+        "drift_retrain_latency_s",
+        sample["started_s"],
+        f"{RETRAIN_SENSOR} minimum_interval_seconds",
+        interval,
+        interval + LATENCY_SLACK_S,
+        target_kind="absolute_seconds",
+        created_s=sample["created_s"],
+        tick_s=sample["tick_s"],
+        drift_share=sample["drift_share"],
+        retrain_run_status=sample["run_status"],
+        samples=1,
+    )
 
 
 def latency_figure(result: dict) -> dict:

@@ -4,11 +4,11 @@ ingested from serving, and batch predictions; what the last two write is in ``re
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from ml_platform.metadata import latest_metadata
 from ml_platform.partitions import partition_days, time_partitions
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.serving import records
 from ml_platform.spec import UseCaseSpec
+from ml_platform.training.handoffs import Champion
 
 
 def build_serving_assets(spec: UseCaseSpec, cron: str) -> list[dg.AssetsDefinition]:
@@ -19,20 +19,19 @@ def build_serving_assets(spec: UseCaseSpec, cron: str) -> list[dg.AssetsDefiniti
     @dg.asset(
         key=deployment_key,
         group_name=spec.name,
-        deps=[champion_key],
+        ins={"champion": dg.AssetIn(champion_key)},
         kinds={"ray"},
         description="Ray Serve serving the champion (a reconfigure: no request is dropped).",
     )
-    def deployment(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+    def deployment(champion: Champion, platform: PlatformResource) -> dg.MaterializeResult:
         from ml_platform.serving.deploy import deploy, wait_until_serving  # Ray: load in runs only
 
         settings = platform.settings
-        champion_version = str(latest_metadata(context.instance, champion_key)["champion_version"])
         deployed = deploy(settings)
-        served = wait_until_serving(settings, spec.name, champion_version)
+        served = wait_until_serving(settings, spec.name, champion.version)
         return dg.MaterializeResult(
             metadata={
-                "model_version": champion_version,
+                "model_version": champion.version,
                 "served_versions": served["versions"],
                 "endpoint": dg.MetadataValue.url(f"{settings.serve_url}/v1/models/{spec.name}/predict"),
                 "use_cases_served": sorted(deployed),

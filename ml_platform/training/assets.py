@@ -9,7 +9,7 @@ from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.spec import UseCaseSpec
 from ml_platform.training import steps
 from ml_platform.training.gate import check_names
-from ml_platform.training.handoffs import Candidate, Evaluation, TrainingSetIdentity
+from ml_platform.training.handoffs import Candidate, Champion, Evaluation, TrainingSetIdentity
 
 
 def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
@@ -90,13 +90,14 @@ def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         key=key["champion"],
         group_name=spec.name,
         ins={"model_evaluation": dg.AssetIn(key["model_evaluation"])},
+        io_manager_key=HANDOFFS,
         kinds={"mlflow"},
         freshness_policy=dg.FreshnessPolicy.time_window(fail_window=spec.monitoring.champion_max_age),
         description="The `champion` alias; moved only to a candidate that passed the gate.",
     )
     def champion(
         context: dg.AssetExecutionContext, model_evaluation: Evaluation, platform: PlatformResource
-    ) -> dg.MaterializeResult:
+    ) -> dg.MaterializeResult[Champion]:
         actor = f"dagster run {context.run.run_id}"
         moved = "the champion alias shows whether it moved"  # the alias is set before its history
         from ml_platform.training import registry  # MLflow: imported by the steps that use it

@@ -32,3 +32,11 @@ class Evaluation:
     version: str
     gate_passed: bool
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The version the champion alias was moved to (or kept at), and the one it replaced."""
+
+    version: str
+    previous_version: str

@@ -24,7 +24,7 @@ from ml_platform.tasks import selection_metric, task_of
 from ml_platform.training.compare import evidence
 from ml_platform.training.dataset import LABEL, SPLIT, UNLABELLED, WINDOW, build_training_set
 from ml_platform.training.gate import NOT_WORSE
-from ml_platform.training.handoffs import Candidate, Evaluation, TrainingSetIdentity
+from ml_platform.training.handoffs import Candidate, Champion, Evaluation, TrainingSetIdentity
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -340,6 +340,7 @@ def promote(
         metrics=metrics,
     )
     return dg.MaterializeResult(
+        value=Champion(version=version, previous_version=move["from_version"] or ""),
         metadata={
             "champion_version": version,
             "previous_version": move["from_version"] or "",
@@ -347,5 +348,5 @@ def promote(
             "by": move["by"],
             "reason": move["reason"],
             **metrics,
-        }
+        },
     )
