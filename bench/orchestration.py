@@ -206,7 +206,7 @@ def wait_daemon_child(timeout_s: float) -> None:
     raise SystemExit(f"the sensor daemon did not beat within {timeout_s:.0f} s")
 
 
-def landing_ticks(
+def sensor_ticks(
     instance, after: float | None = None, limit: int | None = None, sensor: str = LANDING_SENSOR
 ) -> list:
     states = [s for s in instance.all_instigator_state() if s.name == sensor]
@@ -281,7 +281,7 @@ def latency_child(repeats: int, seed: int, idle_timeout_s: float) -> None:
     samples = []
     with dg.DagsterInstance.get() as instance:
         log(f"waiting for the first tick of {LANDING_SENSOR} (interval {interval} s)")
-        wait_until(lambda: landing_ticks(instance, limit=1), 300, f"a tick of {LANDING_SENSOR}", 1.0)
+        wait_until(lambda: sensor_ticks(instance, limit=1), 300, f"a tick of {LANDING_SENSOR}", 1.0)
         measure_start = time.time()
         for attempt in range(repeats):
             # Automation follows each ingestion within one of its ticks (same interval as ours).
@@ -298,7 +298,7 @@ def latency_child(repeats: int, seed: int, idle_timeout_s: float) -> None:
             tick = next(
                 (
                     t
-                    for t in landing_ticks(instance, after=landed - 1)
+                    for t in sensor_ticks(instance, after=landed - 1)
                     if any(path.name in k for k in t.run_keys)
                 ),
                 None,
@@ -377,7 +377,7 @@ def drift_retrain_sample(instance, landing: Path, newest, anchor, idle_timeout_s
         lambda: retrain_run(instance, reported), 3 * interval + 120, "the retrain sensor's run", 0.2
     )
     tick = next(
-        (t for t in landing_ticks(instance, after=reported - 1, sensor=RETRAIN_SENSOR) if t.run_keys), None
+        (t for t in sensor_ticks(instance, after=reported - 1, sensor=RETRAIN_SENSOR) if t.run_keys), None
     )
     sample = {
         "interval_s": interval,

@@ -17,19 +17,13 @@ _DEFINITIONS: dict[str, type[dg.TimeWindowPartitionsDefinition]] = {
 }
 
 
-def first_partition_day(spec: UseCaseSpec) -> dt.date:
-    """The first day of the first partition: ``partitions_start``, floored to its month if monthly.
-
-    Dagster's monthly partitions begin at the first whole month after their start date; flooring
-    keeps the days of the start's own month in a partition (rows before the start are still refused).
-    """
-    start = dt.date.fromisoformat(spec.partitions_start)
-    return start.replace(day=1) if spec.partitions == "monthly" else start
-
-
 def time_partitions(spec: UseCaseSpec) -> dg.TimeWindowPartitionsDefinition:
-    # end_offset=1: the current day's (or month's) partition exists, so data landing now is ingested now.
-    return _DEFINITIONS[spec.partitions](start_date=first_partition_day(spec).isoformat(), end_offset=1)
+    """From the partition holding ``partitions_start``: Dagster's monthly partitions would begin at
+    the first whole month after it and leave its own month's days out (rows before the start are
+    still refused). end_offset=1: the current day's (or month's) partition exists, so data landing
+    now is ingested now."""
+    start = partition_of_day(spec, spec.partitions_start)
+    return _DEFINITIONS[spec.partitions](start_date=start, end_offset=1)
 
 
 def partition_of_day(spec: UseCaseSpec, day: str | dt.date) -> str:
