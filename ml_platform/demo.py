@@ -197,8 +197,8 @@ def _missing_raw_partitions(settings: Settings, use_case: str) -> list[str]:
 
     from ml_platform.automation.sensors import ingested_files
     from ml_platform.ingestion.landing import file_sha256, list_landing_files
-    from ml_platform.ingestion.raw import file_days
-    from ml_platform.partitions import partitions_of_days
+    from ml_platform.ingestion.raw import file_grains
+    from ml_platform.partitions import partitions_of
     from ml_platform.usecases import get_use_case
 
     spec = get_use_case(use_case)
@@ -207,7 +207,7 @@ def _missing_raw_partitions(settings: Settings, use_case: str) -> list[str]:
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         for path in list_landing_files(settings.landing_dir_for(use_case)):
             sha = file_sha256(path)
-            for partition in partitions_of_days(spec, file_days(path, spec)):
+            for partition in partitions_of(spec, file_grains(path, spec)):
                 if ingested_files(instance, key, partition).get(str(path)) != sha:
                     missing.add(partition)
     return sorted(missing)

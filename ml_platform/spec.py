@@ -15,7 +15,7 @@ from ml_platform.features.definitions import Feature, source_columns
 # Column types holding numbers: the ones min_value / max_value apply to.
 NUMBER_DTYPES = ("float", "integer")
 # How a use case's rows are partitioned in time (the warehouse stores them by day either way).
-PARTITIONS = ("daily", "monthly")
+PARTITIONS = ("daily", "hourly", "monthly")
 
 
 @dataclass(frozen=True)
@@ -276,7 +276,8 @@ class UseCaseSpec:
     table: str = "events"
     # MQTT topics the consumer also takes events from, beside ml_platform/<name>/events.
     topic_aliases: tuple[str, ...] = ()
-    # One of PARTITIONS: a month of old recordings is one partition with "monthly".
+    # One of PARTITIONS: a month of old recordings is one partition with "monthly"; "hourly"
+    # stores rows by hour, so an hour's run replaces that hour only.
     partitions: str = "daily"
 
     @property

@@ -1,4 +1,4 @@
-"""Writing the warehouse: the rows of some days of some tables replaced in one transaction."""
+"""Writing the warehouse: the rows of some days (or hours) of some tables replaced in one transaction."""
 
 from __future__ import annotations
 
@@ -9,17 +9,18 @@ import duckdb
 import polars as pl
 
 
-def replace_days(
+def replace_range(
     conn: duckdb.DuckDBPyConnection,
-    day: str,
+    at: str,
     first: dt.date,
     last: dt.date,
     rows: Mapping[str, pl.DataFrame | str],
 ) -> None:
-    """Replace the rows of days ``first..last`` of each table of ``rows`` with its new rows, all
-    tables in one transaction: readers see the old days or the new ones, never a mix, and a failure
-    leaves the old. ``day`` is the SQL expression of a row's day (the same in every table); new
-    rows are a polars frame or a SELECT. A missing table is created with the new rows' columns."""
+    """Replace the rows whose ``at`` lies in ``first..last`` of each table of ``rows`` with its new
+    rows, all tables in one transaction: readers see the old rows or the new ones, never a mix, and
+    a failure leaves the old. ``at`` is the SQL expression of a row's day or hour (a date or a
+    timestamp, the same in every table); new rows are a polars frame or a SELECT. A missing table
+    is created with the new rows' columns."""
     registered: list[str] = []
     selects: dict[str, str] = {}
     for index, (table, new) in enumerate(rows.items()):
@@ -36,7 +37,7 @@ def replace_days(
         conn.begin()
         try:
             for table, select in selects.items():
-                conn.sql(f"DELETE FROM {table} WHERE {day} BETWEEN ? AND ?", params=[first, last])
+                conn.sql(f"DELETE FROM {table} WHERE {at} BETWEEN ? AND ?", params=[first, last])
                 conn.sql(f"INSERT INTO {table} {select}")
             conn.commit()
         except Exception:

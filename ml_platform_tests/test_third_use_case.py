@@ -1,15 +1,14 @@
 """A use case nobody here shipped, declared in the user's own repository, through the whole loop.
 
 Readings of electricity meters from 2014 in a schema unlike the sensor example's (integer and
-categorical columns, an optional column that is always empty, its own table name), one file of
+categorical columns, an optional column that is always empty, its own table name, hourly
+partitions), one file of
 bad data among good ones, and one label per reading posted through the serving endpoint: ingest,
 staging, features, training, the gate, the champion, serving by entity and by rows, the
 prediction log, drift and live performance, all through real Dagster runs and Ray Serve.
 """
 
 from __future__ import annotations
-
-import datetime as dt
 
 import dagster as dg
 import httpx
@@ -22,7 +21,7 @@ from ml_platform.metadata import latest_metadata
 from ml_platform.settings import load_settings
 from ml_platform.usecases import use_cases
 
-from .conftest import Platform, day_range_tags
+from .conftest import Platform
 
 METERS = """\
 name: meters
@@ -58,8 +57,13 @@ drift: {columns: [kwh, humidity]}
 labels: {kind: event_labels, column: tampered, missing: negative}
 monitoring: {label_lateness: 1d, min_labelled_rows: 1}
 partitions_start: 2014-05-01
+partitions: hourly
 """
-FIRST, LAST = dt.date(2014, 5, 1), dt.date(2014, 5, 3)
+# The three days' 72 hourly partitions, backfilled in one run.
+ALL_HOURS = {
+    "dagster/asset_partition_range_start": "2014-05-01-00:00",
+    "dagster/asset_partition_range_end": "2014-05-03-23:00",
+}
 TIMES = pd.date_range("2014-05-01", "2014-05-03 23:55", freq="5min", tz="UTC")
 GOOD, BAD = ("m-1", "m-2"), "m-3"
 TAMPERED_EVERY = 40
@@ -126,7 +130,7 @@ def test_the_meters_use_case_goes_through_the_whole_loop(loop):
     ingest = materialize(
         platform,
         [spec.raw_name, spec.quarantine_name, spec.staged_name, "features"],
-        tags=day_range_tags(FIRST, LAST),
+        tags=ALL_HOURS,
     )
     checks = {e.check_name: e for e in ingest.get_asset_check_evaluations()}
     assert checks["bad_share"].passed  # the bad file is set apart whole; the good ones go on
@@ -137,8 +141,9 @@ def test_the_meters_use_case_goes_through_the_whole_loop(loop):
             conn.sql("SELECT meter_id, count(*) FROM meters.stg_meter_readings GROUP BY 1").fetchall()
         )
         quarantined = conn.sql("SELECT count(*) FROM meters.meter_readings_quarantine").fetchall()[0][0]
+        hours = conn.sql("SELECT count(DISTINCT partition_hour) FROM meters.stg_meter_readings").fetchall()
         night = conn.sql("SELECT avg(tariff_is_night) FROM meters.features").fetchall()[0][0]
-    assert staged == {m: len(TIMES) for m in GOOD} and quarantined == len(TIMES)
+    assert staged == {m: len(TIMES) for m in GOOD} and quarantined == len(TIMES) and hours == [(72,)]
     assert night == pytest.approx(8 / 24)  # the categorical column, one-hot: 22:00 to 06:00
 
     # Serving is up before any model: the labels route takes the readings' labels, positives only
@@ -166,8 +171,10 @@ def test_the_meters_use_case_goes_through_the_whole_loop(loop):
         resources={"platform": platform.defs.resources["platform"]},
     )
     requests = [r for r in sensor.evaluate_tick(context).run_requests if r.run_key.startswith("labels:")]
-    assert len(requests) == 2
-    labels = materialize(platform, ["raw_labels"], tags=day_range_tags(FIRST, LAST))
+    assert len(requests) == 2  # one run per labels file, over the hours of the days it covers
+    ranges = {tuple(r.tags[t] for t in ALL_HOURS) for r in requests}
+    assert ranges == {tuple(ALL_HOURS.values())}
+    labels = materialize(platform, ["raw_labels"], tags=ALL_HOURS)
     assert latest_metadata(platform.instance, keys("raw_labels")[0])["dagster/row_count"] == len(positives)
     assert labels.success
 

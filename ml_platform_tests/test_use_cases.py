@@ -174,7 +174,7 @@ def test_user_use_cases_come_from_files_modules_and_entry_points(user_repo, monk
         (
             ("partitions_start: 2014-01-01", "partitions_start: 2014-01-01\npartitions: weekly"),
             "partitions",
-            "'weekly' is not one of ('daily', 'monthly')",
+            "'weekly' is not one of ('daily', 'hourly', 'monthly')",
         ),
         (
             ("{name: running, dtype: boolean}", "{name: running, dtype: boolean, max_value: 1}"),
@@ -454,6 +454,97 @@ def test_a_monthly_spec_ingests_a_month_per_partition_and_a_late_file_its_month_
     assert [r.partition_key for r in requests] == ["2014-02-01"]
     ingest("2014-02-01")
     assert staged_by_day() == {"2014-02-27": 48, "2014-02-28": 72, "2014-03-01": 48, "2014-03-02": 48}
+
+
+@pytest.mark.integration
+def test_an_hourly_spec_replaces_an_hour_per_partition_and_a_late_file_its_hour_only(user_repo, monkeypatch):
+    """`partitions: hourly`: rows are stored by hour; the landing sensor asks for the hours a file
+    has rows in; an hour's run loads, validates, stages and computes features of that hour only,
+    and a late file for one hour re-ingests that hour and leaves its neighbours as they were."""
+    import dagster as dg
+    import pandas as pd
+
+    from .conftest import Platform
+
+    path = user_repo / "pumps.yaml"
+    path.write_text(
+        PUMPS.replace("partitions_start: 2014-01-01", "partitions_start: 2014-02-27\npartitions: hourly")
+    )
+    monkeypatch.setenv("ML_PLATFORM_USE_CASES", str(path))
+    settings = load_settings()
+    spec = use_cases(settings)["pumps"]
+    landing = settings.landing_dir_for("pumps")
+    landing.mkdir(parents=True)
+
+    def pump_file(pump: str, start: str, periods: int, pressure: float = 100.0) -> pd.DataFrame:
+        times = pd.date_range(start, periods=periods, freq="5min")
+        return pd.DataFrame(
+            {"pump_id": pump, "ts": times.strftime("%Y-%m-%dT%H:%M:%S"), "pressure": pressure, "stage": 1}
+            | {"running": "true", "mode": "auto"}
+        )
+
+    for pump in ("p-1", "p-2"):  # 2014-02-27 00:00 .. 02:55: twelve readings in each of three hours
+        pump_file(pump, "2014-02-27", 3 * 12).to_csv(landing / f"{pump}.csv", index=False)
+    # One hour of a third pump whose every reading is out of range: isolated in its hour only.
+    pump_file("p-9", "2014-02-27 02:00", 12, pressure=-1.0).to_csv(landing / "p-9.csv", index=False)
+    platform = Platform(settings, build_definitions(settings, [spec]), dg.DagsterInstance.ephemeral())
+    raw = next(a for a in platform.defs.assets if dg.AssetKey(["pumps", spec.raw_name]) in a.keys)
+    assert raw.partitions_def.get_partition_keys()[:2] == ["2014-02-27-00:00", "2014-02-27-01:00"]
+
+    sensor = next(s for s in platform.defs.sensors if s.name == "pumps_landing_sensor")
+
+    def tick(cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
+        context = dg.build_sensor_context(
+            instance=platform.instance,
+            cursor=cursor,
+            definitions=platform.defs,
+            resources={"platform": platform.defs.resources["platform"]},
+        )
+        return list(sensor.evaluate_tick(context).run_requests or []), context.cursor
+
+    requests, cursor = tick(None)
+    assert [r.partition_key for r in requests] == ["2014-02-27-00:00", "2014-02-27-01:00", "2014-02-27-02:00"]
+    names = [spec.raw_name, spec.quarantine_name, spec.staged_name, "features"]
+
+    def ingest(hour: str) -> dg.ExecuteInProcessResult:
+        result = dg.materialize(
+            platform.defs.assets,
+            selection=[dg.AssetKey(["pumps", n]) for n in names],
+            instance=platform.instance,
+            resources=platform.defs.resources,
+            partition_key=hour,
+        )
+        assert result.success
+        return result
+
+    def count_by_hour(table: str, column: str = "ts") -> dict[str, int]:
+        with platform.defs.resources["warehouse"].get_connection() as conn:
+            return {
+                f"{hour:%H}": n
+                for hour, n in conn.sql(
+                    f"SELECT date_trunc('hour', {column}), count(*) FROM pumps.{table} GROUP BY 1"
+                ).fetchall()
+            }
+
+    ingest("2014-02-27-01:00")
+    assert count_by_hour("raw_rows", "partition_hour") == {"01": 24}  # the hour's rows only
+    assert count_by_hour("stg_events") == {"01": 24}
+    assert count_by_hour("features", "event_timestamp") == {"01": 24}
+    ingest("2014-02-27-00:00")
+    bad_hour = ingest("2014-02-27-02:00")
+    bad_share = next(e for e in bad_hour.get_asset_check_evaluations() if e.check_name == "bad_share")
+    assert bad_share.passed and "p-9.csv" in str(bad_share.metadata["isolated"].value)
+    assert count_by_hour("stg_events") == {"00": 24, "01": 24, "02": 24}
+    assert count_by_hour("events_quarantine") == {"02": 12}
+    assert count_by_hour("features", "event_timestamp") == {"00": 24, "01": 24, "02": 24}
+    assert tick(cursor)[0] == []  # every file's hours hold it at its current content
+
+    pump_file("p-3", "2014-02-27 01:30", 6).to_csv(landing / "p-3.csv", index=False)  # late, in hour 1
+    requests, _ = tick(cursor)
+    assert [r.partition_key for r in requests] == ["2014-02-27-01:00"]
+    ingest("2014-02-27-01:00")
+    assert count_by_hour("stg_events") == {"00": 24, "01": 30, "02": 24}
+    assert count_by_hour("events_quarantine") == {"02": 12}  # hour 2's quarantine was left as it was
 
 
 def test_a_request_may_leave_out_features_of_optional_columns_only():

@@ -8,10 +8,10 @@ import dagster as dg
 
 from ml_platform.ingestion.labels import label_files
 from ml_platform.ingestion.landing import file_sha256, list_landing_files
-from ml_platform.ingestion.raw import file_days
+from ml_platform.ingestion.raw import file_grains
 from ml_platform.metadata import failed_checks, latest_metadata
 from ml_platform.monitoring.performance import missed_live_slos
-from ml_platform.partitions import partition_of_day, partitions_of_days, time_partitions
+from ml_platform.partitions import last_partition_of_day, partition_of, partitions_of, time_partitions
 from ml_platform.resources.platform import PlatformResource
 from ml_platform.spec import UseCaseSpec
 
@@ -47,7 +47,7 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
     )
     def landing_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
         seen: dict[str, list[int]] = json.loads(context.cursor) if context.cursor else {}
-        valid = set(partitions.get_partition_keys(current_time=dt.datetime.now(dt.UTC)))
+        valid = partitions.has_partition_key
         pending: dict[str, list[str]] = {}
         for path in list_landing_files(platform.settings.landing_dir_for(spec.name)):
             stat = path.stat()
@@ -55,13 +55,13 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
             if seen.get(str(path)) == stamp:
                 continue
             sha = file_sha256(path)
-            days = file_days(path, spec)
-            for day in days:
-                if partition_of_day(spec, day) not in valid:
-                    context.log.warning(f"{path}: day {day} is outside the partitions; not ingested")
-            for partition in partitions_of_days(spec, days):
+            grains = file_grains(path, spec)
+            for value in grains:
+                if not valid(partition_of(spec, value)):
+                    context.log.warning(f"{path}: {value} is outside the partitions; not ingested")
+            for partition in partitions_of(spec, grains):
                 if (
-                    partition in valid
+                    valid(partition)
                     and ingested_files(context.instance, raw_key, partition).get(str(path)) != sha
                 ):
                     pending.setdefault(partition, []).append(f"{path.name}@{sha[:12]}")
@@ -82,10 +82,13 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
                 continue
             seen[str(path)] = stamp
             sha = file_sha256(path)
+            # A labels run loads whole days: a day is stale when its first partition does not
+            # hold the file at its current content.
             stale = [
-                p
-                for p in partitions_of_days(spec, _days(first, last))
-                if p in valid and ingested_files(context.instance, labels_key, p).get(str(path)) != sha
+                day
+                for day in _days(first, last)
+                if valid(p := partition_of(spec, day))
+                and ingested_files(context.instance, labels_key, p).get(str(path)) != sha
             ]
             if stale:  # one run for the file's partitions (raw_labels backfills a range in one run)
                 requests.append(
@@ -94,8 +97,8 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
                         asset_selection=[labels_key],
                         tags={
                             "ml_platform/trigger": "landing",
-                            "dagster/asset_partition_range_start": stale[0],
-                            "dagster/asset_partition_range_end": stale[-1],
+                            "dagster/asset_partition_range_start": partition_of(spec, stale[0]),
+                            "dagster/asset_partition_range_end": last_partition_of_day(spec, stale[-1]),
                         },
                     )
                 )

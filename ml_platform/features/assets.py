@@ -1,4 +1,4 @@
-"""The offline feature table (incremental by day) and the online store snapshot."""
+"""The offline feature table (incremental by partition) and the online store snapshot."""
 
 import datetime as dt
 
@@ -9,20 +9,20 @@ from dagster_duckdb import DuckDBResource
 from ml_platform.automation.conditions import after_any_update, follow_upstream
 from ml_platform.distributed import nodes_metadata, spread_rows
 from ml_platform.features.compute import (
-    EVENT_DAY,
     EVENT_TIMESTAMP,
     compute_features,
     compute_features_on_cluster,
+    event_grain,
     latest_vectors,
 )
 from ml_platform.features.online import OnlineFeatures
 from ml_platform.features.online_store import make_online_store
 from ml_platform.metadata import markdown_table
-from ml_platform.partitions import partition_days, time_partitions
+from ml_platform.partitions import GrainValue, grain, partition_grains, time_partitions
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.settings import Settings
 from ml_platform.spec import UseCaseSpec
-from ml_platform.tables import replace_days
+from ml_platform.tables import replace_range
 from ml_platform.upstream import unbuilt_partitions
 
 PARITY_TOLERANCE = 1e-9
@@ -50,13 +50,12 @@ def _quoted(columns: list[str]) -> str:
     return ", ".join(f'"{c}"' for c in columns)
 
 
-def compute_days(
-    conn, spec: UseCaseSpec, first: dt.date, last: dt.date, settings: Settings
+def compute_span(
+    conn, spec: UseCaseSpec, first: GrainValue, last: GrainValue, settings: Settings
 ) -> tuple[pl.DataFrame, list[str]]:
-    """Features of the events of days ``first..last``, their windows fed by the lookback before;
-    also the Ray nodes that computed them (none when computed in this process)."""
-    start = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
-    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    """Features of the events of grains (days, or hours) ``first..last``, their windows fed by the
+    lookback before; also the Ray nodes that computed them (none when computed in this process)."""
+    start, end = grain(spec).span(first, last)
     # Features read numbers (integer and boolean columns as DOUBLE, a boolean as 0 / 1) or, with
     # is_value, text, as online.
     sources = [
@@ -121,11 +120,12 @@ def build_features(
     spec: UseCaseSpec,
     instance: dg.DagsterInstance,
     partition_keys: list[str],
-    days: tuple[dt.date, dt.date],
+    grains: tuple[GrainValue, GrainValue],
     warehouse: DuckDBResource,
     settings: Settings,
 ) -> dg.MaterializeResult:
-    """The feature rows of the events staged on ``days`` (first, last), replacing those days."""
+    """The feature rows of the events staged in ``grains`` (first and last day, or hour),
+    replacing those."""
     staged_key, features_key, _ = asset_keys(spec)
     # A range may hold days with no data; a range with no staged day at all is a mistake.
     unbuilt = unbuilt_partitions(
@@ -133,11 +133,11 @@ def build_features(
     )
     if unbuilt:
         raise dg.Failure("; ".join(unbuilt))
-    first, last = days
+    first, last = grains
     table = features_table(spec)
     with warehouse.get_connection() as conn:
-        computed, nodes = compute_days(conn, spec, first, last, settings)
-        replace_days(conn, EVENT_DAY, first, last, {table: computed})
+        computed, nodes = compute_span(conn, spec, first, last, settings)
+        replace_range(conn, event_grain(spec), first, last, {table: computed})
         total = conn.sql(f"SELECT count(*) FROM {table}").fetchall()[0][0]
     return dg.MaterializeResult(
         metadata={
@@ -219,8 +219,8 @@ def build_feature_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     def features(
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource
     ) -> dg.MaterializeResult:
-        keys, days = context.partition_keys, partition_days(context)
-        return build_features(spec, context.instance, keys, days, warehouse, platform.settings)
+        keys, grains = context.partition_keys, partition_grains(context, spec)
+        return build_features(spec, context.instance, keys, grains, warehouse, platform.settings)
 
     @dg.asset(
         key=online_key,

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import polars as pl
 
+from ml_platform.partitions import grain
 from ml_platform.spec import UseCaseSpec
 
 EVENT_TIMESTAMP = "event_timestamp"
-# The UTC day of a feature row, in SQL: the daily partition it belongs to.
-EVENT_DAY = f"CAST(timezone('UTC', {EVENT_TIMESTAMP}) AS DATE)"
+
+
+def event_grain(spec: UseCaseSpec) -> str:
+    """SQL: the grain (UTC day, or hour for hourly partitions) of a feature row, which its
+    partition holds."""
+    return grain(spec).of(EVENT_TIMESTAMP)
 
 
 def compute_features(rows: pl.DataFrame, spec: UseCaseSpec) -> pl.DataFrame:

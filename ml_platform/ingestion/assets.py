@@ -8,7 +8,7 @@ from ml_platform.ingestion import results
 from ml_platform.ingestion.labels import LabelFileError, labels_table, load_label_days
 from ml_platform.ingestion.raw import load_raw_partitions
 from ml_platform.metadata import markdown_table
-from ml_platform.partitions import partition_days, time_partitions
+from ml_platform.partitions import partition_days, partition_grains, time_partitions
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.spec import EventLabels, UseCaseSpec
 from ml_platform.validation.summary import (
@@ -36,7 +36,7 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
         kinds={"duckdb"},
-        description="Landed rows of the partition's days, one row per input row, with provenance.",
+        description="Landed rows of the partition, one row per input row, with provenance.",
         freshness_policy=freshness_policy(spec),
         check_specs=[
             dg.AssetCheckSpec(name, asset=raw_key, blocking=True, description=text)
@@ -46,7 +46,7 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
     def raw_rows(
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource
     ) -> dg.MaterializeResult:
-        first, last = partition_days(context)
+        first, last = partition_grains(context, spec)
         landing = platform.settings.landing_dir_for(spec.name)
         with warehouse.get_connection() as conn:
             load = load_raw_partitions(conn, spec, landing, first, last)
@@ -65,8 +65,8 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         description="Raw rows that broke an expectation, with the rule they broke.",
     )
     def quarantine(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> dg.MaterializeResult:
-        first, last = partition_days(context)
-        scope = partition_filter(first, last)
+        first, last = partition_grains(context, spec)
+        scope = partition_filter(spec, first, last)
         with warehouse.get_connection() as conn:
             table = write_quarantine(conn, spec, first, last)
             counts = conn.sql(

@@ -22,7 +22,7 @@ import polars as pl
 from ml_platform.features.compute import EVENT_TIMESTAMP
 from ml_platform.ingestion.landing import file_sha256
 from ml_platform.spec import EventLabels, UseCaseSpec
-from ml_platform.tables import replace_days, table_exists
+from ml_platform.tables import replace_range, table_exists
 from ml_platform.tasks import task_of
 from ml_platform.timestamps import parse_timestamp
 
@@ -250,7 +250,7 @@ def load_label_days(
         pl.lit(ingested_at).alias("ingested_at")
     )
     conn.sql(f"CREATE SCHEMA IF NOT EXISTS {spec.name}")
-    replace_days(
+    replace_range(
         conn, "label_day", first, last, {labels_table(spec): labels, label_days_table(spec): covered}
     )
     return {

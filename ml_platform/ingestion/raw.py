@@ -1,6 +1,7 @@
-"""Sources -> the raw table: one typed row per input row, in its own daily partition, with provenance.
+"""Sources -> the raw table: one typed row per input row, in its own partition, with provenance.
 
-Loading days ``first..last`` deletes exactly those days' rows and inserts them again from what the
+Rows are stored by grain (their UTC day, or hour for hourly partitions: ``partitions.grain``).
+Loading grains ``first..last`` deletes exactly those rows and inserts them again from what the
 sources hold now, in one transaction: loading the same file twice never duplicates a row, a late
 file for an old day lands in that day, and a file whose content changed replaces its old rows.
 
@@ -34,6 +35,7 @@ from ml_platform.ingestion.landing import (
     stage_file,
     typing_in_sql,
 )
+from ml_platform.partitions import Grain, GrainValue, grain
 from ml_platform.spec import LandingFiles, UseCaseSpec
 from ml_platform.validation.rules import SQL_TYPES, typed_select
 
@@ -48,25 +50,25 @@ class RejectedFile:
 
 @dataclass
 class RawLoad:
-    rows_by_day: dict[str, int] = field(default_factory=dict)
+    rows_by_grain: dict[str, int] = field(default_factory=dict)  # "2014-05-01" (or "... 05:00:00") -> rows
     files: dict[str, str] = field(default_factory=dict)  # source -> sha256 of what was loaded
     rejected: list[RejectedFile] = field(default_factory=list)
     columns_seen: dict[str, set[str]] = field(default_factory=dict)  # source -> its column names
 
     @property
     def row_count(self) -> int:
-        return sum(self.rows_by_day.values())
+        return sum(self.rows_by_grain.values())
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a staged source's rows go: their days, and the day of rows without a valid one."""
+    """Where a staged source's rows go: their grains, and the grain of rows without a valid one."""
 
-    first_day: dt.date | None
-    last_day: dt.date | None
+    first: GrainValue | None
+    last: GrainValue | None
     rows: int
-    fallback: dt.date | None
-    unplaced: int  # rows with no valid day of their own and no fallback
+    fallback: GrainValue | None
+    unplaced: int  # rows with no valid grain of their own and no fallback
 
 
 def raw_table(spec: UseCaseSpec) -> str:
@@ -100,10 +102,12 @@ def ensure_raw_tables(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> Non
     if _table_type(conn, raw_table(spec)) == "BASE TABLE":
         _upgrade_text_layout(conn, spec)
         return
+    unit = grain(spec)
+    _refuse_other_grain(conn, spec, unit)
     columns = ", ".join(f'"{c.name}" {SQL_TYPES[c.dtype]}' for c in spec.columns)
     conn.sql(
         f"""CREATE TABLE IF NOT EXISTS {rows_table(spec)} (
-            partition_date DATE, {columns}, source_id INTEGER, source_row BIGINT,
+            {unit.column} {unit.sql_type}, {columns}, source_id INTEGER, source_row BIGINT,
             parse_error VARCHAR, raw_text VARCHAR)"""
     )
     conn.sql(
@@ -114,7 +118,7 @@ def ensure_raw_tables(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> Non
     selected = ", ".join(f'r."{c}"' for c in spec.column_names)
     conn.sql(
         f"""CREATE OR REPLACE VIEW {raw_table(spec)} AS
-            SELECT r.partition_date, {selected}, r.source_id, s.source_file, r.source_row,
+            SELECT r.{unit.column}, {selected}, r.source_id, s.source_file, r.source_row,
                 s.file_sha256, s.ingested_at, r.parse_error, r.raw_text
             FROM {rows_table(spec)} r JOIN {sources_table(spec)} s USING (source_id)"""
     )
@@ -123,6 +127,25 @@ def ensure_raw_tables(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> Non
             path VARCHAR PRIMARY KEY, size BIGINT, mtime_ns BIGINT, sha256 VARCHAR,
             first_day DATE, last_day DATE, rows BIGINT, error VARCHAR, indexed_at TIMESTAMPTZ)"""
     )
+
+
+def _refuse_other_grain(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, unit: Grain) -> None:
+    """A warehouse written by day cannot be read by hour (or back): say so before anything runs."""
+    schema, name = rows_table(spec).split(".")
+    columns = {
+        row[0]
+        for row in conn.sql(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+            params=[schema, name],
+        ).fetchall()
+    }
+    if columns and unit.column not in columns:
+        raise ValueError(
+            f"{spec.name}: the warehouse stores its raw rows by another grain than "
+            f"'partitions: {spec.partitions}' (no column {unit.column} in {rows_table(spec)}); "
+            f"drop the schema {spec.name} (DROP SCHEMA {spec.name} CASCADE) and ingest again, "
+            "or keep the spec's former partitions"
+        )
 
 
 def _upgrade_text_layout(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> None:
@@ -174,40 +197,40 @@ def _upgrade_text_layout(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec) -> 
         raise
 
 
-def last_valid_day() -> dt.date:
-    """The newest daily partition: today (UTC), which is still filling."""
-    return dt.datetime.now(dt.UTC).date()
-
-
-def _valid_day(spec: UseCaseSpec) -> str:
+def _valid_grain(spec: UseCaseSpec) -> str:
+    """SQL of a staged row's grain when it has a partition: from the first to the current one
+    (UTC), which is still filling."""
+    unit = grain(spec)
+    first = unit.of_time(dt.datetime.fromisoformat(spec.partitions_start))
+    newest = unit.of_time(dt.datetime.now(dt.UTC))
     return (
-        f"CASE WHEN event_day BETWEEN DATE '{spec.partitions_start}'"
-        f" AND DATE '{last_valid_day().isoformat()}' THEN event_day END"
+        f"CASE WHEN event_grain BETWEEN {unit.literal(first)} AND {unit.literal(newest)} THEN event_grain END"
     )
 
 
 def place_staged(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, fallback: str | None) -> Placement:
     """Where the rows of temp table ``staged`` go.
 
-    A row goes to the UTC day of its timestamp. A row whose timestamp does not parse, or whose
-    day has no partition (before the first, or in the future), goes to the first valid day of
-    its source (else ``fallback``, e.g. the day in the file name), so that it is quarantined
-    exactly once rather than lost.
+    A row goes to the UTC grain (day or hour) of its timestamp. A row whose timestamp does not
+    parse, or whose grain has no partition (before the first, or in the future), goes to the first
+    valid grain of its source (else ``fallback``, e.g. the day in the file name), so that it is
+    quarantined exactly once rather than lost.
     """
     low, high, rows, invalid = conn.sql(
-        f"""SELECT min(valid_day), max(valid_day), count(*), count(*) FILTER (WHERE valid_day IS NULL)
-            FROM (SELECT {_valid_day(spec)} AS valid_day FROM staged)"""
+        f"""SELECT min(valid), max(valid), count(*), count(*) FILTER (WHERE valid IS NULL)
+            FROM (SELECT {_valid_grain(spec)} AS valid FROM staged)"""
     ).fetchall()[0]
-    day = low or (dt.date.fromisoformat(fallback) if fallback else None)
-    if low is None and invalid and day is not None:
-        low = high = day
-    return Placement(low, high, rows, day, invalid if day is None else 0)
+    place = low or (grain(spec).of_time(dt.datetime.fromisoformat(fallback)) if fallback else None)
+    if low is None and invalid and place is not None:
+        low = high = place
+    return Placement(low, high, rows, place, invalid if place is None else 0)
 
 
-def _placed_day(spec: UseCaseSpec, placement: Placement) -> str:
-    """SQL of a staged row's partition: its own valid day, else the placement's fallback."""
-    fallback = f"DATE '{placement.fallback.isoformat()}'" if placement.fallback else "NULL::DATE"
-    return f"coalesce({_valid_day(spec)}, {fallback})"
+def _placed_grain(spec: UseCaseSpec, placement: Placement) -> str:
+    """SQL of a staged row's grain: its own valid one, else the placement's fallback."""
+    unit = grain(spec)
+    fallback = unit.literal(placement.fallback) if placement.fallback else f"NULL::{unit.sql_type}"
+    return f"coalesce({_valid_grain(spec)}, {fallback})"
 
 
 def _register_source(
@@ -225,23 +248,24 @@ def _insert_staged(
     source_id: int,
     source_row: str,
     placement: Placement,
-    first_day: dt.date,
-    last_day: dt.date,
+    first: GrainValue,
+    last: GrainValue,
 ) -> int:
-    """Insert the staged rows of days ``first_day..last_day``; returns how many."""
+    """Insert the staged rows of grains ``first..last``; returns how many."""
+    column = grain(spec).column
     columns = ", ".join(f'"{c}"' for c in spec.column_names)
     # Row numbers are computed in the SELECT, so the insert need not keep the staged order: left
     # free, DuckDB writes whole row groups from both threads instead of ordered partial ones.
     with session_setting(conn, "preserve_insertion_order", "false"):
         return conn.sql(
-            f"""INSERT INTO {rows_table(spec)} (partition_date, {columns}, source_id, source_row,
+            f"""INSERT INTO {rows_table(spec)} ({column}, {columns}, source_id, source_row,
                     parse_error, raw_text)
                 SELECT * FROM (
-                    SELECT {_placed_day(spec, placement)} AS partition_date, {columns},
+                    SELECT {_placed_grain(spec, placement)} AS {column}, {columns},
                         {source_id} AS source_id, {source_row} AS source_row, parse_error, raw_text
                     FROM staged)
-                WHERE partition_date BETWEEN ? AND ?""",
-            params=[first_day, last_day],
+                WHERE {column} BETWEEN ? AND ?""",
+            params=[first, last],
         ).fetchall()[0][0]
 
 
@@ -252,11 +276,11 @@ def _load_staged(
     sha: str,
     source_row: str,
     placement: Placement,
-    window: tuple[dt.date, dt.date],
+    window: tuple[GrainValue, GrainValue],
     ingested_at: dt.datetime,
 ) -> int:
-    """Register the source and insert its staged rows of the window's days; returns how many."""
-    if placement.first_day is None or not _overlaps((placement.first_day, placement.last_day), *window):
+    """Register the source and insert its staged rows of the window's grains; returns how many."""
+    if placement.first is None or placement.first > window[1] or placement.last < window[0]:
         return 0
     source_id = _register_source(conn, spec, name, sha, ingested_at)
     inserted = _insert_staged(conn, spec, source_id, source_row, placement, *window)
@@ -266,6 +290,7 @@ def _load_staged(
 
 
 def _overlaps(days: tuple[str, ...] | tuple[dt.date, dt.date], first: dt.date, last: dt.date) -> bool:
+    """Whether days (text or dates, None for unknown) reach into ``first..last``."""
     values = [d if isinstance(d, dt.date) else dt.date.fromisoformat(d) for d in days if d]
     if not values:
         return False
@@ -301,7 +326,7 @@ def _stage_landed(
     if placement.unplaced:
         raise LandingFileError(
             f"{path}: no row has a timestamp inside the partitions and the file name holds"
-            " no date (YYYY-MM-DD), so its rows cannot be placed in a day"
+            " no date (YYYY-MM-DD), so its rows cannot be placed in a partition"
         )
     return set(schema.columns), source_row, placement
 
@@ -310,12 +335,14 @@ def _load_landing_files(
     conn: duckdb.DuckDBPyConnection,
     spec: UseCaseSpec,
     landing_dir: Path,
-    first_day: dt.date,
-    last_day: dt.date,
+    first: GrainValue,
+    last: GrainValue,
     load: RawLoad,
     ingested_at: dt.datetime,
 ) -> None:
     index = _index(conn, spec)
+    # The index and file names know days: a file is skipped when none of its days is loaded.
+    first_day, last_day = grain(spec).days(first, last)
     for path in list_landing_files(landing_dir):
         stat = path.stat()
         known = index.get(str(path))
@@ -336,10 +363,10 @@ def _load_landing_files(
             if not name_days or _overlaps(name_days, first_day, last_day):
                 load.rejected.append(RejectedFile(str(path), sha, str(exc), name_days))
             continue
-        _record(conn, spec, path, sha, (placement.first_day, placement.last_day), placement.rows, None)
+        days = grain(spec).days(placement.first, placement.last) if placement.first else (None, None)
+        _record(conn, spec, path, sha, days, placement.rows, None)
         load.columns_seen[str(path)] = columns
-        window = (first_day, last_day)
-        if _load_staged(conn, spec, str(path), sha, source_row, placement, window, ingested_at):
+        if _load_staged(conn, spec, str(path), sha, source_row, placement, (first, last), ingested_at):
             load.files[str(path)] = sha
 
 
@@ -348,8 +375,8 @@ def _load_pulled(
     spec: UseCaseSpec,
     name: str,
     table: pa.Table,
-    first_day: dt.date,
-    last_day: dt.date,
+    first: GrainValue,
+    last: GrainValue,
     load: RawLoad,
     ingested_at: dt.datetime,
 ) -> None:
@@ -367,10 +394,10 @@ def _load_pulled(
             )
     finally:
         conn.unregister("pulled_rows")
-    placement = place_staged(conn, spec, first_day.isoformat())
+    placement = place_staged(conn, spec, grain(spec).text(first))
     sha = content_sha256(table)
     load.columns_seen[name] = present
-    if _load_staged(conn, spec, name, sha, "source_row", placement, (first_day, last_day), ingested_at):
+    if _load_staged(conn, spec, name, sha, "source_row", placement, (first, last), ingested_at):
         load.files[name] = sha
 
 
@@ -378,32 +405,27 @@ def load_raw_partitions(
     conn: duckdb.DuckDBPyConnection,
     spec: UseCaseSpec,
     landing_dir: Path,
-    first_day: dt.date,
-    last_day: dt.date,
+    first: GrainValue,
+    last: GrainValue,
 ) -> RawLoad:
-    """Replace the raw rows of days ``first_day..last_day`` with what the sources hold now."""
+    """Replace the raw rows of grains ``first..last`` (days, or hours) with what the sources hold now."""
     from ml_platform.ingestion.pull import pull
 
     ensure_raw_tables(conn, spec)
+    unit = grain(spec)
     load = RawLoad()
     ingested_at = dt.datetime.now(dt.UTC)
     # Pull from remote sources before the transaction, so it holds no lock while waiting on them.
-    window = (
-        dt.datetime.combine(first_day, dt.time(), tzinfo=dt.UTC),
-        dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC),
-    )
+    window = unit.span(first, last)
     pulled = [pull(source, spec, *window) for source in spec.sources if not isinstance(source, LandingFiles)]
     conn.begin()
     try:
-        conn.sql(
-            f"DELETE FROM {rows_table(spec)} WHERE partition_date BETWEEN ? AND ?",
-            params=[first_day, last_day],
-        )
+        conn.sql(f"DELETE FROM {rows_table(spec)} WHERE {unit.column} BETWEEN ? AND ?", params=[first, last])
         for source in spec.sources:
             if isinstance(source, LandingFiles):
-                _load_landing_files(conn, spec, landing_dir, first_day, last_day, load, ingested_at)
+                _load_landing_files(conn, spec, landing_dir, first, last, load, ingested_at)
         for name, table in pulled:
-            _load_pulled(conn, spec, name, table, first_day, last_day, load, ingested_at)
+            _load_pulled(conn, spec, name, table, first, last, load, ingested_at)
         # Sources whose rows were all replaced are no longer anyone's provenance.
         conn.sql(
             f"""DELETE FROM {sources_table(spec)}
@@ -415,17 +437,18 @@ def load_raw_partitions(
         raise
     finally:
         conn.sql("DROP TABLE IF EXISTS temp.staged")
-    for day, count in conn.sql(
-        f"""SELECT CAST(partition_date AS VARCHAR), count(*) FROM {rows_table(spec)}
-            WHERE partition_date BETWEEN ? AND ? GROUP BY 1 ORDER BY 1""",
-        params=[first_day, last_day],
+    for value, count in conn.sql(
+        f"""SELECT CAST({unit.column} AS VARCHAR), count(*) FROM {rows_table(spec)}
+            WHERE {unit.column} BETWEEN ? AND ? GROUP BY 1 ORDER BY 1""",
+        params=[first, last],
     ).fetchall():
-        load.rows_by_day[day] = count
+        load.rows_by_grain[value] = count
     return load
 
 
-def file_days(path: Path, spec: UseCaseSpec) -> list[str]:
-    """The daily partitions a landed file has rows for, read in a private in-memory DuckDB."""
+def file_grains(path: Path, spec: UseCaseSpec) -> list[str]:
+    """The grains (days, or hours) a landed file has rows for, as text, read in a private
+    in-memory DuckDB; a file that cannot be read gives the days in its name."""
     from ml_platform.resources.platform import configure_connection
 
     with duckdb.connect() as conn:
@@ -437,10 +460,10 @@ def file_days(path: Path, spec: UseCaseSpec) -> list[str]:
             stage_file(conn, path, schema, spec)
             name_days = days_in_name(path)
             placement = place_staged(conn, spec, name_days[0] if name_days else None)
-            days = conn.sql(
-                f"""SELECT DISTINCT CAST({_placed_day(spec, placement)} AS VARCHAR) AS day
-                    FROM staged WHERE day IS NOT NULL ORDER BY 1"""
+            found = conn.sql(
+                f"""SELECT DISTINCT CAST({_placed_grain(spec, placement)} AS VARCHAR) AS placed
+                    FROM staged WHERE placed IS NOT NULL ORDER BY 1"""
             ).fetchall()
         except LandingFileError:
             return list(days_in_name(path))
-    return [d[0] for d in days] or list(days_in_name(path))
+    return [row[0] for row in found] or list(days_in_name(path))

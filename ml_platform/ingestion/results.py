@@ -1,12 +1,11 @@
 """What the raw-rows asset records: its blocking checks and metadata, from what the load
 brought and what validation found, as plain functions."""
 
-import datetime as dt
-
 import dagster as dg
 
 from ml_platform.ingestion.raw import RawLoad, raw_table
 from ml_platform.metadata import markdown_table
+from ml_platform.partitions import GrainValue, grain
 from ml_platform.spec import UseCaseSpec
 from ml_platform.validation.summary import ValidationSummary
 
@@ -29,12 +28,12 @@ CHECK_DESCRIPTIONS = {
 
 
 def row_count_check(
-    spec: UseCaseSpec, rows_by_day: dict[str, int], first: dt.date, last: dt.date
+    spec: UseCaseSpec, rows_by_grain: dict[str, int], first: GrainValue, last: GrainValue
 ) -> dg.AssetCheckResult:
+    """Rows of each grain (day, or hour) of ``first..last`` within the declared bounds."""
     expectations = spec.expectations
-    counts = {
-        (first + dt.timedelta(days=i)).isoformat(): 0 for i in range((last - first).days + 1)
-    } | rows_by_day
+    unit = grain(spec)
+    counts = {unit.text(value): 0 for value in unit.values(first, last)} | rows_by_grain
     too_many = {
         d: n
         for d, n in counts.items()
@@ -54,16 +53,17 @@ def row_count_check(
     )
 
 
-def isolated_description(isolated: list[dict], limit: float) -> str:
-    """One line per file or entity quarantined whole: which, which day, the rules and counts."""
+def isolated_description(isolated: list[dict], limit: float, at: str = "day") -> str:
+    """One line per file or entity quarantined whole: which, which day (``at``: or hour), the
+    rules and counts."""
     return "\n".join(
-        f"{g['kind']} {g['file or entity']} on {g['day']}: {g['bad_rows']} of {g['rows']} rows broke "
+        f"{g['kind']} {g['file or entity']} on {g[at]}: {g['bad_rows']} of {g['rows']} rows broke "
         f"rules ({g['rules']}), over the limit of {limit:.0%}; quarantined whole"
         for g in isolated
     )
 
 
-def bad_share_description(summary: ValidationSummary, limit: float) -> str:
+def bad_share_description(summary: ValidationSummary, limit: float, at: str = "day") -> str:
     """Why the partition stops: its share outside isolated sources, or nothing left, and where."""
     if summary.rows and not summary.judged_rows:
         head = f"every file and entity of these days is over the bad share of {limit:.0%}"
@@ -72,14 +72,14 @@ def bad_share_description(summary: ValidationSummary, limit: float) -> str:
             f"{summary.bad_share:.1%} of the {summary.judged_rows} rows outside isolated files and "
             f"entities broke rules (limit {limit:.0%})"
         )
-    detail = isolated_description(summary.isolated, limit)
+    detail = isolated_description(summary.isolated, limit, at)
     return f"{head}; nothing of these days is staged" + (f"\n{detail}" if detail else "")
 
 
 def raw_rows_result(
-    spec: UseCaseSpec, load: RawLoad, summary: ValidationSummary, first: dt.date, last: dt.date
+    spec: UseCaseSpec, load: RawLoad, summary: ValidationSummary, first: GrainValue, last: GrainValue
 ) -> dg.MaterializeResult:
-    """The checks of days ``first``..``last`` (each rule, the bad sources, row counts, the bad
+    """The checks of grains ``first``..``last`` (each rule, the bad sources, row counts, the bad
     share) and the raw table's metadata (rows, files, the columns the sources delivered)."""
     checks = [
         dg.AssetCheckResult(
@@ -92,7 +92,8 @@ def raw_rows_result(
         )
     ]
     too_many = summary.bad_share > spec.expectations.max_bad_share
-    isolated = isolated_description(summary.isolated, spec.expectations.max_bad_share)
+    at = grain(spec).name
+    isolated = isolated_description(summary.isolated, spec.expectations.max_bad_share, at)
     for name, reasons in summary.by_check().items():
         count = sum(reasons.values())
         extra = {"isolated": markdown_table(summary.isolated)} if name == "bad_sources" else {}
@@ -111,18 +112,20 @@ def raw_rows_result(
                 },
             )
         )
-    checks.append(row_count_check(spec, load.rows_by_day, first, last))
+    checks.append(row_count_check(spec, load.rows_by_grain, first, last))
     checks.append(
         dg.AssetCheckResult(
             check_name="bad_share",
             passed=not too_many,
-            description=bad_share_description(summary, spec.expectations.max_bad_share) if too_many else None,
+            description=bad_share_description(summary, spec.expectations.max_bad_share, at)
+            if too_many
+            else None,
             metadata={
                 "bad_share": summary.bad_share,
                 "max_bad_share": spec.expectations.max_bad_share,
                 "quarantined_rows": summary.rejected,
                 "judged_rows": summary.judged_rows,
-                "by_day": markdown_table(summary.by_day),
+                f"by_{at}": markdown_table(summary.by_grain),
                 "isolated": markdown_table(summary.isolated),
             },
         )
@@ -131,7 +134,7 @@ def raw_rows_result(
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": load.row_count,
-            "rows_by_day": load.rows_by_day,
+            f"rows_by_{at}": load.rows_by_grain,
             "source_files": load.files,
             "quarantined_rows": summary.rejected,
             "table": raw_table(spec),

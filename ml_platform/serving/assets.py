@@ -4,7 +4,7 @@ ingested from serving, and batch predictions; what the last two write is in ``re
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from ml_platform.partitions import partition_days, time_partitions
+from ml_platform.partitions import partition_grains, time_partitions
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
 from ml_platform.serving import records
 from ml_platform.spec import UseCaseSpec
@@ -60,12 +60,12 @@ def build_serving_assets(spec: UseCaseSpec, cron: str) -> list[dg.AssetsDefiniti
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
         kinds={"duckdb", "scikitlearn"},
-        description="Every event of the partition's days scored by the champion, with version and id.",
+        description="Every event of the partition scored by the champion, with version and id.",
     )
     def batch_predictions(
         context: dg.AssetExecutionContext, warehouse: DuckDBResource, platform: PlatformResource
     ) -> dg.MaterializeResult:
-        first, last = partition_days(context)
-        return records.score_days(spec, warehouse, platform.settings, first, last)
+        first, last = partition_grains(context, spec)
+        return records.score_span(spec, warehouse, platform.settings, first, last)
 
     return [deployment, predictions, batch_predictions]

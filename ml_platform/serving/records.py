@@ -3,7 +3,6 @@ ingested once per prediction id, and batch predictions of some days by the champ
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from pathlib import Path
@@ -15,11 +14,12 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from ml_platform.distributed import nodes_metadata, spread_rows
-from ml_platform.features.compute import EVENT_DAY, EVENT_TIMESTAMP
+from ml_platform.features.compute import EVENT_TIMESTAMP, event_grain
+from ml_platform.partitions import GrainValue
 from ml_platform.serving.log import logged_predictions
 from ml_platform.settings import Settings
 from ml_platform.spec import UseCaseSpec
-from ml_platform.tables import replace_days
+from ml_platform.tables import replace_range
 from ml_platform.tasks import task_of
 
 if TYPE_CHECKING:
@@ -91,10 +91,11 @@ def ingest_prediction_log(
     )
 
 
-def score_days(
-    spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings, first: dt.date, last: dt.date
+def score_span(
+    spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings, first: GrainValue, last: GrainValue
 ) -> dg.MaterializeResult:
-    """Every feature row of days ``first``..``last`` answered by the champion, with version and id."""
+    """Every feature row of grains (days, or hours) ``first``..``last`` answered by the champion,
+    with version and id."""
     from ml_platform.training import registry
     from ml_platform.training.evaluate import features_of
 
@@ -106,7 +107,8 @@ def score_days(
     table = f"{spec.name}.batch_predictions"
     with warehouse.get_connection() as conn:
         rows = conn.sql(
-            f"SELECT * FROM {spec.name}.features WHERE {EVENT_DAY} BETWEEN ? AND ?", params=[first, last]
+            f"SELECT * FROM {spec.name}.features WHERE {event_grain(spec)} BETWEEN ? AND ?",
+            params=[first, last],
         ).pl()
         if spread_rows(settings, len(rows)):
             scores, nodes = score_days_on_cluster(rows, spec, ref, settings)
@@ -118,7 +120,7 @@ def score_days(
             pl.lit(ref.version).alias("model_version"),
             *(pl.Series(o.name, columns[o.name]) for o in task.outputs),
         )
-        replace_days(conn, EVENT_DAY, first, last, {table: scored})
+        replace_range(conn, event_grain(spec), first, last, {table: scored})
     decided = task.decisions(model, scores)
     return dg.MaterializeResult(
         metadata={

@@ -1,6 +1,5 @@
 """The dbt project's models as Dagster assets; its tests become asset checks."""
 
-import datetime as dt
 import functools
 import json
 import os
@@ -14,7 +13,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from dagster_duckdb import DuckDBResource
 
 from ml_platform.automation.conditions import follow_upstream
-from ml_platform.partitions import time_partitions
+from ml_platform.partitions import grain, partition_days, partition_grains, time_partitions
 from ml_platform.resources.platform import WAREHOUSE_POOL, WarehouseResource
 from ml_platform.settings import DBT_PROJECT_DIR
 from ml_platform.spec import UseCaseSpec
@@ -90,11 +89,18 @@ def _parsed(path: Path, mtime_ns: int) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def partition_vars(context: dg.AssetExecutionContext) -> dict[str, str]:
-    """The days of this run for dbt's ``min_date``/``max_date`` vars."""
-    window = context.partition_time_window
-    last = window.end - dt.timedelta(days=1)
-    return {"min_date": window.start.date().isoformat(), "max_date": last.date().isoformat()}
+def partition_vars(context: dg.AssetExecutionContext, spec: UseCaseSpec) -> dict[str, str]:
+    """This run's days for dbt's ``min_date``/``max_date`` vars, and its grains (days, or hours)
+    for ``min_partition``/``max_partition``, which the generated staging models read."""
+    first_day, last_day = partition_days(context)
+    first, last = partition_grains(context, spec)
+    unit = grain(spec)
+    return {
+        "min_date": first_day.isoformat(),
+        "max_date": last_day.isoformat(),
+        "min_partition": unit.text(first),
+        "max_partition": unit.text(last),
+    }
 
 
 def table_metadata(warehouse: DuckDBResource, table: str) -> dict[str, object]:
@@ -153,7 +159,7 @@ def _use_case_dbt_assets(manifest: dict[str, Any], spec: UseCaseSpec) -> dg.Asse
         os.environ["ML_PLATFORM_WAREHOUSE"] = warehouse.database
         if problems := unbuilt_upstream(context, specs):
             raise dg.Failure("; ".join(problems))
-        args = ["build", "--vars", json.dumps(partition_vars(context))]
+        args = ["build", "--vars", json.dumps(partition_vars(context, spec))]
         with warehouse.exclusive():
             # dbt's process holds the file until it exits: read table metadata after that.
             events = list(dbt.cli(args, context=context).stream())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ml_platform.partitions import grain
 from ml_platform.spec import Column, UseCaseSpec
 
 SQL_TYPES = {
@@ -63,7 +64,8 @@ def raw_text(columns: list[Column]) -> str:
 def typed_select(spec: UseCaseSpec, present: set[str], line: str | None = None) -> str:
     """The SELECT list typing a source's rows: every column of the spec (NULL when the source
     lacks it); ``raw_text``: ``line`` (the unsplit input) when given and set, else the fields of a
-    row with a value that does not parse; and ``event_day``, the UTC day of the row's timestamp."""
+    row with a value that does not parse; and ``event_grain``, the UTC day (or hour, for hourly
+    partitions) of the row's timestamp."""
     columns = list(spec.columns)
     by_name = {c.name: c for c in columns}
     values = [typed(c) if c.name in present else f"NULL::{SQL_TYPES[c.dtype]}" for c in columns]
@@ -72,12 +74,7 @@ def typed_select(spec: UseCaseSpec, present: set[str], line: str | None = None) 
         text = f"coalesce({line}, {text})"
     timestamp = typed(by_name[spec.timestamp]) if spec.timestamp in present else "NULL::TIMESTAMPTZ"
     selected = [f"{value} AS {_q(c.name)}" for value, c in zip(values, columns, strict=True)]
-    return ", ".join([*selected, f"{text} AS raw_text", f"{utc_day(timestamp)} AS event_day"])
-
-
-def utc_day(timestamp: str) -> str:
-    """The UTC date of a TIMESTAMPTZ, by arithmetic on its epoch (no time-zone library per row)."""
-    return f"(DATE '1970-01-01' + CAST(floor(epoch_us({timestamp}) / 86400000000) AS INTEGER))"
+    return ", ".join([*selected, f"{text} AS raw_text", f"{grain(spec).of(timestamp)} AS event_grain"])
 
 
 def _text_of(column: str) -> str:

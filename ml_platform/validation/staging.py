@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from ml_platform.partitions import grain
 from ml_platform.settings import DBT_PROJECT_DIR
 from ml_platform.spec import UseCaseSpec
 
@@ -31,11 +32,13 @@ def _quoted(name: str) -> str:
 
 
 def staging_sql(spec: UseCaseSpec) -> str:
-    """The incremental model: a Dagster partition run passes its days as vars and rebuilds those."""
-    days = "partition_date between '{{ var(\"min_date\") }}' and '{{ var(\"max_date\") }}'"
+    """The incremental model: a Dagster partition run passes its grains (days, or hours) as the
+    vars ``min_partition``/``max_partition`` and rebuilds those."""
+    at = grain(spec).column
+    days = f"{at} between '{{{{ var(\"min_partition\") }}}}' and '{{{{ var(\"max_partition\") }}}}'"
     pre_hook = (
-        "{% if is_incremental() %}delete from {{ this }} where partition_date between "
-        "'{{ var('min_date') }}' and '{{ var('max_date') }}'{% endif %}"
+        f"{{% if is_incremental() %}}delete from {{{{ this }}}} where {at} between "
+        "'{{ var('min_partition') }}' and '{{ var('max_partition') }}'{% endif %}"
     )
     columns = ",\n    ".join(f"raw.{_quoted(c)}" for c in spec.column_names)
     key = ", ".join(f"raw.{_quoted(c)}" for c in spec.expectations.key)
@@ -55,19 +58,19 @@ with raw as (
 ),
 
 quarantined as (
-    select partition_date, source_id, source_row
+    select {at}, source_id, source_row
     from {{{{ source('{spec.name}', '{spec.quarantine_name}') }}}}
     where {days}
 )
 
 select
     {columns},
-    raw.partition_date,
+    raw.{at},
     raw.source_file,
     raw.source_row,
     raw.file_sha256
 from raw
-anti join quarantined using (partition_date, source_id, source_row)
+anti join quarantined using ({at}, source_id, source_row)
 qualify row_number() over (
     partition by {key}
     order by raw.source_file, raw.source_row

@@ -6,7 +6,8 @@ that pass: an aggregate over one hash per row finds the keys that repeat (few), 
 with those keys are ranked (the first landed, by file then row number, is kept). Nothing sorts
 the whole partition.
 
-The bad share is judged per source file and per entity of each day as well as per partition: a
+The bad share is judged per source file and per entity of each grain (day, or hour for hourly
+partitions) as well as per partition: a
 file or an entity whose own share of rule-breaking rows is over the maximum is quarantined whole
 (its other rows with the reason ``bad_file`` or ``bad_entity``), so that one bad file or one
 broken sensor does not stop the others. The partition is then judged on the rows outside those:
@@ -15,19 +16,23 @@ it stops the run when they are over the maximum too, or when nothing is left.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 
 from ml_platform.ingestion.raw import raw_table, rows_table, sources_table
+from ml_platform.partitions import GrainValue, grain
 from ml_platform.spec import UseCaseSpec
-from ml_platform.tables import replace_days
+from ml_platform.tables import replace_range
 from ml_platform.validation.rules import CHECK_NAMES, check_of_reason, key_columns, reason_sql
 
 SAMPLE_ROWS = 5
-ROW_ID = ("partition_date", "source_id", "source_row")
+
+
+def row_id(spec: UseCaseSpec) -> str:
+    """The columns naming one raw row: its grain, source and row number there."""
+    return f"{grain(spec).column}, source_id, source_row"
 
 
 @dataclass
@@ -35,8 +40,9 @@ class ValidationSummary:
     rows: int
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    # Per day: rows, quarantined, in isolated files or entities, and judged (the others).
-    by_day: list[dict[str, Any]] = field(default_factory=list)
+    # Per grain (day, or hour): rows, quarantined, in isolated files or entities, and judged (the
+    # others).
+    by_grain: list[dict[str, Any]] = field(default_factory=list)
     # The files and entities quarantined whole (see ``_isolate``).
     isolated: list[dict[str, Any]] = field(default_factory=list)
 
@@ -46,7 +52,7 @@ class ValidationSummary:
 
     @property
     def judged_rows(self) -> int:
-        return sum(d["judged_rows"] for d in self.by_day)
+        return sum(d["judged_rows"] for d in self.by_grain)
 
     @property
     def bad_share(self) -> float:
@@ -56,7 +62,7 @@ class ValidationSummary:
             return 0.0
         if not self.judged_rows:
             return 1.0
-        return sum(d["judged_bad_rows"] for d in self.by_day) / self.judged_rows
+        return sum(d["judged_bad_rows"] for d in self.by_grain) / self.judged_rows
 
     def by_check(self) -> dict[str, dict[str, int]]:
         grouped: dict[str, dict[str, int]] = {name: {} for name in CHECK_NAMES}
@@ -70,28 +76,31 @@ def rejects_table(spec: UseCaseSpec) -> str:
 
 
 def isolated_table(spec: UseCaseSpec) -> str:
-    """Per day, the files and entities quarantined whole, with their counts and rules."""
+    """Per grain, the files and entities quarantined whole, with their counts and rules."""
     return f"{spec.name}.raw_isolated"
 
 
-def partition_filter(first_day: dt.date, last_day: dt.date) -> str:
-    return f"partition_date BETWEEN DATE '{first_day.isoformat()}' AND DATE '{last_day.isoformat()}'"
+def partition_filter(spec: UseCaseSpec, first: GrainValue, last: GrainValue) -> str:
+    """SQL: the rows of grains ``first..last``."""
+    unit = grain(spec)
+    return f"{unit.column} BETWEEN {unit.literal(first)} AND {unit.literal(last)}"
 
 
 def record_rejects(
-    conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, first_day: dt.date, last_day: dt.date
+    conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, first: GrainValue, last: GrainValue
 ) -> None:
-    """Replace the rejects of days ``first_day..last_day``: (row id, reason) of every row that fails."""
-    scope = partition_filter(first_day, last_day)
+    """Replace the rejects of grains ``first..last``: (row id, reason) of every row that fails."""
+    scope = partition_filter(spec, first, last)
     keys = ", ".join(key_columns(spec))
-    row_id = ", ".join(ROW_ID)
+    unit = grain(spec)
+    ids = row_id(spec)
     conn.sql(
         f"""CREATE TABLE IF NOT EXISTS {rejects_table(spec)} (
-            partition_date DATE, source_id INTEGER, source_row BIGINT, reject_reason VARCHAR)"""
+            {unit.column} {unit.sql_type}, source_id INTEGER, source_row BIGINT, reject_reason VARCHAR)"""
     )
     conn.sql(
         f"""CREATE OR REPLACE TEMP TABLE row_rejects AS
-            SELECT * FROM (SELECT {row_id}, {reason_sql(spec)} AS reject_reason
+            SELECT * FROM (SELECT {ids}, {reason_sql(spec)} AS reject_reason
                 FROM {rows_table(spec)} WHERE {scope})
             WHERE reject_reason IS NOT NULL"""
     )
@@ -104,20 +113,20 @@ def record_rejects(
                 SELECT hash({keys}) AS key_hash FROM {rows_table(spec)} WHERE {scope}
                 GROUP BY 1 HAVING count(*) > 1
             ), candidates AS (
-                SELECT * FROM {raw_table(spec)} ANTI JOIN row_rejects USING ({row_id})
+                SELECT * FROM {raw_table(spec)} ANTI JOIN row_rejects USING ({ids})
                 WHERE {scope} AND hash({keys}) IN (SELECT key_hash FROM repeated)
             )
-            SELECT {row_id}, 'duplicate_key' AS reject_reason FROM candidates
+            SELECT {ids}, 'duplicate_key' AS reject_reason FROM candidates
             QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY source_file, source_row) > 1"""
     )
     _isolate(conn, spec, scope)
     rejects = """SELECT * FROM row_rejects UNION ALL SELECT * FROM duplicate_rejects
                  UNION ALL SELECT * FROM isolated_rejects"""
-    replace_days(
+    replace_range(
         conn,
-        "partition_date",
-        first_day,
-        last_day,
+        unit.column,
+        first,
+        last,
         {rejects_table(spec): rejects, isolated_table(spec): "SELECT * FROM isolated_groups"},
     )
     for table in ("row_rejects", "duplicate_rejects", "isolated_rejects", "isolated_groups"):
@@ -125,22 +134,24 @@ def record_rejects(
 
 
 def _isolate(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, scope: str) -> None:
-    """The files and entities of each day over the bad share (``isolated_groups``), and their
+    """The files and entities of each grain over the bad share (``isolated_groups``), and their
     rows that broke no rule, quarantined with them (``isolated_rejects``)."""
-    row_id = ", ".join(ROW_ID)
+    ids = row_id(spec)
+    unit = grain(spec)
+    at = unit.column
     limit = spec.expectations.max_bad_share
     conn.sql(
         f"""CREATE TABLE IF NOT EXISTS {isolated_table(spec)} (
-            partition_date DATE, kind VARCHAR, source_id INTEGER, source VARCHAR, entity VARCHAR,
+            {at} {unit.sql_type}, kind VARCHAR, source_id INTEGER, source VARCHAR, entity VARCHAR,
             rows BIGINT, bad_rows BIGINT, bad_share DOUBLE, rules VARCHAR)"""
     )
     conn.sql(
         f"""CREATE OR REPLACE TEMP TABLE judged AS
-            SELECT r.partition_date, r.source_id, r.source_row, r."{spec.entity}" AS entity,
+            SELECT r.{at}, r.source_id, r.source_row, r."{spec.entity}" AS entity,
                 j.reject_reason
             FROM {rows_table(spec)} r
             LEFT JOIN (SELECT * FROM row_rejects UNION ALL SELECT * FROM duplicate_rejects) j
-                USING ({row_id})
+                USING ({ids})
             WHERE r.{scope}"""
     )
     group = """count(*) AS rows, count(reject_reason) AS bad_rows,
@@ -148,25 +159,25 @@ def _isolate(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, scope: str) -> 
         string_agg(DISTINCT reject_reason, ', ' ORDER BY reject_reason) AS rules"""
     conn.sql(
         f"""CREATE OR REPLACE TEMP TABLE isolated_groups AS
-            SELECT partition_date, 'file' AS kind, source_id, s.source_file AS source,
-                NULL::VARCHAR AS entity, g.* EXCLUDE (partition_date, source_id)
-            FROM (SELECT partition_date, source_id, {group} FROM judged GROUP BY ALL
+            SELECT {at}, 'file' AS kind, source_id, s.source_file AS source,
+                NULL::VARCHAR AS entity, g.* EXCLUDE ({at}, source_id)
+            FROM (SELECT {at}, source_id, {group} FROM judged GROUP BY ALL
                   HAVING count(reject_reason) / count(*) > {limit}) g
             JOIN {sources_table(spec)} s USING (source_id)
             UNION ALL
-            SELECT partition_date, 'entity', NULL, NULL, entity, g.* EXCLUDE (partition_date, entity)
-            FROM (SELECT partition_date, entity, {group} FROM judged
+            SELECT {at}, 'entity', NULL, NULL, entity, g.* EXCLUDE ({at}, entity)
+            FROM (SELECT {at}, entity, {group} FROM judged
                   WHERE entity IS NOT NULL AND trim(entity) <> ''
                   GROUP BY ALL HAVING count(reject_reason) / count(*) > {limit}) g"""
     )
     conn.sql(
         f"""CREATE OR REPLACE TEMP TABLE isolated_rejects AS
-            SELECT {row_id}, CASE WHEN f.source_id IS NOT NULL THEN 'bad_file' ELSE 'bad_entity' END
+            SELECT {ids}, CASE WHEN f.source_id IS NOT NULL THEN 'bad_file' ELSE 'bad_entity' END
             FROM judged
-            LEFT JOIN (SELECT partition_date, source_id FROM isolated_groups WHERE kind = 'file') f
-                USING (partition_date, source_id)
-            LEFT JOIN (SELECT partition_date, entity AS e FROM isolated_groups WHERE kind = 'entity') n
-                ON judged.partition_date = n.partition_date AND judged.entity = n.e
+            LEFT JOIN (SELECT {at}, source_id FROM isolated_groups WHERE kind = 'file') f
+                USING ({at}, source_id)
+            LEFT JOIN (SELECT {at}, entity AS e FROM isolated_groups WHERE kind = 'entity') n
+                ON judged.{at} = n.{at} AND judged.entity = n.e
             WHERE judged.reject_reason IS NULL AND (f.source_id IS NOT NULL OR n.e IS NOT NULL)"""
     )
     conn.sql("DROP TABLE judged")
@@ -175,45 +186,47 @@ def _isolate(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, scope: str) -> 
 def rejected_rows_sql(spec: UseCaseSpec, scope: str) -> str:
     """Raw rows of ``scope`` (with provenance) joined with their reject reason (only rejected rows)."""
     return f"""SELECT r.*, j.reject_reason FROM {raw_table(spec)} r
-        JOIN (SELECT * FROM {rejects_table(spec)} WHERE {scope}) j USING ({", ".join(ROW_ID)})
+        JOIN (SELECT * FROM {rejects_table(spec)} WHERE {scope}) j USING ({row_id(spec)})
         WHERE r.{scope}"""
 
 
 def summarize(
-    conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, first_day: dt.date, last_day: dt.date
+    conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, first: GrainValue, last: GrainValue
 ) -> ValidationSummary:
     """Counts per reason and a few sample rows per check, from the recorded rejects."""
-    scope = partition_filter(first_day, last_day)
-    by_day = conn.sql(
-        f"""SELECT partition_date AS day, count(*) AS rows, count(j.reject_reason) AS quarantined,
+    scope = partition_filter(spec, first, last)
+    unit = grain(spec)
+    at, name = unit.column, unit.name
+    by_grain = conn.sql(
+        f"""SELECT {at} AS {name}, count(*) AS rows, count(j.reject_reason) AS quarantined,
                 count(*) FILTER (isolated) AS isolated_rows,
                 count(*) FILTER (NOT isolated) AS judged_rows,
                 count(j.reject_reason) FILTER (NOT isolated) AS judged_bad_rows
-            FROM (SELECT r.partition_date, j.reject_reason,
+            FROM (SELECT r.{at}, j.reject_reason,
                     f.source_id IS NOT NULL OR n.entity IS NOT NULL AS isolated
                 FROM {rows_table(spec)} r
-                LEFT JOIN (SELECT * FROM {rejects_table(spec)} WHERE {scope}) j USING ({", ".join(ROW_ID)})
-                LEFT JOIN (SELECT partition_date, source_id FROM {isolated_table(spec)}
-                           WHERE kind = 'file' AND {scope}) f USING (partition_date, source_id)
-                LEFT JOIN (SELECT partition_date AS day, entity FROM {isolated_table(spec)}
+                LEFT JOIN (SELECT * FROM {rejects_table(spec)} WHERE {scope}) j USING ({row_id(spec)})
+                LEFT JOIN (SELECT {at}, source_id FROM {isolated_table(spec)}
+                           WHERE kind = 'file' AND {scope}) f USING ({at}, source_id)
+                LEFT JOIN (SELECT {at} AS isolated_at, entity FROM {isolated_table(spec)}
                            WHERE kind = 'entity' AND {scope}) n
-                    ON r.partition_date = n.day AND r."{spec.entity}" = n.entity
+                    ON r.{at} = n.isolated_at AND r."{spec.entity}" = n.entity
                 WHERE r.{scope}) j
             GROUP BY 1 ORDER BY 1"""
     )
-    days = [dict(zip(by_day.columns, values, strict=True)) for values in by_day.fetchall()]
+    grains = [dict(zip(by_grain.columns, values, strict=True)) for values in by_grain.fetchall()]
     isolated = conn.sql(
-        f"""SELECT partition_date AS day, kind, coalesce(source, entity) AS "file or entity", rows,
+        f"""SELECT {at} AS {name}, kind, coalesce(source, entity) AS "file or entity", rows,
                 bad_rows, round(bad_share, 4) AS bad_share, rules
             FROM {isolated_table(spec)} WHERE {scope} ORDER BY 1, 2, 3"""
     )
     summary = ValidationSummary(
-        rows=sum(d["rows"] for d in days),
-        by_day=[{**d, "day": d["day"].isoformat()} for d in days],
+        rows=sum(g["rows"] for g in grains),
+        by_grain=[{**g, name: unit.text(g[name])} for g in grains],
         isolated=[{**dict(zip(isolated.columns, values, strict=True))} for values in isolated.fetchall()],
     )
     for group in summary.isolated:
-        group["day"] = group["day"].isoformat()
+        group[name] = unit.text(group[name])
     for reason, count in conn.sql(
         f"SELECT reject_reason, count(*) FROM {rejects_table(spec)} WHERE {scope} GROUP BY 1"
     ).fetchall():
@@ -222,12 +235,12 @@ def summarize(
         # What a person reading the check needs first: the rule, where the row came from, and
         # the row as it arrived; then its typed values.
         f"""SELECT j.reject_reason, r.source_file, r.source_row, coalesce(r.raw_text, '') AS raw_text,
-                {", ".join(f'r."{c}"' for c in spec.column_names)}, r.partition_date
+                {", ".join(f'r."{c}"' for c in spec.column_names)}, r.{at}
             FROM {raw_table(spec)} r JOIN (
                 SELECT * FROM {rejects_table(spec)} WHERE {scope}
                 QUALIFY row_number() OVER (PARTITION BY reject_reason ORDER BY source_id, source_row)
                     <= {SAMPLE_ROWS}
-            ) j USING ({", ".join(ROW_ID)})
+            ) j USING ({row_id(spec)})
             WHERE r.{scope}
             ORDER BY j.reject_reason, r.source_file, r.source_row"""
     )
@@ -239,10 +252,10 @@ def summarize(
 
 
 def write_quarantine(
-    conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, first_day: dt.date, last_day: dt.date
+    conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, first: GrainValue, last: GrainValue
 ) -> str:
-    """Replace the quarantine of days ``first_day..last_day`` with their rejected raw rows."""
+    """Replace the quarantine of grains ``first..last`` with their rejected raw rows."""
     table = f"{spec.name}.{spec.quarantine_name}"
-    rejected = rejected_rows_sql(spec, partition_filter(first_day, last_day))
-    replace_days(conn, "partition_date", first_day, last_day, {table: rejected})
+    rejected = rejected_rows_sql(spec, partition_filter(spec, first, last))
+    replace_range(conn, grain(spec).column, first, last, {table: rejected})
     return table
