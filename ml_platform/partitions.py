@@ -114,8 +114,8 @@ def partition_of(spec: UseCaseSpec, value: GrainValue | str) -> str:
         value = dt.datetime.fromisoformat(value)
     if spec.partitions == "hourly":
         moment = value if isinstance(value, dt.datetime) else dt.datetime.combine(value, dt.time())
-        return moment.strftime(_KEY_FORMAT["hourly"])
-    day = _day(value)
+        return HOUR.of_time(moment).strftime(_KEY_FORMAT["hourly"])
+    day = DAY.of_time(value) if isinstance(value, dt.datetime) else value
     return (day.replace(day=1) if spec.partitions == "monthly" else day).isoformat()
 
 
