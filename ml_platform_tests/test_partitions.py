@@ -97,3 +97,16 @@ def test_a_warehouse_stored_by_day_is_not_read_by_hour():
             ensure_raw_tables(conn, spec_by("hourly"))
     assert "DROP SCHEMA sensor_anomaly CASCADE" in str(refused.value)
     assert grain(spec_by("monthly")) is DAY
+
+
+def test_a_range_of_many_hours_lists_their_counts_not_each_hour():
+    """Every partition's materialization of a range run carries the metadata: a month by hour
+    gives counts, minimum and maximum instead of 720 entries."""
+    from ml_platform.ingestion.raw import RawLoad
+    from ml_platform.ingestion.results import _rows_per_grain
+
+    hours = HOUR.values(dt.datetime(2014, 2, 1), dt.datetime(2014, 2, 28, 23))
+    many = RawLoad(rows_by_grain={HOUR.text(h): 12 + i % 2 for i, h in enumerate(hours)})
+    assert _rows_per_grain(many, "hour") == {"rows_per_hour": {"hours": 28 * 24, "min": 12, "max": 13}}
+    few = RawLoad(rows_by_grain={"2014-02-01": 5, "2014-02-02": 7})
+    assert _rows_per_grain(few, "day") == {"rows_by_day": {"2014-02-01": 5, "2014-02-02": 7}}

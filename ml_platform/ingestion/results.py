@@ -47,8 +47,8 @@ def row_count_check(
         metadata={
             "min_rows": min(counts.values()),
             "max_rows": max(counts.values()),
-            "too_many": too_many,
-            "too_few": too_few,
+            "too_many": dict(list(too_many.items())[:LISTED_GRAINS]),
+            "too_few": dict(list(too_few.items())[:LISTED_GRAINS]),
         },
     )
 
@@ -74,6 +74,26 @@ def bad_share_description(summary: ValidationSummary, limit: float, at: str = "d
         )
     detail = isolated_description(summary.isolated, limit, at)
     return f"{head}; nothing of these days is staged" + (f"\n{detail}" if detail else "")
+
+
+# A range run's metadata lists each grain up to two months of days; beyond (720 hours of a month
+# backfilled by hour), every partition's materialization would carry the whole list.
+LISTED_GRAINS = 62
+
+
+def _rows_per_grain(load: RawLoad, at: str) -> dict[str, object]:
+    counts = load.rows_by_grain
+    if len(counts) <= LISTED_GRAINS:
+        return {f"rows_by_{at}": counts}
+    values = counts.values()
+    return {f"rows_per_{at}": {at + "s": len(counts), "min": min(values), "max": max(values)}}
+
+
+def _per_grain_table(summary: ValidationSummary, at: str) -> dict[str, object]:
+    if len(summary.by_grain) <= LISTED_GRAINS:
+        return {f"by_{at}": markdown_table(summary.by_grain)}
+    quarantined = [g for g in summary.by_grain if g["quarantined"]][:LISTED_GRAINS]
+    return {f"by_{at}_with_quarantined_rows": markdown_table(quarantined)}
 
 
 def raw_rows_result(
@@ -125,7 +145,7 @@ def raw_rows_result(
                 "max_bad_share": spec.expectations.max_bad_share,
                 "quarantined_rows": summary.rejected,
                 "judged_rows": summary.judged_rows,
-                f"by_{at}": markdown_table(summary.by_grain),
+                **_per_grain_table(summary, at),
                 "isolated": markdown_table(summary.isolated),
             },
         )
@@ -134,7 +154,7 @@ def raw_rows_result(
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": load.row_count,
-            f"rows_by_{at}": load.rows_by_grain,
+            **_rows_per_grain(load, at),
             "source_files": load.files,
             "quarantined_rows": summary.rejected,
             "table": raw_table(spec),

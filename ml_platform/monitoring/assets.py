@@ -15,22 +15,15 @@ from ml_platform.spec import UseCaseSpec
 
 def build_monitoring_assets(spec: UseCaseSpec, cron: str) -> list[dg.AssetsDefinition]:
     """``cron``: when the monitors reading the prediction log run (``Settings.monitor_cron``)."""
-    key = {
-        n: dg.AssetKey([spec.name, n])
-        for n in (
-            "features",
-            "training_set",
-            "predictions",
-            "drift_report",
-            "live_performance",
-            "feature_skew",
-            "serving_slo",
-            "champion_guard",
-            "online_features",
-            "raw_labels",
-        )
-    }
-    on_cron = on_cron_after_any_update(cron)
+    return [build_drift_report(spec), *build_live_monitors(spec, cron), build_champion_guard(spec)]
+
+
+def _key(spec: UseCaseSpec, name: str) -> dg.AssetKey:
+    return dg.AssetKey([spec.name, name])
+
+
+def build_drift_report(spec: UseCaseSpec) -> dg.AssetsDefinition:
+    key = {n: _key(spec, n) for n in ("features", "training_set", "predictions", "drift_report")}
 
     @dg.asset(
         key=key["drift_report"],
@@ -54,6 +47,15 @@ def build_monitoring_assets(spec: UseCaseSpec, cron: str) -> list[dg.AssetsDefin
             yield results.drift_report(spec, warehouse, platform.settings)
         except results.NothingToCompare as nothing:
             context.log.info(f"no drift report: {nothing}")
+
+    return drift_report
+
+
+def build_live_monitors(spec: UseCaseSpec, cron: str) -> list[dg.AssetsDefinition]:
+    """The monitors of what serving did: live performance, online/offline skew, SLOs."""
+    names = ("features", "predictions", "raw_labels", "live_performance", "feature_skew", "serving_slo")
+    key = {n: _key(spec, n) for n in names}
+    on_cron = on_cron_after_any_update(cron)
 
     @dg.asset(
         key=key["live_performance"],
@@ -99,6 +101,12 @@ def build_monitoring_assets(spec: UseCaseSpec, cron: str) -> list[dg.AssetsDefin
     def serving_slo(warehouse: DuckDBResource, platform: PlatformResource) -> dg.MaterializeResult:
         return results.serving_slo(spec, warehouse, platform.settings)
 
+    return [live_performance, feature_skew, serving_slo]
+
+
+def build_champion_guard(spec: UseCaseSpec) -> dg.AssetsDefinition:
+    key = {n: _key(spec, n) for n in ("live_performance", "serving_slo", "champion_guard")}
+
     @dg.asset(
         key=key["champion_guard"],
         group_name=spec.name,
@@ -116,4 +124,4 @@ def build_monitoring_assets(spec: UseCaseSpec, cron: str) -> list[dg.AssetsDefin
             actor=f"champion_guard run {context.run.run_id}",
         )
 
-    return [drift_report, live_performance, feature_skew, serving_slo, champion_guard]
+    return champion_guard

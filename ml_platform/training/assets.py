@@ -13,17 +13,8 @@ from ml_platform.training.handoffs import Candidate, Champion, Evaluation, Train
 
 
 def build_training_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
-    key = {
-        name: dg.AssetKey([spec.name, name])
-        for name in (
-            "features",
-            "raw_labels",
-            "training_set",
-            "model",
-            "model_evaluation",
-            "champion",
-        )
-    }
+    names = ("features", "raw_labels", "training_set", "model", "model_evaluation", "champion")
+    key = {name: dg.AssetKey([spec.name, name]) for name in names}
 
     @dg.asset(
         key=key["training_set"],
