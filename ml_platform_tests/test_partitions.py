@@ -99,14 +99,17 @@ def test_a_warehouse_stored_by_day_is_not_read_by_hour():
     assert grain(spec_by("monthly")) is DAY
 
 
-def test_a_range_of_many_hours_lists_their_counts_not_each_hour():
+def test_a_range_of_many_hours_reports_each_day():
     """Every partition's materialization of a range run carries the metadata: a month by hour
-    gives counts, minimum and maximum instead of 720 entries."""
+    reports each day (its hours summed) instead of 672 hours; a short range each hour."""
     from ml_platform.ingestion.raw import RawLoad
     from ml_platform.ingestion.results import _rows_per_grain
 
     hours = HOUR.values(dt.datetime(2014, 2, 1), dt.datetime(2014, 2, 28, 23))
-    many = RawLoad(rows_by_grain={HOUR.text(h): 12 + i % 2 for i, h in enumerate(hours)})
-    assert _rows_per_grain(many, "hour") == {"rows_per_hour": {"hours": 28 * 24, "min": 12, "max": 13}}
-    few = RawLoad(rows_by_grain={"2014-02-01": 5, "2014-02-02": 7})
-    assert _rows_per_grain(few, "day") == {"rows_by_day": {"2014-02-01": 5, "2014-02-02": 7}}
+    month = RawLoad(rows_by_grain={HOUR.text(h): 12 + h.hour % 2 for h in hours})
+    by_day = _rows_per_grain(month, "hour")["rows_by_day"]
+    assert len(by_day) == 28 and set(by_day.values()) == {12 * 24 + 12}
+    day = RawLoad(rows_by_grain={HOUR.text(h): 12 for h in hours[:24]})
+    assert len(_rows_per_grain(day, "hour")["rows_by_hour"]) == 24
+    days = RawLoad(rows_by_grain={f"2014-{m:02}-{d:02}": 5 for m in (1, 2, 3) for d in range(1, 29)})
+    assert len(_rows_per_grain(days, "day")["rows_by_day"]) == 84  # days are each listed

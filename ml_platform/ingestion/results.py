@@ -1,6 +1,8 @@
 """What the raw-rows asset records: its blocking checks and metadata, from what the load
 brought and what validation found, as plain functions."""
 
+from typing import Any
+
 import dagster as dg
 
 from ml_platform.ingestion.raw import RawLoad, raw_table
@@ -47,8 +49,8 @@ def row_count_check(
         metadata={
             "min_rows": min(counts.values()),
             "max_rows": max(counts.values()),
-            "too_many": dict(list(too_many.items())[:LISTED_GRAINS]),
-            "too_few": dict(list(too_few.items())[:LISTED_GRAINS]),
+            "too_many": too_many,
+            "too_few": too_few,
         },
     )
 
@@ -76,24 +78,34 @@ def bad_share_description(summary: ValidationSummary, limit: float, at: str = "d
     return f"{head}; nothing of these days is staged" + (f"\n{detail}" if detail else "")
 
 
-# A range run's metadata lists each grain up to two months of days; beyond (720 hours of a month
-# backfilled by hour), every partition's materialization would carry the whole list.
-LISTED_GRAINS = 62
+# A range run's metadata is carried by every partition's materialization: a range by hour lists
+# each hour up to this many, beyond that (720 hours of a month) each day, summed over its hours.
+LISTED_HOURS = 48
+
+
+def _by_day(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-hour rows (``hour`` and counts) summed per day."""
+    days: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        day = days.setdefault(row["hour"][:10], {"day": row["hour"][:10]})
+        for name, value in row.items():
+            if name != "hour":
+                day[name] = day.get(name, 0) + value
+    return list(days.values())
 
 
 def _rows_per_grain(load: RawLoad, at: str) -> dict[str, object]:
     counts = load.rows_by_grain
-    if len(counts) <= LISTED_GRAINS:
+    if at == "day" or len(counts) <= LISTED_HOURS:
         return {f"rows_by_{at}": counts}
-    values = counts.values()
-    return {f"rows_per_{at}": {at + "s": len(counts), "min": min(values), "max": max(values)}}
+    summed = _by_day([{"hour": hour, "rows": n} for hour, n in counts.items()])
+    return {"rows_by_day": {d["day"]: d["rows"] for d in summed}}
 
 
 def _per_grain_table(summary: ValidationSummary, at: str) -> dict[str, object]:
-    if len(summary.by_grain) <= LISTED_GRAINS:
+    if at == "day" or len(summary.by_grain) <= LISTED_HOURS:
         return {f"by_{at}": markdown_table(summary.by_grain)}
-    quarantined = [g for g in summary.by_grain if g["quarantined"]][:LISTED_GRAINS]
-    return {f"by_{at}_with_quarantined_rows": markdown_table(quarantined)}
+    return {"by_day": markdown_table(_by_day(summary.by_grain))}
 
 
 def raw_rows_result(
