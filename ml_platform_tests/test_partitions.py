@@ -8,7 +8,7 @@ import datetime as dt
 import duckdb
 import pytest
 
-from ml_platform.ingestion.raw import ensure_raw_tables
+from ml_platform.ingestion.raw import GrainMismatch, ensure_raw_tables
 from ml_platform.partitions import (
     DAY,
     HOUR,
@@ -93,7 +93,7 @@ def test_a_grain_span_is_half_open_and_lists_every_grain():
 def test_a_warehouse_stored_by_day_is_not_read_by_hour():
     with duckdb.connect() as conn:
         ensure_raw_tables(conn, spec_by("daily"))
-        with pytest.raises(ValueError, match="partition_hour") as refused:
+        with pytest.raises(GrainMismatch, match="partition_hour") as refused:
             ensure_raw_tables(conn, spec_by("hourly"))
     assert "DROP SCHEMA sensor_anomaly CASCADE" in str(refused.value)
     assert grain(spec_by("monthly")) is DAY

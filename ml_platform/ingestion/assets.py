@@ -6,7 +6,7 @@ from dagster_duckdb import DuckDBResource
 
 from ml_platform.ingestion import results
 from ml_platform.ingestion.labels import LabelFileError, labels_table, load_label_days
-from ml_platform.ingestion.raw import load_raw_partitions
+from ml_platform.ingestion.raw import GrainMismatch, load_raw_partitions
 from ml_platform.metadata import markdown_table
 from ml_platform.partitions import partition_days, partition_grains, time_partitions
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
@@ -49,7 +49,10 @@ def build_ingestion_assets(spec: UseCaseSpec) -> list[dg.AssetsDefinition]:
         first, last = partition_grains(context, spec)
         landing = platform.settings.landing_dir_for(spec.name)
         with warehouse.get_connection() as conn:
-            load = load_raw_partitions(conn, spec, landing, first, last)
+            try:
+                load = load_raw_partitions(conn, spec, landing, first, last)
+            except GrainMismatch as mismatch:
+                raise dg.Failure(description=str(mismatch), allow_retries=False) from None
             record_rejects(conn, spec, first, last)
             summary = summarize(conn, spec, first, last)
         return results.raw_rows_result(spec, load, summary, first, last)

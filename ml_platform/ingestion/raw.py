@@ -40,6 +40,10 @@ from ml_platform.spec import LandingFiles, UseCaseSpec
 from ml_platform.validation.rules import SQL_TYPES, typed_select
 
 
+class GrainMismatch(ValueError):
+    """The warehouse holds a use case's rows by another grain than its spec now says."""
+
+
 @dataclass(frozen=True)
 class RejectedFile:
     path: str
@@ -140,7 +144,7 @@ def _refuse_other_grain(conn: duckdb.DuckDBPyConnection, spec: UseCaseSpec, unit
         ).fetchall()
     }
     if columns and unit.column not in columns:
-        raise ValueError(
+        raise GrainMismatch(
             f"{spec.name}: the warehouse stores its raw rows by another grain than "
             f"'partitions: {spec.partitions}' (no column {unit.column} in {rows_table(spec)}); "
             f"drop the schema {spec.name} (DROP SCHEMA {spec.name} CASCADE) and ingest again, "
