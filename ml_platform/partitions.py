@@ -124,6 +124,21 @@ def partitions_of(spec: UseCaseSpec, values: list[str] | list[GrainValue]) -> li
     return sorted({partition_of(spec, value) for value in values})
 
 
+def contiguous_ranges(
+    partitions: dg.TimeWindowPartitionsDefinition, keys: list[str]
+) -> list[tuple[str, str]]:
+    """``keys`` as runs of adjacent partitions, each (first, last): a burst of landed days (or a
+    file over many hours) is then one run each, not one per partition."""
+    ranges: list[list[str]] = []
+    for key in sorted(keys):
+        window = partitions.time_window_for_partition_key(key)
+        if ranges and partitions.time_window_for_partition_key(ranges[-1][1]).end == window.start:
+            ranges[-1][1] = key
+        else:
+            ranges.append([key, key])
+    return [(first, last) for first, last in ranges]
+
+
 def last_partition_of_day(spec: UseCaseSpec, day: dt.date) -> str:
     """The key of the day's last partition: its last hour for hourly partitions."""
     return partition_of(spec, dt.datetime.combine(day, dt.time(23)) if grain(spec).hourly else day)

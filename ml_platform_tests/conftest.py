@@ -38,6 +38,14 @@ def keys(*names: str) -> list[dg.AssetKey]:
     return [key(n) for n in names]
 
 
+def requested_partitions(request: dg.RunRequest) -> tuple[str, str]:
+    """The first and last partition a run request asks for (one, or a range)."""
+    if request.partition_key:
+        return request.partition_key, request.partition_key
+    tags = request.tags
+    return tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]
+
+
 def day_range_tags(first: dt.date, last: dt.date) -> dict[str, str]:
     return {
         "dagster/asset_partition_range_start": first.isoformat(),

@@ -11,7 +11,13 @@ from ml_platform.ingestion.landing import file_sha256, list_landing_files
 from ml_platform.ingestion.raw import file_grains
 from ml_platform.metadata import failed_checks, latest_metadata
 from ml_platform.monitoring.performance import missed_live_slos
-from ml_platform.partitions import last_partition_of_day, partition_of, partitions_of, time_partitions
+from ml_platform.partitions import (
+    contiguous_ranges,
+    last_partition_of_day,
+    partition_of,
+    partitions_of,
+    time_partitions,
+)
 from ml_platform.resources.platform import PlatformResource
 from ml_platform.spec import UseCaseSpec
 
@@ -40,7 +46,10 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
 
     @dg.sensor(
         name=f"{spec.name}_landing_sensor",
-        description="Starts ingestion of each new or changed landed file's days, and of labels files.",
+        description=(
+            "Starts ingestion of the partitions new or changed landed files have rows in (one run per "
+            "range of adjacent partitions), and of labels files."
+        ),
         asset_selection=[*keys, labels_key],
         minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -67,13 +76,10 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
                     pending.setdefault(partition, []).append(f"{path.name}@{sha[:12]}")
             seen[str(path)] = stamp
         requests = [
-            dg.RunRequest(
-                run_key=f"{partition}:{','.join(files)}",
-                partition_key=partition,
-                asset_selection=keys,
-                tags={"ml_platform/trigger": "landing"},
+            _ingestion_request(
+                keys, first, last, sorted({f for p, fs in pending.items() if first <= p <= last for f in fs})
             )
-            for partition, files in sorted(pending.items())
+            for first, last in contiguous_ranges(partitions, list(pending))
         ]
         for path, first, last in label_files(platform.settings.labels_dir_for(spec.name)):
             stat = path.stat()
@@ -106,6 +112,24 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
         return requests or dg.SkipReason("no new or changed landed files")
 
     return landing_sensor
+
+
+def _ingestion_request(keys: list[dg.AssetKey], first: str, last: str, files: list[str]) -> dg.RunRequest:
+    """One run over adjacent partitions (raw and quarantine backfill a range in one run)."""
+    trigger = {"ml_platform/trigger": "landing"}
+    if first == last:
+        return dg.RunRequest(
+            run_key=f"{first}:{','.join(files)}", partition_key=first, asset_selection=keys, tags=trigger
+        )
+    return dg.RunRequest(
+        run_key=f"{first}...{last}:{','.join(files)}",
+        asset_selection=keys,
+        tags={
+            **trigger,
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+        },
+    )
 
 
 def _days(first: dt.date, last: dt.date) -> list[dt.date]:
