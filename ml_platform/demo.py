@@ -195,7 +195,7 @@ def _missing_raw_partitions(settings: Settings, use_case: str) -> list[str]:
     """Partitions whose landed files the raw asset does not hold yet (at their current content)."""
     import dagster as dg
 
-    from ml_platform.automation.sensors import ingested_files
+    from ml_platform.automation.sensors import ingested_files_by_partition
     from ml_platform.ingestion.landing import file_sha256, list_landing_files
     from ml_platform.ingestion.raw import file_grains
     from ml_platform.partitions import partitions_of
@@ -207,9 +207,9 @@ def _missing_raw_partitions(settings: Settings, use_case: str) -> list[str]:
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         for path in list_landing_files(settings.landing_dir_for(use_case)):
             sha = file_sha256(path)
-            for partition in partitions_of(spec, file_grains(path, spec)):
-                if ingested_files(instance, key, partition).get(str(path)) != sha:
-                    missing.add(partition)
+            partitions = partitions_of(spec, file_grains(path, spec))
+            ingested = ingested_files_by_partition(instance, key, partitions)
+            missing.update(p for p in partitions if ingested.get(p, {}).get(str(path)) != sha)
     return sorted(missing)
 
 

@@ -113,3 +113,30 @@ def test_a_range_of_many_hours_reports_each_day():
     assert len(_rows_per_grain(day, "hour")["rows_by_hour"]) == 24
     days = RawLoad(rows_by_grain={f"2014-{m:02}-{d:02}": 5 for m in (1, 2, 3) for d in range(1, 29)})
     assert len(_rows_per_grain(days, "day")["rows_by_day"]) == 84  # days are each listed
+
+
+def test_the_files_each_partition_holds_are_read_in_pages_newest_first():
+    """The landing sensor reads what every partition of a file holds in a few queries: the latest
+    materialization of each wins, over pages of the event log."""
+    import dagster as dg
+
+    from ml_platform.automation.sensors import ingested_files, ingested_files_by_partition
+
+    key = dg.AssetKey(["pumps", "raw_events"])
+    hours = [
+        partition_of(spec_by("hourly"), h)
+        for h in HOUR.values(dt.datetime(2014, 2, 1), dt.datetime(2014, 3, 2, 23))
+    ]
+    with dg.DagsterInstance.ephemeral() as instance:
+        for content in ("old", "new"):
+            for hour in hours:
+                instance.report_runless_asset_event(
+                    dg.AssetMaterialization(
+                        key, partition=hour, metadata={"source_files": {"a.csv": content}}
+                    )
+                )
+        found = ingested_files_by_partition(instance, key, [*hours, "2014-04-01-00:00"])
+        assert len(hours) > 500 and len(found) == len(hours)  # more than one page; the unbuilt one absent
+        assert {files["a.csv"] for files in found.values()} == {"new"}
+        assert ingested_files(instance, key, hours[0]) == {"a.csv": "new"}
+        assert ingested_files(instance, key, "2014-04-01-00:00") == {}

@@ -27,14 +27,34 @@ STATE_TAG = "ml_platform/retrain_state"
 
 def ingested_files(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> dict[str, str]:
     """path -> sha256 of the files the latest materialization of ``partition`` loaded."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-    ).records
-    if not records:
-        return {}
-    metadata = records[0].asset_materialization.metadata
-    value = metadata.get("source_files")
-    return dict(value.value) if value is not None else {}
+    return ingested_files_by_partition(instance, key, [partition]).get(partition, {})
+
+
+def ingested_files_by_partition(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: list[str]
+) -> dict[str, dict[str, str]]:
+    """Per partition of ``partitions`` materialized: path -> sha256 of the files its latest
+    materialization loaded. A few queries for a file over 720 hours, not one per hour."""
+    found: dict[str, dict[str, str]] = {}
+    for start in range(0, len(partitions), _PAGE):
+        chunk = partitions[start : start + _PAGE]
+        cursor = None
+        while True:
+            page = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=chunk), limit=_PAGE, cursor=cursor
+            )
+            for record in page.records:  # newest first: the first seen per partition is its latest
+                materialization = record.asset_materialization
+                if materialization.partition not in found:
+                    value = materialization.metadata.get("source_files")
+                    found[materialization.partition] = dict(value.value) if value is not None else {}
+            if not page.has_more or all(p in found for p in chunk):
+                break
+            cursor = page.cursor
+    return found
+
+
+_PAGE = 500
 
 
 def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinition:
@@ -68,11 +88,10 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
             for value in grains:
                 if not valid(partition_of(spec, value)):
                     context.log.warning(f"{path}: {value} is outside the partitions; not ingested")
-            for partition in partitions_of(spec, grains):
-                if (
-                    valid(partition)
-                    and ingested_files(context.instance, raw_key, partition).get(str(path)) != sha
-                ):
+            file_partitions = [p for p in partitions_of(spec, grains) if valid(p)]
+            ingested = ingested_files_by_partition(context.instance, raw_key, file_partitions)
+            for partition in file_partitions:
+                if ingested.get(partition, {}).get(str(path)) != sha:
                     pending.setdefault(partition, []).append(f"{path.name}@{sha[:12]}")
             seen[str(path)] = stamp
         requests = [
