@@ -99,6 +99,13 @@ class Platform:
         )
         return sensor.evaluate_tick(context), context.cursor
 
+    def run_requests(
+        self, sensor: dg.SensorDefinition, cursor: str | None = None
+    ) -> tuple[list[dg.RunRequest], str | None]:
+        """The runs one evaluation of ``sensor`` asks for (none when it skipped), and its cursor."""
+        result, cursor = self.tick(sensor, cursor)
+        return list(result.run_requests or []), cursor
+
     @property
     def landing(self) -> Path:
         return self.settings.landing_dir_for(USE_CASE)

@@ -408,16 +408,7 @@ def test_a_monthly_spec_ingests_a_month_per_partition_and_a_late_file_its_month_
 
     sensor = next(s for s in platform.defs.sensors if s.name == "pumps_landing_sensor")
 
-    def tick(cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
-        context = dg.build_sensor_context(
-            instance=platform.instance,
-            cursor=cursor,
-            definitions=platform.defs,
-            resources={"platform": platform.defs.resources["platform"]},
-        )
-        return list(sensor.evaluate_tick(context).run_requests or []), context.cursor
-
-    requests, cursor = tick(None)
+    requests, cursor = platform.run_requests(sensor)
     assert [requested_partitions(r) for r in requests] == [("2014-02-01", "2014-03-01")]  # one run
     names = [spec.raw_name, spec.quarantine_name, spec.staged_name, "features"]
 
@@ -447,10 +438,11 @@ def test_a_monthly_spec_ingests_a_month_per_partition_and_a_late_file_its_month_
     with platform.defs.resources["warehouse"].get_connection() as conn:
         features = conn.sql("SELECT count(*) FROM pumps.features").fetchall()[0][0]
     assert features == 4 * 48
-    assert tick(cursor)[0] == []  # every file's months hold it at its current content
+    # Every file's months hold it at its current content.
+    assert platform.run_requests(sensor, cursor)[0] == []
 
     pump_file("p-3", "2014-02-28", 24).to_csv(landing / "p-3.csv", index=False)  # late, in February
-    requests, _ = tick(cursor)
+    requests, _ = platform.run_requests(sensor, cursor)
     assert [r.partition_key for r in requests] == ["2014-02-01"]
     ingest("2014-02-01")
     assert staged_by_day() == {"2014-02-27": 48, "2014-02-28": 72, "2014-03-01": 48, "2014-03-02": 48}
@@ -493,16 +485,7 @@ def test_an_hourly_spec_replaces_an_hour_per_partition_and_a_late_file_its_hour_
 
     sensor = next(s for s in platform.defs.sensors if s.name == "pumps_landing_sensor")
 
-    def tick(cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
-        context = dg.build_sensor_context(
-            instance=platform.instance,
-            cursor=cursor,
-            definitions=platform.defs,
-            resources={"platform": platform.defs.resources["platform"]},
-        )
-        return list(sensor.evaluate_tick(context).run_requests or []), context.cursor
-
-    requests, cursor = tick(None)
+    requests, cursor = platform.run_requests(sensor)
     assert [requested_partitions(r) for r in requests] == [("2014-02-27-00:00", "2014-02-27-02:00")]
     names = [spec.raw_name, spec.quarantine_name, spec.staged_name, "features"]
 
@@ -537,10 +520,10 @@ def test_an_hourly_spec_replaces_an_hour_per_partition_and_a_late_file_its_hour_
     assert count_by_hour("stg_events") == {"00": 24, "01": 24, "02": 24}
     assert count_by_hour("events_quarantine") == {"02": 12}
     assert count_by_hour("features", "event_timestamp") == {"00": 24, "01": 24, "02": 24}
-    assert tick(cursor)[0] == []  # every file's hours hold it at its current content
+    assert platform.run_requests(sensor, cursor)[0] == []  # every file's hours hold it at its current content
 
     pump_file("p-3", "2014-02-27 01:30", 6).to_csv(landing / "p-3.csv", index=False)  # late, in hour 1
-    requests, _ = tick(cursor)
+    requests, _ = platform.run_requests(sensor, cursor)
     assert [r.partition_key for r in requests] == ["2014-02-27-01:00"]
     ingest("2014-02-27-01:00")
     assert count_by_hour("stg_events") == {"00": 24, "01": 30, "02": 24}
