@@ -27,11 +27,15 @@ class Grain:
     column: str  # the rows' column holding their grain
     sql_type: str
     step: dt.timedelta
-    micros: int  # of the step, for SQL arithmetic on epochs
 
     @property
     def hourly(self) -> bool:
         return self.step < dt.timedelta(days=1)
+
+    @property
+    def micros(self) -> int:
+        """The step in microseconds, for SQL arithmetic on epochs."""
+        return self.step // dt.timedelta(microseconds=1)
 
     def of(self, timestamp: str) -> str:
         """SQL: the UTC grain of a TIMESTAMP(TZ) expression, by arithmetic on its epoch (no
@@ -47,9 +51,6 @@ class Grain:
     def text(self, value: GrainValue) -> str:
         """As DuckDB casts the column to VARCHAR: ``2014-05-01`` or ``2014-05-01 05:00:00``."""
         return value.isoformat(sep=" ") if self.hourly else value.isoformat()
-
-    def parse(self, text: str) -> GrainValue:
-        return dt.datetime.fromisoformat(text) if self.hourly else dt.date.fromisoformat(text)
 
     def of_time(self, moment: dt.datetime) -> GrainValue:
         """The grain holding an aware (or naive UTC) datetime."""
@@ -79,8 +80,8 @@ class Grain:
         return _day(first), _day(last)
 
 
-DAY = Grain("day", "partition_date", "DATE", dt.timedelta(days=1), 86_400_000_000)
-HOUR = Grain("hour", "partition_hour", "TIMESTAMP", dt.timedelta(hours=1), 3_600_000_000)
+DAY = Grain("day", "partition_date", "DATE", dt.timedelta(days=1))
+HOUR = Grain("hour", "partition_hour", "TIMESTAMP", dt.timedelta(hours=1))
 
 _DEFINITIONS: dict[str, type[dg.TimeWindowPartitionsDefinition]] = {
     "daily": dg.DailyPartitionsDefinition,

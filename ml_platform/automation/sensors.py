@@ -25,11 +25,6 @@ RETRAIN_ASSETS = ("training_set", "model", "model_evaluation", "champion", "depl
 STATE_TAG = "ml_platform/retrain_state"
 
 
-def ingested_files(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str) -> dict[str, str]:
-    """path -> sha256 of the files the latest materialization of ``partition`` loaded."""
-    return ingested_files_by_partition(instance, key, [partition]).get(partition, {})
-
-
 def ingested_files_by_partition(
     instance: dg.DagsterInstance, key: dg.AssetKey, partitions: list[str]
 ) -> dict[str, dict[str, str]]:
@@ -109,12 +104,9 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
             sha = file_sha256(path)
             # A labels run loads whole days: a day is stale when its first partition does not
             # hold the file at its current content.
-            stale = [
-                day
-                for day in _days(first, last)
-                if valid(p := partition_of(spec, day))
-                and ingested_files(context.instance, labels_key, p).get(str(path)) != sha
-            ]
+            firsts = {day: p for day in _days(first, last) if valid(p := partition_of(spec, day))}
+            ingested = ingested_files_by_partition(context.instance, labels_key, sorted(set(firsts.values())))
+            stale = [day for day, p in firsts.items() if ingested.get(p, {}).get(str(path)) != sha]
             if stale:  # one run for the file's partitions (raw_labels backfills a range in one run)
                 requests.append(
                     dg.RunRequest(
