@@ -79,14 +79,31 @@ def test_settings_load_from_the_compose_environment() -> None:
         assert settings.ray_address == "ray-head:6379"
         assert settings.online_store_url == "redis://redis:6379/0"
         assert settings.api_token == EXAMPLE_VALUES["ML_PLATFORM_API_TOKEN"]
+        # Replicas reach the prediction log and the landing inbox there, not the home.
+        assert settings.prediction_log_url == "postgresql://postgres:example-password@postgres:5432/dagster"
         # dagster.yaml, written by `ml-platform init` into the home, is the one Dagster reads.
         assert Path(env["DAGSTER_HOME"]) == settings.dagster_home
+
+
+def test_ray_nodes_mount_no_home() -> None:
+    """Replicas write to PostgreSQL and read models through MLflow: only the code location, where
+    the landing sensor and the runs write, holds the home."""
+    services = compose_services()
+    assert "home:/data/home" in services["dagster-code"]["volumes"]
+    for name in ("ray-head", "ray-worker"):
+        assert not any(str(v).startswith("home:") for v in services[name].get("volumes", [])), name
+    ray_cluster = next(d for d in yaml.safe_load_all(RAY_CLUSTER.read_text()) if d["kind"] == "RayCluster")
+    groups = [ray_cluster["spec"]["headGroupSpec"], *ray_cluster["spec"]["workerGroupSpecs"]]
+    for group in groups:
+        volumes = group["template"]["spec"].get("volumes", [])
+        assert not any("persistentVolumeClaim" in v for v in volumes), group
 
 
 def test_secrets_come_from_the_env_file() -> None:
     env = compose_services()["dagster-code"]["environment"]
     assert env["ML_PLATFORM_API_TOKEN"].startswith("${ML_PLATFORM_API_TOKEN:?")
     assert "${POSTGRES_PASSWORD:?" in env["ML_PLATFORM_DAGSTER_STORAGE"]
+    assert "${POSTGRES_PASSWORD:?" in env["ML_PLATFORM_PREDICTION_LOG_URL"]
 
 
 def test_published_ports_bind_loopback() -> None:

@@ -8,11 +8,14 @@ a database of the local server), the way a team runs it, and so is the predictio
 write (``ML_PLATFORM_PREDICTION_LOG_URL``); the demo's test runs the default SQLite and files."""
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -210,3 +213,36 @@ def test_the_token_guards_serving_through_the_whole_loop(running_platform, monke
         done = subprocess.run([cli, *command], env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
         assert_guarded(settings, f"after ml-platform {command[0]}")
+
+
+def test_events_posted_to_replicas_reach_the_landing_zone_through_the_inbox(running_platform):
+    """The replicas log to PostgreSQL, so they hold posted events there too; the daemon's landing
+    sensor lands them as a file, which no replica wrote."""
+    settings = running_platform.settings
+    sensor = f"inbox-{uuid.uuid4().hex[:8]}"
+    now = dt.datetime.now(dt.UTC)
+    sent = [
+        {"sensor_id": sensor, "timestamp": (now + dt.timedelta(seconds=i)).isoformat(), "value": 50.0 + i}
+        for i in range(3)
+    ]
+    response = httpx.post(
+        f"{settings.serve_url}/v1/events/{USE_CASE}",
+        json=sent,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    )
+    assert response.status_code == 202 and response.json()["accepted"] == 3, response.text
+    landing = settings.landing_dir_for(USE_CASE)
+    deadline = time.monotonic() + 90  # a few sensor ticks of 5 s, while runs may be queued
+    found: list[dict] = []
+    while time.monotonic() < deadline and not found:
+        for path in landing.glob("events_*.jsonl"):
+            lines = [json.loads(line) for line in path.read_text().splitlines()]
+            found = [line for line in lines if line["sensor_id"] == sensor] or found
+        time.sleep(1)
+    assert found == sent
+    # Every events file there was landed by the sensor from the inbox (named by its rows' ids).
+    assert all("_rows_" in p.name for p in landing.glob("events_*.jsonl"))
+    with psycopg.connect(settings.prediction_log_url) as conn:
+        held = conn.execute("SELECT count(*) FROM ml_platform_landing_inbox").fetchone()[0]
+    assert held == 0

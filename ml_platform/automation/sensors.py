@@ -19,6 +19,8 @@ from ml_platform.partitions import (
     time_partitions,
 )
 from ml_platform.resources.platform import PlatformResource
+from ml_platform.serving.inbox import InboxError, deliver
+from ml_platform.settings import Settings
 from ml_platform.spec import UseCaseSpec
 
 RETRAIN_ASSETS = ("training_set", "model", "model_evaluation", "champion", "deployment")
@@ -70,6 +72,7 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def landing_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
+        deliver_posts(context, platform.settings, spec.name)
         seen: dict[str, list[int]] = json.loads(context.cursor) if context.cursor else {}
         valid = partitions.has_partition_key
         pending: dict[str, list[str]] = {}
@@ -123,6 +126,16 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
         return requests or dg.SkipReason("no new or changed landed files")
 
     return landing_sensor
+
+
+def deliver_posts(context: dg.SensorEvaluationContext, settings: Settings, use_case: str) -> None:
+    """Events and labels held for the home by replicas (``serving/inbox.py``) become landed files,
+    which this tick then sees like any other. An inbox that does not answer delays them only."""
+    try:
+        for delivered in deliver(settings, use_case):
+            context.log.info(f"landed {delivered.rows} posted batch(es) as {delivered.path}")
+    except InboxError as exc:
+        context.log.warning(f"{exc.strerror}; posted events and labels wait there until it answers")
 
 
 def _ingestion_request(keys: list[dg.AssetKey], first: str, last: str, files: list[str]) -> dg.RunRequest:

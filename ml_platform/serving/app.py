@@ -46,6 +46,7 @@ from ml_platform.serving.events import (
     example_event,
     example_value,
 )
+from ml_platform.serving.inbox import landing_inbox
 from ml_platform.serving.labels import LabelError, LabelLanding, example_labels
 from ml_platform.serving.log import SHADOW_OF, PredictionLogError, prediction_log
 from ml_platform.serving.protocols import (
@@ -175,12 +176,14 @@ class ModelServer:
         self.default_model = next(iter(self.use_cases))
         self.online_store = make_online_store(self.settings)
         self.signatures = {name: Signature.of(spec) for name, spec in self.use_cases.items()}
+        # Without the home's filesystem (a replica on another node), posts are held in PostgreSQL.
+        self.inbox = landing_inbox(self.settings)
         self.ingestors = {
-            name: EventIngestor(self.settings, spec, self.online_store)
+            name: EventIngestor(self.settings, spec, self.online_store, self.inbox)
             for name, spec in self.use_cases.items()
         }
         self.label_landings = {
-            name: LabelLanding(self.settings, spec) for name, spec in self.use_cases.items()
+            name: LabelLanding(self.settings, spec, self.inbox) for name, spec in self.use_cases.items()
         }
         self.routing: dict[str, Routing] = {name: Routing() for name in self.use_cases}
         self.load_errors: dict[str, str] = {}
@@ -281,6 +284,8 @@ class ModelServer:
     def __del__(self) -> None:
         self._stop.set()
         self.log.close()
+        if self.inbox is not None:
+            self.inbox.close()
 
     # --- request handling ---------------------------------------------------------------
 
@@ -617,6 +622,8 @@ class ModelServer:
             return _error(exc.status, exc.message)
         except EventError as exc:
             return _error(422, str(exc))
+        except OSError as exc:  # a full disk, the inbox's database down: the caller sends it again
+            return _error(503, f"the events were not landed ({exc.strerror}); none was kept, send them again")
         body: dict[str, Any] = {"accepted": ingested.accepted}
         if ingested.online_error:
             body["online_features"] = f"not updated ({ingested.online_error}); the batch path adds them"
@@ -635,6 +642,8 @@ class ModelServer:
             return _error(exc.status, exc.message)
         except LabelError as exc:
             return _error(422, str(exc))
+        except OSError as exc:
+            return _error(503, f"the labels were not landed ({exc.strerror}); none was kept, send them again")
         body = {
             "accepted": landed.accepted,
             "days": [landed.first_day.isoformat(), landed.last_day.isoformat()],

@@ -1,9 +1,9 @@
-"""Real-time events: validated, appended durably to the landing zone, then folded into the
-online features of their entity.
+"""Real-time events: validated, appended durably to the landing zone (or the landing inbox in
+PostgreSQL, ``serving/inbox.py``), then folded into the online features of their entity.
 
-The append comes first and is fsynced before anything is acknowledged: an acknowledged event is
-on disk, and the batch path ingests it later from there (at-least-once delivery; the key's
-uniqueness makes the staged rows exactly-once).
+The append comes first and is fsynced (committed) before anything is acknowledged: an
+acknowledged event is durable, and the batch path ingests it later from there (at-least-once
+delivery; the key's uniqueness makes the staged rows exactly-once).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from ml_platform.features.online import EntityState, OnlineFeatures
 from ml_platform.features.online_store import OnlineStore, unavailable
+from ml_platform.serving.inbox import EVENTS, PostgresInbox
 from ml_platform.settings import Settings
 from ml_platform.spec import NUMBER_DTYPES, Column, UseCaseSpec
 from ml_platform.timestamps import parse_timestamp
@@ -115,34 +116,41 @@ class OnlineStoreDown(RuntimeError):
 
 
 class EventLog:
-    """Append-only JSON lines in the landing zone, one file per writer process and day."""
+    """Append-only JSON lines in the landing zone, one file per writer process and day; or, given
+    an inbox, the same lines as rows of it (``serving/inbox.py``), landed by the landing sensor."""
 
-    def __init__(self, landing_dir: Path) -> None:
+    def __init__(self, landing_dir: Path, use_case: str, inbox: PostgresInbox | None = None) -> None:
         self.landing_dir = landing_dir
+        self.use_case = use_case
+        self.inbox = inbox
         # Starting with the writer's start time, file names list in the order writers started.
         started = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
         self.writer = f"{started}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
-    def append(self, items: list[dict[str, Any]]) -> Path:
+    def append(self, items: list[dict[str, Any]]) -> None:
         day = dt.datetime.now(dt.UTC).date().isoformat()
-        self.landing_dir.mkdir(parents=True, exist_ok=True)
-        path = self.landing_dir / f"events_{day}_{self.writer}.jsonl"
+        name = f"events_{day}_{self.writer}"
         data = "".join(json.dumps(item, separators=(",", ":")) + "\n" for item in items).encode()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if self.inbox is not None:
+            self.inbox.put(self.use_case, EVENTS, name, data)
+            return
+        self.landing_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.landing_dir / f"{name}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, data)  # one write: lines from one batch are never interleaved
             os.fsync(fd)
         finally:
             os.close(fd)
-        return path
 
 
 class EventIngestor:
-    def __init__(self, settings: Settings, spec: UseCaseSpec, store: OnlineStore) -> None:
+    def __init__(
+        self, settings: Settings, spec: UseCaseSpec, store: OnlineStore, inbox: PostgresInbox | None = None
+    ) -> None:
         self.spec = spec
         self.store = store
         self.online = OnlineFeatures(spec)
-        self.log = EventLog(settings.landing_dir_for(spec.name))
+        self.log = EventLog(settings.landing_dir_for(spec.name), spec.name, inbox)
 
     def ingest(self, payload: Any) -> Ingested:
         """Validate every event (all or none), append them durably, update online features.

@@ -1,9 +1,10 @@
 """Labels posted to ``/v1/labels/{use_case}``: validated whole, then landed as one labels file.
 
 A post becomes exactly what a user could have landed by hand (``<name>_<first day>_<last day>.csv``
-in the use case's labels folder, written to a temporary name, fsynced and renamed), so the
-landing sensor loads posted and landed labels the same way and nothing posted exists only in a
-process's memory.
+in the use case's labels folder, written to a temporary name, fsynced and renamed; or held in the
+landing inbox until the landing sensor writes that file, ``serving/inbox.py``), so the landing
+sensor loads posted and landed labels the same way and nothing posted exists only in a process's
+memory.
 
 - Event labels: one label, a list, or ``{"labels": [...]}``; each item has the entity, the
   timestamp and the label column (as the task takes it: 1/0 or true/false, or a number). The
@@ -22,9 +23,9 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from ml_platform.serving.inbox import LABELS, PostgresInbox, write_file
 from ml_platform.settings import Settings
 from ml_platform.spec import EventLabels, UseCaseSpec
 from ml_platform.tasks import task_of
@@ -155,11 +156,13 @@ def example_labels(spec: UseCaseSpec, entity: str) -> dict[str, Any]:
 
 
 class LabelLanding:
-    """Lands posted labels of one use case as labels files, one per post."""
+    """Lands posted labels of one use case as labels files, one per post (or, given an inbox, as
+    its rows, which the landing sensor lands as the same files)."""
 
-    def __init__(self, settings: Settings, spec: UseCaseSpec) -> None:
+    def __init__(self, settings: Settings, spec: UseCaseSpec, inbox: PostgresInbox | None = None) -> None:
         self.spec = spec
         self.labels_dir = settings.labels_dir_for(spec.name)
+        self.inbox = inbox
         started = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
         self.writer = f"posted-{started}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.sequence = itertools.count(1)
@@ -176,29 +179,8 @@ class LabelLanding:
         for row in rows:
             out.writerow([_iso(v) if isinstance(v, dt.datetime) else v for v in row])
         name = f"{self.writer}-{next(self.sequence)}_{first}_{last}.csv"
-        self.labels_dir.mkdir(parents=True, exist_ok=True)
-        final = self.labels_dir / name
-        temporary = self.labels_dir / f".{name}.tmp"  # not *.csv: the sensor never sees it half-written
-        _write_durably(temporary, text.getvalue().encode())
-        os.replace(temporary, final)
-        _fsync_dir(self.labels_dir)
+        if self.inbox is not None:
+            self.inbox.put(self.spec.name, LABELS, name, text.getvalue().encode())
+        else:
+            write_file(self.labels_dir / name, text.getvalue().encode())
         return Landed(len(rows), first, last, name)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

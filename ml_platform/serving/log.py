@@ -21,13 +21,13 @@ import errno
 import json
 import math
 import os
-import threading
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
 from ml_platform.errors import first_line
+from ml_platform.serving.postgres import PostgresWriter, create_table_once
 from ml_platform.settings import Settings, without_password
 
 SHADOW_OF = "shadow_of"
@@ -83,48 +83,21 @@ class PredictionLogWriter:
 
 
 class PostgresPredictionLog:
-    """The log as rows of ``LOG_TABLE``: a batch of records is one transaction, so it is in the
-    table whole or not at all. A dropped connection is opened again once per batch."""
+    """The log as rows of ``LOG_TABLE``: a batch of records is one transaction."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._connection = None
-        self._lock = threading.Lock()  # the request path and the shadow scorer share the connection
+        self._db = PostgresWriter(url, create_log_table, lambda exc: _log_error(url, exc))
 
     def append(self, use_case: str, records: list[dict[str, Any]]) -> None:
         from psycopg.types.json import Jsonb
 
         rows = [(use_case, Jsonb(_json_safe(r))) for r in records]
-        with self._lock:
-            for attempt in (1, 2):
-                try:
-                    connection = self._connect()
-                    with connection.transaction(), connection.cursor() as cursor:
-                        cursor.executemany(
-                            f"INSERT INTO {LOG_TABLE} (use_case, record) VALUES (%s, %s)", rows
-                        )
-                    return
-                except Exception as exc:  # psycopg's errors, and a closed connection's
-                    self._drop()
-                    if attempt == 2:
-                        raise _log_error(self.url, exc) from None
-
-    def _connect(self):
-        import psycopg
-
-        if self._connection is None or self._connection.closed:
-            self._connection = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
-            create_log_table(self._connection)
-        return self._connection
-
-    def _drop(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-        self._connection = None
+        insert = f"INSERT INTO {LOG_TABLE} (use_case, record) VALUES (%s, %s)"
+        self._db.write(lambda cursor: cursor.executemany(insert, rows))
 
     def close(self) -> None:
-        with self._lock:
-            self._drop()
+        self._db.close()
 
 
 def _json_safe(value: Any) -> Any:
@@ -139,15 +112,14 @@ def _json_safe(value: Any) -> Any:
 
 
 def create_log_table(connection) -> None:
-    # Replicas start together: the lock keeps two CREATEs from racing on PostgreSQL's catalog.
-    with connection.transaction():
-        connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [LOG_TABLE])
-        connection.execute(
-            f"""CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
-                id BIGSERIAL PRIMARY KEY, use_case TEXT NOT NULL,
-                logged_at TIMESTAMPTZ NOT NULL DEFAULT now(), record JSONB NOT NULL)"""
-        )
-        connection.execute(f"CREATE INDEX IF NOT EXISTS {LOG_TABLE}_use_case ON {LOG_TABLE} (use_case, id)")
+    create_table_once(
+        connection,
+        LOG_TABLE,
+        f"""CREATE TABLE IF NOT EXISTS {LOG_TABLE} (
+            id BIGSERIAL PRIMARY KEY, use_case TEXT NOT NULL,
+            logged_at TIMESTAMPTZ NOT NULL DEFAULT now(), record JSONB NOT NULL)""",
+        f"CREATE INDEX IF NOT EXISTS {LOG_TABLE}_use_case ON {LOG_TABLE} (use_case, id)",
+    )
 
 
 def _log_error(url: str, exc: Exception) -> PredictionLogError:
