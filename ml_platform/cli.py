@@ -119,10 +119,12 @@ scenario.add_command(fraud_commands.concept_drift_scenario)
 @click.option("--detach", is_flag=True, help="Deploy and return, leaving an existing cluster running.")
 def serve(detach: bool) -> None:
     from ml_platform.serving.cluster import cluster_address, start_local_cluster, stop_local_cluster
-    from ml_platform.serving.deploy import autoscaling_config, deploy
+    from ml_platform.serving.deploy import autoscaling_config, deploy, own_deployments
 
     settings = load_settings()
-    autoscaling_config(settings)  # a mistake there is said before a cluster is started
+    # A mistake in either is said before a cluster is started.
+    autoscaling_config(settings)
+    own_deployments(settings)
     stop = threading.Event()
 
     def stop_on_signals() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Any
 
 from ml_platform.features.definitions import Feature, source_columns
 
@@ -257,6 +258,19 @@ class MonitoringSpec:
 
 
 @dataclass(frozen=True)
+class ServingSpec:
+    """A Ray Serve deployment of the use case's own, sized apart from the others: its replicas
+    load only its models and score only its requests. Use cases without one share the service's
+    deployment (``ML_PLATFORM_SERVE_REPLICAS`` / ``ML_PLATFORM_SERVE_AUTOSCALING``)."""
+
+    replicas: int = 1
+    # Ray Serve's own autoscaling_config (min_replicas, max_replicas, target_ongoing_requests,
+    # ...): replicas by load instead of ``replicas``.
+    autoscaling: dict[str, Any] = field(default_factory=dict)
+    num_cpus: float = 0.5
+
+
+@dataclass(frozen=True)
 class UseCaseSpec:
     name: str
     description: str
@@ -271,6 +285,8 @@ class UseCaseSpec:
     partitions_start: str  # first day of the partitions, YYYY-MM-DD
     sources: tuple[Source, ...] = (LandingFiles(),)
     monitoring: MonitoringSpec = field(default_factory=MonitoringSpec)
+    # None: served by the shared deployment.
+    serving: ServingSpec | None = None
     labels: Labels = field(default_factory=AnomalyWindows)
     # What one input row is called: its tables are raw_<table>, <table>_quarantine, stg_<table>.
     table: str = "events"

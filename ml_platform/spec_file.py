@@ -290,6 +290,9 @@ def problems(spec: UseCaseSpec) -> list[str]:
         found.append(f"partitions_start: {spec.partitions_start!r} is not a date (YYYY-MM-DD)")
     if spec.partitions not in PARTITIONS:
         found.append(f"partitions: {spec.partitions!r} is not one of {PARTITIONS}")
+    if spec.serving is not None:
+        need(spec.serving.replicas >= 1, "serving.replicas", "must be at least 1")
+        need(spec.serving.num_cpus > 0, "serving.num_cpus", "must be above 0 (0.5: half a core)")
     return found
 
 

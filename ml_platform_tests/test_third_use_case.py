@@ -10,6 +10,9 @@ prediction log, drift and live performance, all through real Dagster runs and Ra
 
 from __future__ import annotations
 
+import threading
+import time
+
 import dagster as dg
 import httpx
 import numpy as np
@@ -58,6 +61,17 @@ labels: {kind: event_labels, column: tampered, missing: negative}
 monitoring: {label_lateness: 1d, min_labelled_rows: 1}
 partitions_start: 2014-05-01
 partitions: hourly
+# A deployment of its own, scaled by its load alone (quick to react, for the test).
+serving:
+  autoscaling:
+    min_replicas: 1
+    max_replicas: 2
+    target_ongoing_requests: 1
+    upscale_delay_s: 1
+    look_back_period_s: 2
+    metrics_interval_s: 0.5
+    downscale_delay_s: 600
+  num_cpus: 0.25
 """
 # The three days' 72 hourly partitions, backfilled in one run.
 ALL_HOURS = {
@@ -213,8 +227,6 @@ def test_the_meters_use_case_goes_through_the_whole_loop(loop):
     unknown = httpx.post(f"{settings.serve_url}/v1/models/meters/predict", json={"meter_id": BAD}, timeout=30)
     assert unknown.status_code == 404 and BAD in unknown.json()["error"]
 
-    import time
-
     time.sleep(2.5)  # the prediction log is flushed every second, off the request path
     monitored = materialize(platform, ["predictions", "drift_report", "live_performance"])
     assert monitored.success
@@ -228,6 +240,53 @@ def test_the_meters_use_case_goes_through_the_whole_loop(loop):
     assert live["live/roc_auc"] == 1.0
     live_checks = {e.check_name: e.passed for e in monitored.get_asset_check_evaluations()}
     assert live_checks["live_performance_slo"] is True
+
+
+def test_the_meters_use_case_scales_in_a_deployment_of_its_own(loop):
+    """After the loop above: meters is scored by its own Serve deployment, which autoscales under
+    load while the shared one (serving the other use cases) keeps its one replica."""
+    from ray import serve
+
+    from ml_platform.serving.deploy import APP_NAME
+
+    platform, _, _ = loop
+    settings = platform.settings
+
+    def running() -> dict[str, int]:
+        deployments = serve.status().applications[APP_NAME].deployments
+        return {name: d.replica_states.get("RUNNING", 0) for name, d in deployments.items()}
+
+    assert running() == {"ModelServer": 1, "ModelServer_meters": 1}
+    metadata = httpx.get(f"{settings.serve_url}/v2/models/meters", timeout=30).json()
+    assert metadata["versions"] == ["1"] and metadata["parameters"]["deployment"] == "ModelServer_meters"
+    # The shared deployment answers for the use cases without a champion as before.
+    assert httpx.get(f"{settings.serve_url}/v2/models/sensor_anomaly/ready", timeout=30).status_code == 503
+
+    answers: list[int] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(base_url=settings.serve_url, timeout=30) as http:
+            while not stop.is_set():
+                response = http.post("/v1/models/meters/predict", json={"meter_id": "m-2"})
+                answers.append(response.status_code)
+
+    clients = [threading.Thread(target=client) for _ in range(6)]
+    loaded = time.monotonic()
+    for thread in clients:
+        thread.start()
+    try:
+        deadline = loaded + 90
+        while running().get("ModelServer_meters", 0) < 2:
+            assert time.monotonic() < deadline, f"meters did not scale out: {running()}"
+            time.sleep(0.5)
+        print(f"meters scaled out {time.monotonic() - loaded:.1f} s into the load, {len(answers)} answers")
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(timeout=60)
+    assert running() == {"ModelServer": 1, "ModelServer_meters": 2}
+    assert answers and set(answers) == {200}
 
 
 def test_the_spec_file_lives_outside_the_package(loop):

@@ -16,7 +16,7 @@ import pytest
 
 from ml_platform.definitions import build_definitions
 from ml_platform.features.definitions import DiffFromMean, Rolling, Value
-from ml_platform.settings import REPO_ROOT, load_settings
+from ml_platform.settings import REPO_ROOT, SettingsError, load_settings
 from ml_platform.spec_file import UseCaseError, read_spec_file
 from ml_platform.usecases import discover, use_cases
 
@@ -172,6 +172,16 @@ def test_user_use_cases_come_from_files_modules_and_entry_points(user_repo, monk
         (("column: pressure_mean_12", "column: pressure_max"), "gate.slices[0].column", "is not a feature"),
         (("entity: pump_id\n", ""), "entity", "missing"),
         (
+            ("partitions_start: 2014-01-01", "partitions_start: 2014-01-01\nserving: {replicas: 0}"),
+            "serving.replicas",
+            "must be at least 1",
+        ),
+        (
+            ("partitions_start: 2014-01-01", "partitions_start: 2014-01-01\nserving: {replica: 2}"),
+            "serving.replica",
+            "unknown field (known: replicas, autoscaling, num_cpus)",
+        ),
+        (
             ("partitions_start: 2014-01-01", "partitions_start: 2014-01-01\npartitions: weekly"),
             "partitions",
             "'weekly' is not one of ('daily', 'hourly', 'monthly')",
@@ -229,6 +239,29 @@ def test_an_invalid_spec_fails_naming_file_use_case_and_field(user_repo, change,
     assert (
         message.startswith(f"{path}: use case 'pumps': ") and f"{field}: " in message and problem in message
     )
+
+
+def test_a_use_case_serving_apart_gets_a_deployment_of_its_own_size(user_repo, monkeypatch):
+    from ml_platform.serving.deploy import serving_app
+
+    path = user_repo / "pumps.yaml"
+    path.write_text(PUMPS + "serving:\n  autoscaling: {min_replicas: 1, max_replicas: 3}\n  num_cpus: 0.25\n")
+    monkeypatch.setenv("ML_PLATFORM_USE_CASES", str(path))
+    monkeypatch.setenv("ML_PLATFORM_SERVE_REPLICAS", "2")
+    ingress = serving_app({}, {"X": "1"}, load_settings())._bound_deployment
+    assert (ingress.name, ingress.num_replicas) == ("ModelServer", 2)
+    assert list(ingress.init_kwargs["own"]) == ["pumps"]  # the shipped examples stay in the shared one
+    own = ingress.init_kwargs["own"]["pumps"]._bound_deployment
+    assert own.name == "ModelServer_pumps" and own.init_kwargs == {"models_of": ("pumps",)}
+    assert own._deployment_config.autoscaling_config.max_replicas == 3
+    assert own.ray_actor_options["num_cpus"] == 0.25
+    assert own.ray_actor_options["runtime_env"] == {"env_vars": {"X": "1"}}
+    # A field Ray would ignore is refused before deploying, naming the use case.
+    misspelt = user_repo / "misspelt.yaml"
+    misspelt.write_text(PUMPS + "serving:\n  autoscaling: {max_replica: 3}\n")
+    monkeypatch.setenv("ML_PLATFORM_USE_CASES", str(misspelt))
+    with pytest.raises(SettingsError, match="use case pumps: serving.autoscaling: max_replica not among"):
+        serving_app({}, {}, load_settings())
 
 
 def test_a_name_declared_twice_names_both_places(user_repo):

@@ -23,7 +23,7 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version as package_version
 from typing import Any
 
@@ -135,6 +135,40 @@ class Served:
 
 
 @dataclass(frozen=True)
+class Refused:
+    """A request a use case's own deployment refused, as the ingress answers it."""
+
+    status: int
+    message: str
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """What is served for a use case, as its readiness and metadata say."""
+
+    champion: str | None
+    challenger: str | None
+    canary_share: float
+    shadow: bool
+    load_error: str | None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The size of a Serve deployment: fixed ``replicas``, or Ray Serve's ``autoscaling_config``."""
+
+    replicas: int = 1
+    autoscaling: dict[str, Any] | None = None
+    num_cpus: float = 0.5
+
+    def options(self) -> dict[str, Any]:
+        scaling = (
+            {"autoscaling_config": self.autoscaling} if self.autoscaling else {"num_replicas": self.replicas}
+        )
+        return {**scaling, "ray_actor_options": {"num_cpus": self.num_cpus}}
+
+
+@dataclass(frozen=True)
 class Routing:
     champion: Served | None = None
     challenger: Served | None = None
@@ -158,20 +192,20 @@ def service_metrics(own: CollectorRegistry) -> CollectorRegistry:
     return registry
 
 
-@serve.deployment(
-    ray_actor_options={"num_cpus": 0.5},
-    max_ongoing_requests=64,
-    # Beyond this many waiting requests Serve answers 503 at once instead of growing latency.
-    max_queued_requests=256,
-    health_check_period_s=5,
-    graceful_shutdown_timeout_s=10,
-)
-@serve.ingress(api)
-class ModelServer:
-    def __init__(self) -> None:
+class ModelReplica:
+    """A serving replica: the routes, and the models it loads, watches and scores. As the HTTP
+    ingress (``ModelServer``) it serves the models of the use cases without a deployment of their
+    own; ``own`` holds a handle to each deployment that does (``build_app``). As that deployment
+    (``UseCaseModels``, ``models_of`` one use case) it loads and scores only those models, for the
+    ingress."""
+
+    def __init__(self, own: dict[str, Any] | None = None, models_of: tuple[str, ...] = ()) -> None:
         bind_replica_grpc_to_node_address()
         self.settings = load_settings()
         self.use_cases = use_cases(self.settings)
+        self.own = own or {}
+        # The use cases whose models this replica loads, watches and scores.
+        self.models_here = models_of or tuple(n for n in self.use_cases if n not in self.own)
         # `/invocations` names no model: it answers for the first use case.
         self.default_model = next(iter(self.use_cases))
         self.online_store = make_online_store(self.settings)
@@ -185,7 +219,7 @@ class ModelServer:
         self.label_landings = {
             name: LabelLanding(self.settings, spec, self.inbox) for name, spec in self.use_cases.items()
         }
-        self.routing: dict[str, Routing] = {name: Routing() for name in self.use_cases}
+        self.routing: dict[str, Routing] = {name: Routing() for name in self.models_here}
         self.load_errors: dict[str, str] = {}
         self.log = prediction_log(self.settings)
         self._stop = threading.Event()
@@ -222,7 +256,8 @@ class ModelServer:
     def reconfigure(self, config: dict[str, Any]) -> None:
         """The champions the deployment was given; the registry watcher takes over from there."""
         for use_case, ref in config.get("models", {}).items():
-            self._adopt(use_case, CHAMPION, ModelRef(**ref))
+            if use_case in self.routing:
+                self._adopt(use_case, CHAMPION, ModelRef(**ref))
 
     def _load(self, use_case: str, ref: ModelRef) -> Served:
         task = task_of(self.use_cases[use_case])
@@ -256,7 +291,7 @@ class ModelServer:
     def _watch_loop(self) -> None:
         client = configure(self.settings)
         while not self._stop.wait(WATCH_S):
-            for use_case in self.use_cases:
+            for use_case in self.models_here:
                 try:
                     tags = client.get_registered_model(use_case).tags
                 except Exception:
@@ -399,6 +434,13 @@ class ModelServer:
     async def _score(
         self, use_case: str, rows: list[Row], route: str, started: float
     ) -> tuple[Served, str, list[dict]]:
+        if use_case in self.own:
+            scored = await self.own[use_case].score_rows.remote(
+                use_case, rows, route, time.perf_counter() - started
+            )
+            if isinstance(scored, Refused):
+                raise RequestError(scored.status, scored.message)
+            return scored
         routing = self.routing[use_case]
         if routing.champion is None:
             reason = self.load_errors.get(use_case, "no champion deployed yet")
@@ -434,6 +476,17 @@ class ModelServer:
                 self._shadow(use_case, routing.challenger, features, outputs)
             )
         return served, role, outputs
+
+    async def score_rows(
+        self, use_case: str, rows: list[Row], route: str, waited_s: float
+    ) -> tuple[Served, str, list[dict]] | Refused:
+        """``_score`` for the ingress, on a deployment of the use case's own: what is served comes
+        back without its model, a refusal as a value (Ray would wrap a raised one)."""
+        try:
+            served, role, outputs = await self._score(use_case, rows, route, time.perf_counter() - waited_s)
+        except RequestError as exc:
+            return Refused(exc.status, exc.message)
+        return replace(served, pipeline=None, compiled=None), role, outputs
 
     async def _shadow(self, use_case: str, shadow: Served, features: list[dict], outputs: list[dict]) -> None:
         """The challenger scores the same rows off the response path; logged as lines of their own."""
@@ -597,7 +650,7 @@ class ModelServer:
     async def kserve_model(self, model: str) -> JSONResponse:
         if model not in self.use_cases:
             return _error(404, f"unknown model {model!r}; served: {sorted(self.use_cases)}")
-        return JSONResponse({"name": model, "ready": self.routing[model].champion is not None})
+        return JSONResponse({"name": model, "ready": (await self._state(model)).champion is not None})
 
     @api.post("/v1/models/{model}:predict", openapi_extra=_json_body())
     async def kserve_predict(self, model: str, request: Request) -> Response:
@@ -655,38 +708,57 @@ class ModelServer:
     async def live(self) -> dict[str, bool]:
         return {"live": True}
 
-    def v2_ready(self) -> bool:
-        return any(r.champion for r in self.routing.values())
+    def model_state(self, model: str) -> ModelState:
+        """What this replica serves for ``model`` (one of ``models_here``)."""
+        routing = self.routing[model]
+        return ModelState(
+            champion=routing.champion.ref.version if routing.champion else None,
+            challenger=routing.challenger.ref.version if routing.challenger else None,
+            canary_share=routing.canary_share,
+            shadow=routing.shadow,
+            load_error=self.load_errors.get(model),
+        )
+
+    async def _state(self, model: str) -> ModelState:
+        if model in self.own:
+            return await self.own[model].model_state.remote(model)
+        return self.model_state(model)
+
+    async def v2_ready(self) -> bool:
+        for model in self.use_cases:
+            if (await self._state(model)).champion is not None:
+                return True
+        return False
 
     @api.get("/v2/health/ready")
     async def ready(self) -> JSONResponse:
-        ready = self.v2_ready()
+        ready = await self.v2_ready()
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     @api.get("/v2")
     async def server_metadata(self) -> dict[str, Any]:
         return {"name": "ml_platform", "version": api.version, "extensions": ["binary_tensor_data"]}
 
-    def v2_model_ready(self, model: str) -> tuple[int, dict[str, Any]]:
+    async def v2_model_ready(self, model: str) -> tuple[int, dict[str, Any]]:
         if model not in self.use_cases:
             return 404, {"error": f"unknown model {model!r}; served: {sorted(self.use_cases)}"}
-        ready = self.routing[model].champion is not None
+        ready = (await self._state(model)).champion is not None
         return (200 if ready else 503), {"name": model, "ready": ready}
 
     @api.get("/v2/models/{model}/ready")
     async def model_ready(self, model: str) -> JSONResponse:
-        status, body = self.v2_model_ready(model)
+        status, body = await self.v2_model_ready(model)
         return JSONResponse(body, status_code=status)
 
-    def v2_metadata(self, model: str) -> tuple[int, dict[str, Any]]:
+    async def v2_metadata(self, model: str) -> tuple[int, dict[str, Any]]:
         """The model's v2 metadata, 503 while no champion is served (the body says why)."""
         if model not in self.use_cases:
             return 404, {"error": f"unknown model {model!r}; served: {sorted(self.use_cases)}"}
-        routing = self.routing[model]
+        state = await self._state(model)
         signature = self.signatures[model]
         body = {
             "name": model,
-            "versions": [routing.champion.ref.version] if routing.champion else [],
+            "versions": [state.champion] if state.champion else [],
             "platform": "sklearn",
             "inputs": [{"name": n, "datatype": "FP64", "shape": [-1]} for n in signature.names],
             "outputs": [
@@ -694,23 +766,44 @@ class ModelServer:
                 for o in (*task_of(self.use_cases[model]).outputs, PREDICTION_ID)
             ],
             "parameters": {
-                "challenger_version": routing.challenger.ref.version if routing.challenger else None,
-                "canary_share": routing.canary_share,
-                "shadow": routing.shadow,
-                **({"load_error": self.load_errors[model]} if model in self.load_errors else {}),
+                "challenger_version": state.challenger,
+                "canary_share": state.canary_share,
+                "shadow": state.shadow,
+                **({"load_error": state.load_error} if state.load_error else {}),
+                **({"deployment": f"ModelServer_{model}"} if model in self.own else {}),
             },
         }
-        return (200 if routing.champion else 503), body
+        return (200 if state.champion else 503), body
 
     @api.get("/v2/models/{model}")
     async def metadata(self, model: str) -> JSONResponse:
-        status, body = self.v2_metadata(model)
+        status, body = await self.v2_metadata(model)
         return JSONResponse(body, status_code=status)
 
     @api.get("/metrics")
     async def prometheus(self) -> Response:
         text = generate_latest(service_metrics(self.metrics))
         return Response(text, media_type="text/plain; version=0.0.4")
+
+
+REPLICA_OPTIONS: dict[str, Any] = {
+    "max_ongoing_requests": 64,
+    # Beyond this many waiting requests Serve answers 503 at once instead of growing latency.
+    "max_queued_requests": 256,
+    "health_check_period_s": 5,
+    "graceful_shutdown_timeout_s": 10,
+}
+
+
+@serve.deployment(**REPLICA_OPTIONS)
+@serve.ingress(api)
+class ModelServer(ModelReplica):
+    """The HTTP ingress (Serve takes one FastAPI deployment per application)."""
+
+
+@serve.deployment(**REPLICA_OPTIONS)
+class UseCaseModels(ModelReplica):
+    """A use case's own deployment, reached by the ingress through a handle."""
 
 
 def _openapi() -> dict[str, Any]:
@@ -739,18 +832,29 @@ api.openapi = _openapi
 def build_app(
     models: dict[str, ModelRef],
     env: dict[str, str],
-    replicas: int = 1,
-    autoscaling: dict[str, Any] | None = None,
+    shared: Deployment = Deployment(),
+    own: dict[str, Deployment] | None = None,
 ):
     """The application to ``serve.run``; ``env`` reaches replicas (home, tracking URI, threads).
-    With ``autoscaling`` (Ray Serve's ``autoscaling_config``) Serve sets the number of replicas
-    by load instead of ``replicas``."""
-    from dataclasses import asdict
+    ``shared`` sizes the ingress, which serves every use case not in ``own``; each use case in
+    ``own`` gets a deployment of its own (``ModelServer_<use case>``) of that size."""
 
-    config = {"models": {name: asdict(ref) for name, ref in models.items()}}
-    scaling = {"autoscaling_config": autoscaling} if autoscaling else {"num_replicas": replicas}
-    return ModelServer.options(
-        user_config=config,
-        ray_actor_options={"num_cpus": 0.5, "runtime_env": {"env_vars": env}},
-        **scaling,
-    ).bind()
+    def bound(deployment, size: Deployment, name: str, served: dict[str, ModelRef], **kwargs: Any):
+        options = size.options()
+        options["ray_actor_options"]["runtime_env"] = {"env_vars": env}
+        config = {"models": {n: asdict(ref) for n, ref in served.items()}}
+        return deployment.options(name=name, user_config=config, **options).bind(**kwargs)
+
+    own = own or {}
+    handles = {
+        name: bound(
+            UseCaseModels,
+            size,
+            f"ModelServer_{name}",
+            {name: models[name]} if name in models else {},
+            models_of=(name,),
+        )
+        for name, size in own.items()
+    }
+    shared_models = {n: r for n, r in models.items() if n not in own}
+    return bound(ModelServer, shared, "ModelServer", shared_models, own=handles)

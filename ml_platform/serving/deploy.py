@@ -9,7 +9,7 @@ from ray import serve
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ApplicationStatus
 
-from ml_platform.serving.app import build_app
+from ml_platform.serving.app import Deployment, build_app
 from ml_platform.serving.cluster import connect, metrics_dir
 from ml_platform.serving.grpc_v2 import APP_NAME as GRPC_APP_NAME
 from ml_platform.serving.grpc_v2 import build_grpc_app, env_fingerprint
@@ -71,29 +71,47 @@ def controller_options(settings: Settings) -> dict | None:
 
 
 def autoscaling_config(settings: Settings) -> dict | None:
-    """``ML_PLATFORM_SERVE_AUTOSCALING`` checked against Ray Serve's fields: Ray accepts a field it
-    does not know without a word, so a misspelt one is refused here, by name."""
+    """``ML_PLATFORM_SERVE_AUTOSCALING`` checked against Ray Serve's fields."""
     autoscaling = settings.serve_autoscaling_config
     if autoscaling:
-        known = AutoscalingConfig.model_fields
-        unknown = sorted(set(autoscaling) - set(known))
-        if unknown:
-            raise SettingsError(
-                f"ML_PLATFORM_SERVE_AUTOSCALING: {', '.join(unknown)} not among Ray Serve's "
-                f"autoscaling fields ({', '.join(known)})"
-            )
-        try:
-            AutoscalingConfig(**autoscaling)
-        except ValueError as exc:  # pydantic's, naming each field and its rule
-            errors = exc.errors() if hasattr(exc, "errors") else [{"loc": (), "msg": str(exc)}]
-            said = "; ".join(f"{e['loc'][-1] if e['loc'] else ''} {e['msg']}".strip() for e in errors)
-            raise SettingsError(f"ML_PLATFORM_SERVE_AUTOSCALING: {said}") from None
+        check_autoscaling(autoscaling, "ML_PLATFORM_SERVE_AUTOSCALING")
     return autoscaling
 
 
+def check_autoscaling(autoscaling: dict, where: str) -> None:
+    """Ray accepts an autoscaling field it does not know without a word, so a misspelt one is
+    refused here, by name, as is a value Ray's own model refuses."""
+    known = AutoscalingConfig.model_fields
+    unknown = sorted(set(autoscaling) - set(known))
+    if unknown:
+        raise SettingsError(
+            f"{where}: {', '.join(unknown)} not among Ray Serve's autoscaling fields ({', '.join(known)})"
+        )
+    try:
+        AutoscalingConfig(**autoscaling)
+    except ValueError as exc:  # pydantic's, naming each field and its rule
+        errors = exc.errors() if hasattr(exc, "errors") else [{"loc": (), "msg": str(exc)}]
+        said = "; ".join(f"{e['loc'][-1] if e['loc'] else ''} {e['msg']}".strip() for e in errors)
+        raise SettingsError(f"{where}: {said}") from None
+
+
+def own_deployments(settings: Settings) -> dict[str, Deployment]:
+    """The use cases whose spec asks for a deployment of their own, and its size."""
+    found = {}
+    for name, spec in use_cases(settings).items():
+        if spec.serving is not None:
+            if spec.serving.autoscaling:
+                check_autoscaling(spec.serving.autoscaling, f"use case {name}: serving.autoscaling")
+            found[name] = Deployment(
+                spec.serving.replicas, spec.serving.autoscaling or None, spec.serving.num_cpus
+            )
+    return found
+
+
 def serving_app(models: dict[str, ModelRef], env: dict[str, str], settings: Settings):
-    """The HTTP app, its replicas fixed or autoscaled."""
-    return build_app(models, env, settings.serve_replicas, autoscaling_config(settings))
+    """The HTTP app: the shared deployment, fixed or autoscaled, and one per use case that asks."""
+    shared = Deployment(settings.serve_replicas, autoscaling_config(settings))
+    return build_app(models, env, shared, own_deployments(settings))
 
 
 def deploy_grpc(env: dict[str, str]) -> None:
