@@ -199,7 +199,9 @@ def serving(settings: Settings, use_cases: list[str]) -> PartStatus:
             for name in use_cases:
                 body = client.get(f"/v2/models/{name}").json()
                 versions = body.get("versions") or []
-                served.append(f"{name} v{versions[0]}" if versions else f"{name} not served")
+                own = body.get("parameters", {}).get("deployment")  # a use case served apart
+                said = f"{name} v{versions[0]}" if versions else f"{name} not served"
+                served.append(f"{said} ({own})" if own else said)
     except httpx.ConnectError:
         return replace(status, state=NOT_RUNNING, detail="start it with `ml-platform serve`")
     except (httpx.HTTPError, ValueError) as error:

@@ -169,3 +169,22 @@ def test_autoscaling_replaces_the_fixed_replica_count(tmp_path):
     assert autoscaled.autoscaling_config.max_replicas == 3
     assert autoscaled.autoscaling_config.target_ongoing_requests == 4
     assert serving_app({}, {}, fixed)._bound_deployment.num_replicas == 2
+
+
+def test_talking_to_one_homes_tracking_store_leaves_the_next_homes_settings_alone(tmp_path, monkeypatch):
+    """MLflow exports the tracking URI it is given to the environment, where the settings are read:
+    a process that switches homes (the test session, a long-lived command) must not keep the first."""
+    import mlflow
+
+    from ml_platform.training.registry import configure
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = load_settings({"ML_PLATFORM_HOME": str(tmp_path / "first")})
+    configure(first)
+    assert mlflow.get_tracking_uri() == first.mlflow_tracking_uri
+    monkeypatch.setenv("ML_PLATFORM_HOME", str(tmp_path / "second"))
+    assert load_settings().mlflow_tracking_uri == f"sqlite:///{tmp_path / 'second' / 'mlflow.db'}"
+    # A URI the user exported stays the one the settings read.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    configure(first)
+    assert load_settings().mlflow_tracking_uri == "http://127.0.0.1:5999"

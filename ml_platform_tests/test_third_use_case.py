@@ -248,6 +248,7 @@ def test_the_meters_use_case_scales_in_a_deployment_of_its_own(loop):
     from ray import serve
 
     from ml_platform.serving.deploy import APP_NAME
+    from ml_platform.status import serving as serving_status
 
     platform, _, _ = loop
     settings = platform.settings
@@ -259,8 +260,10 @@ def test_the_meters_use_case_scales_in_a_deployment_of_its_own(loop):
     assert running() == {"ModelServer": 1, "ModelServer_meters": 1}
     metadata = httpx.get(f"{settings.serve_url}/v2/models/meters", timeout=30).json()
     assert metadata["versions"] == ["1"] and metadata["parameters"]["deployment"] == "ModelServer_meters"
+    assert "meters v1 (ModelServer_meters)" in serving_status(settings, ["meters"]).detail
     # The shared deployment answers for the use cases without a champion as before.
-    assert httpx.get(f"{settings.serve_url}/v2/models/sensor_anomaly/ready", timeout=30).status_code == 503
+    other = httpx.get(f"{settings.serve_url}/v2/models/sensor_anomaly", timeout=30)
+    assert other.status_code == 503, other.text
 
     answers: list[int] = []
     stop = threading.Event()

@@ -4,6 +4,10 @@
   (``/invocations``, ``/v1/models/{m}/invocations``), ``/v1/events/{use_case}``,
   ``/v1/labels/{use_case}``, ``/metrics``; v2 over gRPC reaches ``grpc_infer`` and the ``v2_*``
   methods through a deployment handle (``serving/grpc_v2.py``).
+- One ingress deployment (``ModelServer``) answers every route. It scores the use cases without
+  a ``serving:`` section itself; each that has one is scored by its own deployment
+  (``ModelServer_<use case>``, sized and autoscaled apart), which the ingress calls through a
+  deployment handle with the parsed rows.
 - Concurrent requests are scored together (``@serve.batch``): one model call per batch.
 - Each replica follows the registry: every ``WATCH_S`` seconds it reads the ``champion`` and
   ``challenger`` aliases and the canary/shadow settings. A new model is loaded, its sha256
@@ -36,6 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.multiprocess import MultiProcessCollector
 from ray import serve
 
+from ml_platform.errors import first_line
 from ml_platform.features.online_store import make_online_store, unavailable
 from ml_platform.serving.cluster import bind_replica_grpc_to_node_address
 from ml_platform.serving.compiled import compile_model
@@ -435,9 +440,14 @@ class ModelReplica:
         self, use_case: str, rows: list[Row], route: str, started: float
     ) -> tuple[Served, str, list[dict]]:
         if use_case in self.own:
-            scored = await self.own[use_case].score_rows.remote(
-                use_case, rows, route, time.perf_counter() - started
-            )
+            try:
+                scored = await self.own[use_case].score_rows.remote(
+                    use_case, rows, route, time.perf_counter() - started
+                )
+            except Exception as exc:  # Serve's back-pressure, a replica lost mid-call
+                raise RequestError(
+                    503, f"{own_deployment(use_case)} did not answer: {first_line(exc)}"
+                ) from None
             if isinstance(scored, Refused):
                 raise RequestError(scored.status, scored.message)
             return scored
@@ -720,9 +730,14 @@ class ModelReplica:
         )
 
     async def _state(self, model: str) -> ModelState:
-        if model in self.own:
+        if model not in self.own:
+            return self.model_state(model)
+        try:
             return await self.own[model].model_state.remote(model)
-        return self.model_state(model)
+        except Exception as exc:
+            return ModelState(
+                None, None, 0.0, False, f"{own_deployment(model)} did not answer: {first_line(exc)}"
+            )
 
     async def v2_ready(self) -> bool:
         for model in self.use_cases:
@@ -770,7 +785,7 @@ class ModelReplica:
                 "canary_share": state.canary_share,
                 "shadow": state.shadow,
                 **({"load_error": state.load_error} if state.load_error else {}),
-                **({"deployment": f"ModelServer_{model}"} if model in self.own else {}),
+                **({"deployment": own_deployment(model)} if model in self.own else {}),
             },
         }
         return (200 if state.champion else 503), body
@@ -784,6 +799,11 @@ class ModelReplica:
     async def prometheus(self) -> Response:
         text = generate_latest(service_metrics(self.metrics))
         return Response(text, media_type="text/plain; version=0.0.4")
+
+
+def own_deployment(use_case: str) -> str:
+    """The name of the Serve deployment of a use case that declares ``serving:``."""
+    return f"ModelServer_{use_case}"
 
 
 REPLICA_OPTIONS: dict[str, Any] = {
@@ -850,7 +870,7 @@ def build_app(
         name: bound(
             UseCaseModels,
             size,
-            f"ModelServer_{name}",
+            own_deployment(name),
             {name: models[name]} if name in models else {},
             models_of=(name,),
         )

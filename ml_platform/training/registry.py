@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from ml_platform.errors import first_line
-from ml_platform.settings import Settings
+from ml_platform.settings import ENV_VARS, Settings
 from ml_platform.spec import UseCaseSpec
 from ml_platform.tasks import Task, task_of
 
@@ -36,6 +37,7 @@ CHAMPION = "champion"
 PREVIOUS = "previous"
 CHALLENGER = "challenger"
 SHA_TAG = "artifact_sha256"
+TRACKING_URI_VAR = ENV_VARS["mlflow_tracking_uri"]
 # skops refuses unknown types on load; each task lists the ones its artifacts hold
 # (``Task.trusted_types``), never a list read from the artifact.
 # Written by the registry after logging; not part of what is loaded.
@@ -76,7 +78,15 @@ class ModelRef:
 
 
 def configure(settings: Settings) -> MlflowClient:
+    exported = os.environ.get(TRACKING_URI_VAR)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    # MLflow also exports the URI to this process's environment, where `load_settings` reads it:
+    # a process that later loads the settings of another home (a test, a long-lived command)
+    # would keep this home's tracking store. Put back what was set; MLflow keeps its own copy.
+    if exported is None:
+        os.environ.pop(TRACKING_URI_VAR, None)
+    else:
+        os.environ[TRACKING_URI_VAR] = exported
     return MlflowClient(settings.mlflow_tracking_uri)
 
 
