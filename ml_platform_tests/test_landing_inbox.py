@@ -127,3 +127,19 @@ def test_an_inbox_that_does_not_answer_refuses_the_post_and_delays_only_the_deli
     land_days(platform, FIRST_DAY, 1)
     requests, _ = platform.run_requests(platform.sensor("landing_sensor"))
     assert any(set(r.asset_selection) == set(keys("raw_readings", "readings_quarantine")) for r in requests)
+
+
+def test_a_stored_name_cannot_place_a_file_outside_its_folder(platform, inbox_url):
+    settings = platform.settings
+    inbox = landing_inbox(settings)
+    inbox.put(USE_CASE, "labels", "../../escaped_labels.csv", b"sensor_id,start,end\n")
+    inbox.put(USE_CASE, "events", "/tmp/.hidden_events", b"{}\n")
+    inbox.close()
+    delivered = deliver(settings, USE_CASE)
+    folders = {settings.labels_dir_for(USE_CASE), settings.landing_dir_for(USE_CASE)}
+    assert len(delivered) == 2
+    for file in delivered:
+        assert file.path.parent in folders and file.path.exists()
+        assert "/" not in file.path.name and not file.path.name.startswith(".")
+    assert not (settings.home / "escaped_labels.csv").exists()
+    assert not list(settings.home.parent.glob("escaped_labels.csv"))

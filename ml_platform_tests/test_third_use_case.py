@@ -124,6 +124,13 @@ def loop(tmp_path_factory, ray_cluster):
     bad.to_csv(landing / f"{BAD}.csv", index=False)
     yield platform, spec, truth
     mp.undo()
+    from ray import serve
+
+    from ml_platform.serving.deploy import APP_NAME
+
+    # Scaled out, the meters deployment would hold its replicas' CPUs for its downscale delay
+    # (600 s) and starve the next module's tuning trials on the shared cluster.
+    serve.delete(APP_NAME)
 
 
 def materialize(platform: Platform, names: list[str], **kwargs):

@@ -300,7 +300,7 @@ def feature_skew(spec: UseCaseSpec, warehouse: DuckDBResource) -> dg.Materialize
 def serving_slo(spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings) -> dg.MaterializeResult:
     """Latency and throughput per version from the log, the error rate from ``/metrics``."""
     monitoring = spec.monitoring
-    from ml_platform.monitoring.slo import scrape_error_rate
+    from ml_platform.monitoring.slo import MetricsUnavailable, scrape_error_rate
     from ml_platform.training import registry
 
     since = dt.datetime.now(dt.UTC) - monitoring.slo_window
@@ -317,7 +317,12 @@ def serving_slo(spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings
         )
         settled = recent.filter((pl.col("model_version") == champion.version) & (started >= judged_from))
         mine = latency_summary(settled, monitoring.slo_window).get(champion.version, {"requests": 0.0})
-    error_rate = scrape_error_rate(settings.serve_url, spec.name)
+    unavailable = ""
+    try:
+        error_rate = scrape_error_rate(settings.serve_url, spec.name)
+    except MetricsUnavailable as exc:
+        # Latency from the log is still judged; the error rate is said unknown, not zero.
+        error_rate, unavailable = None, str(exc)
     if error_rate is not None:
         mine["error_rate"] = error_rate
     broken = []
@@ -330,12 +335,14 @@ def serving_slo(spec: UseCaseSpec, warehouse: DuckDBResource, settings: Settings
             "champion_version": champion.version if champion else "",
             **{f"champion/{k}": v for k, v in mine.items()},
             "champion/judged_from": judged_from.isoformat(),
+            **({"error_rate_unavailable": unavailable} if unavailable else {}),
             "by_version": markdown_table([{"version": v, **m} for v, m in sorted(summary.items())]),
         },
         check_results=[
             dg.AssetCheckResult(
                 check_name="serving_slo",
                 passed=not broken,
+                description=f"error rate not judged: {unavailable}" if unavailable else None,
                 metadata={"broken": ", ".join(broken) or "none"},
             )
         ],

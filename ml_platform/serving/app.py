@@ -215,15 +215,20 @@ class ModelReplica:
         self.default_model = next(iter(self.use_cases))
         self.online_store = make_online_store(self.settings)
         self.signatures = {name: Signature.of(spec) for name, spec in self.use_cases.items()}
+        # Posted events and labels reach the ingress only; a use case's own deployment reads the
+        # features of its event rows and lands nothing.
+        ingress = not models_of
         # Without the home's filesystem (a replica on another node), posts are held in PostgreSQL.
-        self.inbox = landing_inbox(self.settings)
+        self.inbox = landing_inbox(self.settings) if ingress else None
         self.ingestors = {
-            name: EventIngestor(self.settings, spec, self.online_store, self.inbox)
-            for name, spec in self.use_cases.items()
+            name: EventIngestor(self.settings, self.use_cases[name], self.online_store, self.inbox)
+            for name in (self.use_cases if ingress else models_of)
         }
-        self.label_landings = {
-            name: LabelLanding(self.settings, spec, self.inbox) for name, spec in self.use_cases.items()
-        }
+        self.label_landings = (
+            {name: LabelLanding(self.settings, spec, self.inbox) for name, spec in self.use_cases.items()}
+            if ingress
+            else {}
+        )
         self.routing: dict[str, Routing] = {name: Routing() for name in self.models_here}
         self.load_errors: dict[str, str] = {}
         self.log = prediction_log(self.settings)

@@ -109,15 +109,23 @@ def _write_files(settings: Settings, use_case: str, rows: list[tuple]) -> list[D
         if kind == EVENTS:
             events.setdefault(name, []).append((row_id, bytes(body)))
         else:
-            path = settings.labels_dir_for(use_case) / name
+            path = settings.labels_dir_for(use_case) / plain_file_name(name)
             write_file(path, bytes(body))
             delivered.append(Delivered(path, 1))
     for name, posts in events.items():
         # The ids in the name: each delivery is a file of its own, never appended to.
-        path = settings.landing_dir_for(use_case) / f"{name}_rows_{posts[0][0]}_{posts[-1][0]}.jsonl"
+        stem = plain_file_name(name)
+        path = settings.landing_dir_for(use_case) / f"{stem}_rows_{posts[0][0]}_{posts[-1][0]}.jsonl"
         write_file(path, b"".join(body for _, body in posts))
         delivered.append(Delivered(path, len(posts)))
     return delivered
+
+
+def plain_file_name(name: str) -> str:
+    """``name`` as stored, made a visible file name of one folder: the table is writable by
+    whoever holds the database's password, so a stored name never places a file elsewhere."""
+    plain = name.replace("/", "_").replace("\\", "_").lstrip(".")
+    return plain or "unnamed"
 
 
 def write_file(path: Path, data: bytes) -> None:
