@@ -68,14 +68,16 @@ class _FileLock:
     def _release(self) -> None:
         assert self._fd is not None
         held = time.monotonic() - self._acquired
+        # Said before letting go, so the logged hold lies within the real one: the next
+        # holder's "took" record can never carry an earlier time than this one.
+        dg.get_dagster_logger().info(f"{WAREHOUSE_UNLOCKED} after holding it {held:.2f} s")
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
-        dg.get_dagster_logger().info(f"{WAREHOUSE_UNLOCKED} after holding it {held:.2f} s")
 
 
 WAREHOUSE_LOCKED = "took the warehouse write lock"
-WAREHOUSE_UNLOCKED = "released the warehouse write lock"
+WAREHOUSE_UNLOCKED = "releasing the warehouse write lock"
 _locks: dict[str, _FileLock] = {}
 _locks_guard = threading.Lock()
 
