@@ -51,7 +51,7 @@ test: install browser-deps serve-deps
 
 # Tests that need no materialized home, cluster or service: run them on every change.
 test-fast: install
-	$(BIN)/python -m pytest ml_platform_tests -m "not integration"
+	$(BIN)/python -m pytest ml_platform_tests -m "not integration" -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check ml_platform ml_platform_tests bench examples

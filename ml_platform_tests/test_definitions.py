@@ -1,9 +1,14 @@
 """The code location loads and holds the contract's asset graph."""
 
+import os
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
+import pytest
+from dagster_dbt import DbtCliResource
 
 from ml_platform.definitions import defs
 
@@ -87,3 +92,29 @@ def test_raw_staged_and_champion_carry_freshness_policies_from_the_spec():
     ):
         policy = graph.get(key(name)).freshness_policy
         assert policy is not None and policy.fail_window.to_timedelta() == window, name
+
+
+@pytest.mark.integration  # runs dbt parse
+def test_processes_loading_together_parse_the_dbt_project_once(monkeypatch):
+    """A code server, the daemon and a CLI run load the definitions at once: one of them parses the
+    stale project, the others wait and read the manifest it wrote, whole."""
+    from ml_platform.usecases import get_use_case
+    from ml_platform.validation import dbt_assets
+    from ml_platform.validation.staging import model_name, staging_files
+
+    spec = get_use_case("sensor_anomaly")
+    dbt_assets.prepare_dbt_project([spec])  # the generated models exist and the manifest is current
+    os.utime(next(iter(staging_files(spec))))  # a model newer than the manifest: it is stale
+    parses = []
+    real = dbt_assets.dbt_cli_resource
+
+    def counted() -> DbtCliResource:
+        parses.append(threading.get_ident())
+        return real()
+
+    monkeypatch.setattr(dbt_assets, "dbt_cli_resource", counted)
+    with ThreadPoolExecutor(3) as pool:
+        manifests = list(pool.map(lambda _: dbt_assets.prepare_dbt_project([spec]), range(3)))
+    assert len(parses) == 1
+    assert all(m == manifests[0] for m in manifests)
+    assert f"model.ml_platform.{model_name(spec)}" in manifests[0]["nodes"]

@@ -1,5 +1,6 @@
 """The dbt project's models as Dagster assets; its tests become asset checks."""
 
+import fcntl
 import functools
 import json
 import os
@@ -64,18 +65,25 @@ def _sources_newer_than(manifest: Path) -> bool:
     )
 
 
-def prepare_dbt_project(specs: Iterable[UseCaseSpec]) -> Path:
-    """Write the use cases' generated staging models, then make sure the manifest is current."""
-    write_staging_models(list(specs))
-    return ensure_manifest()
+def prepare_dbt_project(specs: Iterable[UseCaseSpec]) -> dict[str, Any]:
+    """Write the use cases' generated staging models, parse the project when its manifest is
+    missing or older than its files, and return the manifest.
 
-
-def ensure_manifest() -> Path:
-    """Parse the dbt project when its manifest is missing or older than the project's files."""
-    manifest = DBT_PROJECT.manifest_path
-    if not manifest.exists() or _sources_newer_than(manifest):
-        dbt_cli_resource().cli(["--quiet", "parse"], target_path=DBT_PROJECT_DIR / "target").wait()
-    return manifest
+    All of it under one lock on the project: processes loading the definitions together (code
+    server, daemon, a CLI run) would otherwise parse at once, or read a manifest dbt is rewriting.
+    """
+    target = DBT_PROJECT_DIR / "target"
+    target.mkdir(exist_ok=True)
+    fd = os.open(target / ".prepare.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        write_staging_models(list(specs))
+        manifest = DBT_PROJECT.manifest_path
+        if not manifest.exists() or _sources_newer_than(manifest):
+            dbt_cli_resource().cli(["--quiet", "parse"], target_path=target).wait()
+        return _read_manifest(manifest)
+    finally:
+        os.close(fd)  # lets go of the lock
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -137,7 +145,7 @@ def build_dbt_assets(specs: list[UseCaseSpec]) -> list[dg.AssetsDefinition]:
     """The dbt models of each use case (its generated staging model and any written by hand), on
     the use case's own daily partitions: a use case from 2013 and one from 2025 each run dbt for
     their own days."""
-    manifest = _read_manifest(prepare_dbt_project(specs))
+    manifest = prepare_dbt_project(specs)
     return [_use_case_dbt_assets(manifest, spec) for spec in specs]
 
 
