@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -29,19 +30,41 @@ run_coordinator:
   config:
     dequeue_interval_seconds: 1
 """
-# Runs, event logs (and so the pools' slots) and schedules in PostgreSQL: the file names the
-# variable, so a password in the URL stays out of it.
-POSTGRES_STORAGE = f"""\
-storage:
-  postgres:
+# Event logs (and so the pools' slots) by storages that retry a blocked pool claim every second
+# (ml_platform.instance_storage); runs and schedules in Dagster's own. In PostgreSQL, the file
+# names the variable, so a password in the URL stays out of it.
+SQLITE_STORAGE = """\
+event_log_storage:
+  module: ml_platform.instance_storage
+  class: SqliteStorage
+  config:
+    base_dir: {events}
+"""
+POSTGRES_URL = f"""\
+  config:
     postgres_url:
       env: {STORAGE_VAR}
 """
+POSTGRES_STORAGE = f"""\
+run_storage:
+  module: dagster_postgres.run_storage
+  class: PostgresRunStorage
+{POSTGRES_URL}event_log_storage:
+  module: ml_platform.instance_storage
+  class: PostgresStorage
+{POSTGRES_URL}schedule_storage:
+  module: dagster_postgres.schedule_storage
+  class: PostgresScheduleStorage
+{POSTGRES_URL}"""
 
 
 def dagster_yaml(settings: Settings) -> str:
     """The home's Dagster instance config for ``settings``."""
-    return DAGSTER_YAML + (POSTGRES_STORAGE if settings.dagster_storage_url else "")
+    if settings.dagster_storage_url:
+        return DAGSTER_YAML + POSTGRES_STORAGE
+    # Where Dagster's default SQLite storage keeps them: homes made before keep their history.
+    events = json.dumps(str(settings.dagster_home / "history" / "runs"))  # quoted for YAML
+    return DAGSTER_YAML + SQLITE_STORAGE.format(events=events)
 
 
 def prepare_home(settings: Settings) -> None:
