@@ -35,7 +35,7 @@ run_coordinator:
 # names the variable, so a password in the URL stays out of it.
 SQLITE_STORAGE = """\
 event_log_storage:
-  module: ml_platform.instance_storage
+  module: ml_platform.instance_storage.sqlite
   class: SqliteStorage
   config:
     base_dir: {events}
@@ -50,7 +50,7 @@ run_storage:
   module: dagster_postgres.run_storage
   class: PostgresRunStorage
 {POSTGRES_URL}event_log_storage:
-  module: ml_platform.instance_storage
+  module: ml_platform.instance_storage.postgres
   class: PostgresStorage
 {POSTGRES_URL}schedule_storage:
   module: dagster_postgres.schedule_storage
