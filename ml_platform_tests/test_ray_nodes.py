@@ -28,7 +28,14 @@ import polars as pl
 import pytest
 
 from ml_platform.features.compute import compute_features
-from ml_platform.serving.cluster import SINGLE_NODE_FLAG, free_port, metrics_dir, reachable
+from ml_platform.serving.cluster import (
+    SINGLE_NODE_FLAG,
+    free_port,
+    head_port_env,
+    metrics_dir,
+    node_port_flags,
+    reachable,
+)
 from ml_platform.serving.processes import kill_all, processes
 from ml_platform.settings import REPO_ROOT, load_settings
 from ml_platform.tasks import task_of
@@ -42,16 +49,6 @@ from .test_gate import DAYS, SENSORS, SPEC, TODAYS, split, training_set
 from .test_mlflow_server import TrackingServer
 
 pytestmark = pytest.mark.integration  # two Ray nodes
-
-# Every port a node takes by default and another node on the same machine would also want.
-NODE_PORT_FLAGS = (
-    "--node-manager-port",
-    "--object-manager-port",
-    "--metrics-export-port",
-    "--dashboard-agent-listen-port",
-    "--dashboard-agent-grpc-port",
-    "--runtime-env-agent-port",
-)
 
 # The driver: the search over the given cluster, what each trial scored and where it ran.
 SEARCH = """
@@ -155,13 +152,12 @@ def cluster_env() -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if k not in dropped}, "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def start_node(command: list[str], log: Path) -> subprocess.Popen:
-    ports = [f"{flag}={free_port()}" for flag in NODE_PORT_FLAGS]
+def start_node(command: list[str], log: Path, *, head: bool = False) -> subprocess.Popen:
+    ray = str(Path(sys.executable).with_name("ray"))
     with log.open("ab") as out:  # the child keeps its own copy
         return subprocess.Popen(
-            [str(Path(sys.executable).with_name("ray")), "start", "--block", "--disable-usage-stats", *ports]
-            + command,
-            env=cluster_env(),
+            [ray, "start", "--block", "--disable-usage-stats", *node_port_flags(head=head), *command],
+            env={**cluster_env(), **(head_port_env() if head else {})},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -183,12 +179,12 @@ def two_nodes(tmp_path_factory) -> Iterator[TwoNodes]:
         [
             "--head",
             f"--port={port}",
-            f"--ray-client-server-port={free_port()}",
             "--include-dashboard=false",
             "--num-cpus=1",
             '--resources={"head_node": 1}',
         ],
         logs / "head.log",
+        head=True,
     )
     nodes = [head]
     try:

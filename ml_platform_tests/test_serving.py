@@ -596,11 +596,12 @@ def test_a_model_that_fails_verification_is_never_switched_to(platform):
 
 
 def replica_environments() -> list[dict[str, str]]:
-    """The environment of every live Ray Serve replica process of the app."""
+    """The environment of every live Ray Serve replica process of the app, on this process's
+    cluster (another head on the machine may serve replicas of its own)."""
     found = []
-    for pid, p in processes().items():
+    for pid in process_tree(os.getpid()):
         try:
-            if p.zombie or b"ServeReplica:ml_platform" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"ServeReplica:ml_platform" not in Path(f"/proc/{pid}/cmdline").read_bytes():
                 continue
             raw = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
@@ -741,9 +742,14 @@ def test_an_online_store_that_is_down_answers_503_naming_it_and_serving_returns_
 
 
 def replica_pids() -> set[int]:
-    """The serving replicas' processes (Ray names them after the deployment)."""
+    """The serving replicas' processes on this process's cluster."""
+    return replica_pids_of(process_tree(os.getpid()))
+
+
+def replica_pids_of(pids: set[int]) -> set[int]:
+    """Which of ``pids`` are serving replicas (Ray names them after the deployment)."""
     found = set()
-    for pid in process_tree(os.getpid()):
+    for pid in pids:
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
@@ -939,6 +945,17 @@ def test_nothing_the_suite_started_listens_beyond_loopback(platform):
     assert [str(x) for x in found if not x.loopback] == []
 
 
+def replica_port_block(pids: set[int]) -> range | None:
+    """The block of Serve replica ports held by one of ``pids`` (a local head)."""
+    from ml_platform.serving.cluster import REPLICA_PORT_BLOCKS, REPLICA_PORT_CLAIMS
+
+    for claim in REPLICA_PORT_CLAIMS.glob("[0-9]*"):
+        holder = claim.read_text().split()
+        if holder and int(holder[0]) in pids:
+            return range(int(claim.name), int(claim.name) + REPLICA_PORT_BLOCKS.step)
+    return None
+
+
 def start_serve(env: dict[str, str], port: int) -> subprocess.Popen:
     """A user's `ml-platform serve`, with its own local Ray head; returns once it answers."""
     serve = subprocess.Popen(
@@ -988,6 +1005,17 @@ def test_serve_killed_resumes_with_its_champion_and_canary_and_ctrl_c_stops_ever
         # A user's `ml-platform serve` starts its own head: nothing of it listens beyond loopback.
         found = listeners(process_tree(serve.pid))
         assert len(found) >= 8 and [str(x) for x in found if not x.loopback] == []
+        # Its replicas take ports of the block its head claimed, and none of the suite's head's block.
+        tree = process_tree(serve.pid)
+        own, suites = replica_port_block(tree), replica_port_block(process_tree(os.getpid()) - tree)
+        assert own and suites and own != suites
+
+        def replica_ports() -> set[int]:
+            tree = process_tree(serve.pid)
+            return {x.port for x in listeners(tree) if x.pid in replica_pids_of(tree)}
+
+        wait_for(lambda: replica_ports() & set(own), 60, "a replica listening on its head's block")
+        assert not replica_ports() & set(suites)
         answered = [httpx.post(predict, json={SPEC.entity: "s-4"}, timeout=30) for _ in range(40)]
         assert {a.status_code for a in answered} == {200}
         # SIGKILL to the command and everything of its Ray head: no chance to clean up.

@@ -7,6 +7,7 @@ serving means ending that one process (by its id), never a broad ``ray stop``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shlex
 import shutil
@@ -14,12 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import ray
 
-from ml_platform.serving.processes import kill_all
+from ml_platform.serving.processes import kill_all, proc
 from ml_platform.settings import Settings
 
 NAMESPACE = "ml_platform"
@@ -89,6 +91,33 @@ def loopback_haproxy(settings: Settings) -> Path:
 # dashboard, autoscaler and dashboard metrics).
 RAY_FIXED_PORTS = {52365, 10001, 8265, 44217, 44227}
 
+# What a Ray node listens on besides the GCS, each on a fixed or default port unless told. A second
+# node on the machine (a demo's head beside the tests', two test workers' heads, a worker node)
+# finds them taken: its dashboard agent and client server fail to bind. So every node we start
+# gets free ones of its own, the head two more; the two metrics servers are set by environment.
+NODE_PORT_FLAGS = (
+    "--node-manager-port",
+    "--object-manager-port",
+    "--metrics-export-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+)
+HEAD_PORT_FLAGS = ("--ray-client-server-port", "--dashboard-port")
+HEAD_PORT_ENV = ("AUTOSCALER_METRIC_PORT", "DASHBOARD_METRIC_PORT")
+
+
+def node_port_flags(*, head: bool) -> list[str]:
+    """``ray start`` flags giving a node on this machine free ports of its own."""
+    flags = NODE_PORT_FLAGS + (HEAD_PORT_FLAGS if head else ())
+    return [f"{flag}={free_port()}" for flag in flags]
+
+
+def head_port_env() -> dict[str, str]:
+    """The environment giving a head's autoscaler and dashboard metrics free ports of their own."""
+    return {name: str(free_port()) for name in HEAD_PORT_ENV}
+
+
 # `ray start --node-ip-address=127.0.0.1` replaces a loopback address by the machine's outward one
 # (services.resolve_ip_for_localhost), and every Ray server binds according to that address: the
 # GCS, raylet and workers on every interface, the client server (10001) and the agents on it.
@@ -141,6 +170,65 @@ def metrics_dir(settings: Settings) -> Path:
     return settings.run_dir / "serve-metrics"
 
 
+# Serve's fast path: HAProxy forwards to each replica's own port, which the head's Serve controller
+# hands out from one range (30000-31000 HTTP, 40000-41000 gRPC by default) and keeps idle for a
+# while once released, as HAProxy may still send to it. The controller of another head on this
+# machine knows nothing of that, hands out the same ports, and its new replica answered the first
+# head's requests (seen with two heads: the other home's models, and its token). So each local head
+# claims a block of ports of its own, below the OS's ephemeral ports and above Ray's worker ports.
+REPLICA_PORT_BLOCKS = range(20000, 30000, 1000)  # each: 500 HTTP ports, then 500 gRPC ports
+REPLICA_PORT_CLAIMS = Path(tempfile.gettempdir()) / "ml_platform-replica-ports"
+
+
+def _claimant(claim: Path) -> str | None:
+    try:
+        return claim.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _alive(claimant: str | None) -> bool:
+    """Whether ``claimant`` ("<pid> <start time>") is a live process (not a later one with its pid)."""
+    if claimant is None:
+        return False
+    pid, _, start = claimant.partition(" ")
+    found = proc(int(pid)) if pid.isdigit() else None
+    return found is not None and not found.zombie and found.start == start
+
+
+def claim_replica_ports(pid: int) -> int:
+    """The first block of replica ports no live head holds, now held by process ``pid``."""
+    REPLICA_PORT_CLAIMS.mkdir(parents=True, exist_ok=True)
+    with (REPLICA_PORT_CLAIMS / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for base in REPLICA_PORT_BLOCKS:
+            claim = REPLICA_PORT_CLAIMS / str(base)
+            if not _alive(_claimant(claim)):
+                hold_replica_ports(base, pid)
+                return base
+    raise RuntimeError(
+        f"every block of Serve replica ports is held by a running Ray head ({REPLICA_PORT_CLAIMS}): "
+        "stop one (`ml-platform serve` with Ctrl-C), or set RAY_ADDRESS to serve on a running cluster"
+    )
+
+
+def hold_replica_ports(base: int, pid: int) -> None:
+    """Record process ``pid`` as the holder of the block at ``base`` (the head, once started)."""
+    found = proc(pid)
+    (REPLICA_PORT_CLAIMS / str(base)).write_text(f"{pid} {found.start if found else ''}")
+
+
+def replica_port_env(base: int) -> dict[str, str]:
+    """The environment giving a head's Serve controller the replica ports of the block at ``base``."""
+    half = REPLICA_PORT_BLOCKS.step // 2
+    return {
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(base),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(base + half - 1),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(base + half),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(base + 2 * half - 1),
+    }
+
+
 def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float = 90) -> subprocess.Popen:
     """Start a Ray head bound to 127.0.0.1 (dashboard off) and record its address."""
     shutil.rmtree(metrics_dir(settings), ignore_errors=True)  # a new cluster counts from zero
@@ -159,11 +247,14 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
         f"--num-cpus={num_cpus}",
         "--include-dashboard=false",
         "--disable-usage-stats",
+        *node_port_flags(head=True),
     ]
-    env = {**os.environ, **LOOPBACK_RAY_ENV}
+    env = {**os.environ, **LOOPBACK_RAY_ENV, **head_port_env()}
     settings.run_dir.mkdir(parents=True, exist_ok=True)
+    replica_ports = None
     if settings.serve_fast:
-        env |= {
+        replica_ports = claim_replica_ports(os.getpid())  # until the head is started
+        env |= replica_port_env(replica_ports) | {
             "RAY_SERVE_ENABLE_HA_PROXY": "1",
             "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
             "RAY_SERVE_HAPROXY_BINARY_PATH": str(loopback_haproxy(settings)),
@@ -184,6 +275,8 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
         process = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+    if replica_ports is not None:
+        hold_replica_ports(replica_ports, process.pid)
     deadline = time.monotonic() + timeout_s
     while not reachable(address):
         if process.poll() is not None:
