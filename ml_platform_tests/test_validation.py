@@ -1,11 +1,13 @@
 """Bad rows are quarantined exactly; a wrong schema stops the run before anything downstream."""
 
 import datetime as dt
+import re
 
 import pandas as pd
 import pytest
 
 from ml_platform.metadata import latest_metadata
+from ml_platform.settings import DBT_PROJECT_DIR
 
 from .conftest import FIRST_DAY, USE_CASE, key, land_days, make_platform
 
@@ -206,3 +208,21 @@ def test_staging_a_day_whose_quarantine_was_never_built_fails_saying_how_to_buil
     message = failure.step_failure_data.user_failure_data.description
     assert message.startswith(f"{USE_CASE}/features needs {USE_CASE}/stg_readings for {day.isoformat()}")
     assert f"--select '{USE_CASE}/stg_readings'" in message
+
+
+def test_a_partition_run_of_dbt_parses_only_what_it_changed(platform):
+    """dbt starts from this home's last parse and parses again only the models that read the run's
+    partition bounds (dbt parsed the whole project on every partition run when they were vars)."""
+    runs = []
+    for offset in (0, 1):  # other bounds each time
+        day = (FIRST_DAY + dt.timedelta(days=offset)).isoformat()
+        result = platform.materialize(["stg_readings"], partition_key=day)
+        assert result.success
+        runs += list((DBT_PROJECT_DIR / "target").glob(f"run-{result.run_id[:8]}-*"))
+    assert len(runs) == 2
+    for run in runs:
+        log = (run / "dbt.log").read_text()
+        assert "Unable to do partial parsing" not in log
+        changed = re.findall(r"Partial parsing: updated file: \S+/(\S+\.sql)", log)
+        assert changed and all("__stg_" in name for name in changed)  # the generated staging models
+    assert (platform.settings.home / "dbt_partial_parse.msgpack").exists()

@@ -1,11 +1,14 @@
 """The dbt project's models as Dagster assets; its tests become asset checks."""
 
+import contextlib
 import fcntl
 import functools
 import json
 import os
+import shutil
 import sys
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +17,15 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from dagster_duckdb import DuckDBResource
 
 from ml_platform.automation.conditions import follow_upstream
-from ml_platform.partitions import grain, partition_days, partition_grains, time_partitions
+from ml_platform.partitions import grain, partition_grains, time_partitions
 from ml_platform.resources.platform import WAREHOUSE_POOL, WarehouseResource
 from ml_platform.settings import DBT_PROJECT_DIR
 from ml_platform.spec import UseCaseSpec
 from ml_platform.upstream import unbuilt_partitions
-from ml_platform.validation.staging import model_paths, write_staging_models
+from ml_platform.validation.staging import PARTITION_ENV, model_paths, write_staging_models
 
 DBT_PROJECT = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+PARTIAL_PARSE = "partial_parse.msgpack"
 
 
 class UseCaseTranslator(DagsterDbtTranslator):
@@ -97,18 +101,30 @@ def _parsed(path: Path, mtime_ns: int) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def partition_vars(context: dg.AssetExecutionContext, spec: UseCaseSpec) -> dict[str, str]:
-    """This run's days for dbt's ``min_date``/``max_date`` vars, and its grains (days, or hours)
-    for ``min_partition``/``max_partition``, which the generated staging models read."""
-    first_day, last_day = partition_days(context)
+def partition_env(context: dg.AssetExecutionContext, spec: UseCaseSpec) -> dict[str, str]:
+    """This run's first and last grain (days, or hours), as the generated staging models read them."""
     first, last = partition_grains(context, spec)
     unit = grain(spec)
-    return {
-        "min_date": first_day.isoformat(),
-        "max_date": last_day.isoformat(),
-        "min_partition": unit.text(first),
-        "max_partition": unit.text(last),
-    }
+    low, high = PARTITION_ENV
+    return {low: unit.text(first), high: unit.text(last)}
+
+
+@contextlib.contextmanager
+def home_partial_parse(warehouse: WarehouseResource, run_id: str) -> Iterator[Path]:
+    """A dbt target folder for one invocation in Dagster run ``run_id``, seeded with the state of
+    dbt's last parse for this home, which is kept after a successful invocation. dbt parses the
+    whole project again when the profile changes, and the profile names the home's warehouse: the
+    project's own ``target/partial_parse.msgpack`` (what dagster-dbt would copy) is another home's.
+    """
+    kept = Path(warehouse.database).with_name("dbt_partial_parse.msgpack")
+    target = DBT_PROJECT_DIR / "target" / f"run-{run_id[:8]}-{uuid.uuid4().hex[:8]}"
+    target.mkdir(parents=True)
+    if kept.exists():
+        shutil.copyfile(kept, target / PARTIAL_PARSE)
+    yield target
+    if (target / PARTIAL_PARSE).exists():
+        shutil.copyfile(target / PARTIAL_PARSE, kept.with_suffix(".tmp"))
+        os.replace(kept.with_suffix(".tmp"), kept)
 
 
 def table_metadata(warehouse: DuckDBResource, table: str) -> dict[str, object]:
@@ -167,10 +183,10 @@ def _use_case_dbt_assets(manifest: dict[str, Any], spec: UseCaseSpec) -> dg.Asse
         os.environ["ML_PLATFORM_WAREHOUSE"] = warehouse.database
         if problems := unbuilt_upstream(context, specs):
             raise dg.Failure("; ".join(problems))
-        args = ["build", "--vars", json.dumps(partition_vars(context, spec))]
-        with warehouse.exclusive():
+        os.environ.update(partition_env(context, spec))
+        with warehouse.exclusive(), home_partial_parse(warehouse, context.run.run_id) as target:
             # dbt's process holds the file until it exits: read table metadata after that.
-            events = list(dbt.cli(args, context=context).stream())
+            events = list(dbt.cli(["build"], context=context, target_path=target).stream())
             for event in events:
                 if isinstance(event, dg.Output):
                     # A model's asset key is its schema and table (UseCaseTranslator).
