@@ -7,7 +7,6 @@ serving means ending that one process (by its id), never a broad ``ray stop``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shlex
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import ray
 
+from ml_platform.locks import file_lock
 from ml_platform.serving.processes import kill_all, proc
 from ml_platform.settings import Settings
 
@@ -180,30 +180,22 @@ REPLICA_PORT_BLOCKS = range(20000, 30000, 1000)  # each: 500 HTTP ports, then 50
 REPLICA_PORT_CLAIMS = Path(tempfile.gettempdir()) / "ml_platform-replica-ports"
 
 
-def _claimant(claim: Path) -> str | None:
+def _held(claim: Path) -> bool:
+    """Whether the process named in ``claim`` ("<pid> <start time>") is alive (and not a later one
+    with its pid)."""
     try:
-        return claim.read_text().strip() or None
+        pid, _, start = claim.read_text().strip().partition(" ")
     except OSError:
-        return None
-
-
-def _alive(claimant: str | None) -> bool:
-    """Whether ``claimant`` ("<pid> <start time>") is a live process (not a later one with its pid)."""
-    if claimant is None:
         return False
-    pid, _, start = claimant.partition(" ")
     found = proc(int(pid)) if pid.isdigit() else None
     return found is not None and not found.zombie and found.start == start
 
 
 def claim_replica_ports(pid: int) -> int:
     """The first block of replica ports no live head holds, now held by process ``pid``."""
-    REPLICA_PORT_CLAIMS.mkdir(parents=True, exist_ok=True)
-    with (REPLICA_PORT_CLAIMS / ".lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(REPLICA_PORT_CLAIMS / ".lock"):
         for base in REPLICA_PORT_BLOCKS:
-            claim = REPLICA_PORT_CLAIMS / str(base)
-            if not _alive(_claimant(claim)):
+            if not _held(REPLICA_PORT_CLAIMS / str(base)):
                 hold_replica_ports(base, pid)
                 return base
     raise RuntimeError(

@@ -1,7 +1,6 @@
 """The dbt project's models as Dagster assets; its tests become asset checks."""
 
 import contextlib
-import fcntl
 import functools
 import json
 import os
@@ -17,6 +16,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from dagster_duckdb import DuckDBResource
 
 from ml_platform.automation.conditions import follow_upstream
+from ml_platform.locks import file_lock
 from ml_platform.partitions import grain, partition_grains, time_partitions
 from ml_platform.resources.platform import WAREHOUSE_POOL, WarehouseResource
 from ml_platform.settings import DBT_PROJECT_DIR
@@ -77,17 +77,12 @@ def prepare_dbt_project(specs: Iterable[UseCaseSpec]) -> dict[str, Any]:
     server, daemon, a CLI run) would otherwise parse at once, or read a manifest dbt is rewriting.
     """
     target = DBT_PROJECT_DIR / "target"
-    target.mkdir(exist_ok=True)
-    fd = os.open(target / ".prepare.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with file_lock(target / ".prepare.lock"):
         write_staging_models(list(specs))
         manifest = DBT_PROJECT.manifest_path
         if not manifest.exists() or _sources_newer_than(manifest):
             dbt_cli_resource().cli(["--quiet", "parse"], target_path=target).wait()
         return _read_manifest(manifest)
-    finally:
-        os.close(fd)  # lets go of the lock
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
