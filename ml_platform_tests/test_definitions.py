@@ -3,12 +3,10 @@
 import os
 import subprocess
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import pytest
-from dagster_dbt import DbtCliResource
 
 from ml_platform.definitions import defs
 
@@ -106,13 +104,13 @@ def test_processes_loading_together_parse_the_dbt_project_once(monkeypatch):
     dbt_assets.prepare_dbt_project([spec])  # the generated models exist and the manifest is current
     os.utime(next(iter(staging_files(spec))))  # a model newer than the manifest: it is stale
     parses = []
-    real = dbt_assets.dbt_cli_resource
+    real = dbt_assets.invoke_dbt
 
-    def counted() -> DbtCliResource:
-        parses.append(threading.get_ident())
-        return real()
+    def counted(args, target):
+        parses.append(args)
+        return real(args, target)
 
-    monkeypatch.setattr(dbt_assets, "dbt_cli_resource", counted)
+    monkeypatch.setattr(dbt_assets, "invoke_dbt", counted)
     with ThreadPoolExecutor(3) as pool:
         manifests = list(pool.map(lambda _: dbt_assets.prepare_dbt_project([spec]), range(3)))
     assert len(parses) == 1

@@ -2,6 +2,8 @@
 
 import datetime as dt
 import re
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -226,3 +228,30 @@ def test_a_partition_run_of_dbt_parses_only_what_it_changed(platform):
         changed = re.findall(r"Partial parsing: updated file: \S+/(\S+\.sql)", log)
         assert changed and all("__stg_" in name for name in changed)  # the generated staging models
     assert (platform.settings.home / "dbt_partial_parse.msgpack").exists()
+
+
+def test_dbt_builds_in_the_step_and_leaves_the_warehouse_to_other_processes(platform):
+    """dbt runs in the step's own process and closes the warehouse after it (DuckDB lets one process
+    write a file); a failing dbt test fails the step with dbt's own message, and the model it
+    built is still recorded as materialized."""
+    day, other_day = FIRST_DAY + dt.timedelta(days=1), FIRST_DAY
+    table = f"{USE_CASE}.stg_readings"
+    with platform.defs.resources["warehouse"].get_connection() as conn:  # a key twice, on another day
+        conn.sql(f"INSERT INTO {table} SELECT * FROM {table} WHERE timestamp::DATE = '{other_day}' LIMIT 1")
+
+    result = platform.materialize(["stg_readings"], partition_key=day.isoformat(), raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.user_failure_data.description
+    assert "unique_combination" in message and "dbt's full log:" in message
+    assert [m.asset_key for m in result.get_asset_materialization_events()] == [key("stg_readings")]
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks and not checks.pop(next(c for c in checks if c.startswith("unique_combination")))
+    assert all(checks.values())
+
+    writer = f"import duckdb; duckdb.connect({str(platform.settings.warehouse_path)!r}).sql('CHECKPOINT')"
+    other = subprocess.run([sys.executable, "-c", writer], capture_output=True, text=True, timeout=60)
+    assert other.returncode == 0, other.stderr[-500:]
+
+    assert platform.materialize(["stg_readings"], partition_key=other_day.isoformat()).success  # mended
+    assert _rows(platform, f"SELECT count(*) - count(DISTINCT (sensor_id, timestamp)) FROM {table}") == [(0,)]

@@ -167,12 +167,9 @@ class PlatformResource(dg.ConfigurableResource):
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
-    from ml_platform.validation.dbt_assets import dbt_cli_resource
-
     settings.home.mkdir(parents=True, exist_ok=True)
     return {
         "platform": PlatformResource.from_settings(settings),
         "warehouse": WarehouseResource(database=str(settings.warehouse_path)),
-        "dbt": dbt_cli_resource(),
         HANDOFFS: HandoffIOManager(),
     }

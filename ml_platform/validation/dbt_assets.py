@@ -5,14 +5,15 @@ import functools
 import json
 import os
 import shutil
-import sys
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DbtProject, dbt_assets
+from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_context
+from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
 from dagster_duckdb import DuckDBResource
 
 from ml_platform.automation.conditions import follow_upstream
@@ -22,6 +23,7 @@ from ml_platform.resources.platform import WAREHOUSE_POOL, WarehouseResource
 from ml_platform.settings import DBT_PROJECT_DIR
 from ml_platform.spec import UseCaseSpec
 from ml_platform.upstream import unbuilt_partitions
+from ml_platform.validation.dbt_runner import invoke_dbt
 from ml_platform.validation.staging import PARTITION_ENV, model_paths, write_staging_models
 
 DBT_PROJECT = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
@@ -45,15 +47,6 @@ class UseCaseTranslator(DagsterDbtTranslator):
     ) -> dg.AutomationCondition | None:
         # Staging follows its raw partitions as they land (old days included).
         return follow_upstream()
-
-
-def dbt_cli_resource() -> DbtCliResource:
-    # dbt lives next to this interpreter; the venv need not be on PATH (dagster dev, daemon, CI).
-    return DbtCliResource(
-        project_dir=str(DBT_PROJECT_DIR),
-        profiles_dir=str(DBT_PROJECT_DIR),
-        dbt_executable=str(Path(sys.executable).with_name("dbt")),
-    )
 
 
 def _sources_newer_than(manifest: Path) -> bool:
@@ -81,7 +74,7 @@ def prepare_dbt_project(specs: Iterable[UseCaseSpec]) -> dict[str, Any]:
         write_staging_models(list(specs))
         manifest = DBT_PROJECT.manifest_path
         if not manifest.exists() or _sources_newer_than(manifest):
-            dbt_cli_resource().cli(["--quiet", "parse"], target_path=target).wait()
+            invoke_dbt(["--quiet", "parse"], target).raise_on_error()
         return _read_manifest(manifest)
 
 
@@ -152,6 +145,39 @@ def unbuilt_upstream(context: dg.AssetExecutionContext, specs: list[UseCaseSpec]
     return problems
 
 
+def build_selected_models(
+    context: dg.AssetExecutionContext, warehouse: DuckDBResource, target: Path
+) -> Iterator[Any]:
+    """``dbt build`` of the models and tests this step selected, in this process; dbt's results as
+    Dagster outputs and check results, each model's with its table's row count and schema."""
+    # The selection and the translation of dbt's events are dagster-dbt's own, as `dbt.cli` does them.
+    params = get_updated_cli_invocation_params_for_context(
+        context, manifest={}, dagster_dbt_translator=UseCaseTranslator()
+    )
+    indirect = ["--indirect-selection", params.indirect_selection] if params.indirect_selection else []
+    build = invoke_dbt(
+        ["build", *params.selection_args, *indirect],
+        target,
+        project_dir=Path(params.dbt_project.project_dir) if params.dbt_project else DBT_PROJECT_DIR,
+    )
+    for raw in build.events:
+        message = DbtCoreCliEventMessage(raw_event=raw, event_history_metadata={})
+        for event in message.to_default_asset_events(
+            manifest=params.manifest,
+            dagster_dbt_translator=params.dagster_dbt_translator,
+            context=context,
+            target_path=target,
+            project=params.dbt_project,
+        ):
+            if isinstance(event, dg.Output):
+                # A model's asset key is its schema and table (UseCaseTranslator).
+                table = ".".join(context.asset_key_for_output(event.output_name).path)
+                event = event.with_metadata({**event.metadata, **table_metadata(warehouse, table)})
+            yield event
+    if build.error:
+        raise dg.Failure(build.error)
+
+
 def build_dbt_assets(specs: list[UseCaseSpec]) -> list[dg.AssetsDefinition]:
     """The dbt models of each use case (its generated staging model and any written by hand), on
     the use case's own daily partitions: a use case from 2013 and one from 2025 each run dbt for
@@ -173,20 +199,13 @@ def _use_case_dbt_assets(manifest: dict[str, Any], spec: UseCaseSpec) -> dg.Asse
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=WAREHOUSE_POOL,
     )
-    def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+    def dbt_models(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         # dbt reads the warehouse path from the environment (see dbt_project/profiles.yml).
         os.environ["ML_PLATFORM_WAREHOUSE"] = warehouse.database
         if problems := unbuilt_upstream(context, specs):
             raise dg.Failure("; ".join(problems))
         os.environ.update(partition_env(context, spec))
         with warehouse.exclusive(), home_partial_parse(warehouse, context.run.run_id) as target:
-            # dbt's process holds the file until it exits: read table metadata after that.
-            events = list(dbt.cli(["build"], context=context, target_path=target).stream())
-            for event in events:
-                if isinstance(event, dg.Output):
-                    # A model's asset key is its schema and table (UseCaseTranslator).
-                    table = ".".join(context.asset_key_for_output(event.output_name).path)
-                    event = event.with_metadata({**event.metadata, **table_metadata(warehouse, table)})
-                yield event
+            yield from build_selected_models(context, warehouse, target)
 
     return dbt_models
