@@ -56,11 +56,15 @@ def main() -> None:
 def init() -> None:
     from ml_platform.home import prepare_home
     from ml_platform.validation.dbt_assets import prepare_dbt_project
+    from ml_platform.validation.dbt_runner import DbtCommandError
 
     settings = load_settings()
     prepare_home(settings)
     found = _found_use_cases(settings)
-    prepare_dbt_project(found.values())
+    try:
+        prepare_dbt_project(found.values())
+    except DbtCommandError as error:  # a model written by hand that dbt cannot parse, say
+        raise click.ClickException(str(error)) from None
     click.echo(
         f"home {settings.home} ready (DAGSTER_HOME {settings.dagster_home}); use cases: {', '.join(found)}"
     )

@@ -77,31 +77,33 @@ class TrackingServer:
             self.process.wait(timeout=30)
 
 
-@pytest.fixture
-def tracking_server(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
     with fresh_database("mlflow") as database_url:
-        server = TrackingServer(database_url, free_port(), tmp_path)
+        server = TrackingServer(database_url, free_port(), tmp_path_factory.mktemp("mlflow-server"))
+        mp = pytest.MonkeyPatch()
         try:
             server.start()
-            monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+            mp.setenv("MLFLOW_TRACKING_URI", server.uri)
             yield server
         finally:
+            mp.undo()
             server.stop()
 
 
-@pytest.fixture
-def mlflow_server(tracking_server):
-    return tracking_server.uri
-
-
-def test_training_tracks_and_registers_in_a_tracking_server(tmp_path, mlflow_server):
-    platform = make_platform(tmp_path / "home")
-    assert platform.settings.mlflow_tracking_uri == mlflow_server
+@pytest.fixture(scope="module")
+def trained(tracking_server, tmp_path_factory):
+    """A home whose champion was trained, tracked and registered through the tracking server."""
+    platform = make_platform(tmp_path_factory.mktemp("mlflow-server-home"))
+    assert platform.settings.mlflow_tracking_uri == tracking_server.uri
     land_days(platform, FIRST_DAY, DAYS)
     platform.ingest(FIRST_DAY, FIRST_DAY + dt.timedelta(days=DAYS - 1))
-    result = platform.materialize(["training_set", "model", "model_evaluation", "champion"])
-    assert result.success
+    assert platform.materialize(["training_set", "model", "model_evaluation", "champion"]).success
+    return platform
 
+
+def test_training_tracks_and_registers_in_a_tracking_server(tmp_path, tracking_server, trained):
+    platform, mlflow_server = trained, tracking_server.uri
     # The tracking server (uvicorn and its workers) listens on loopback only.
     found = listeners(process_tree(os.getpid()))
     assert any(x.port == int(mlflow_server.rsplit(":", 1)[1]) for x in found)
@@ -122,14 +124,10 @@ def test_training_tracks_and_registers_in_a_tracking_server(tmp_path, mlflow_ser
 
 
 def test_a_tracking_server_restarted_during_training_loses_nothing_and_one_down_fails_clearly(
-    tmp_path, tracking_server, monkeypatch
+    tracking_server, trained, monkeypatch
 ):
-    platform = make_platform(tmp_path / "home")
-    land_days(platform, FIRST_DAY, DAYS)
-    platform.ingest(FIRST_DAY, FIRST_DAY + dt.timedelta(days=DAYS - 1))
-    platform.materialize(["training_set", "model", "model_evaluation", "champion"])
+    platform = trained
     client = MlflowClient(tracking_server.uri)
-    champion = client.get_model_version_by_alias(USE_CASE, registry.CHAMPION).version
 
     # Killed with SIGKILL as the model step starts logging its candidate, back 5 s later: MLflow's
     # client retries. The step itself says when (the instance is in memory: polling it from this
