@@ -57,10 +57,18 @@ def test_every_block_held_is_a_clear_error(claims, monkeypatch):
 
 
 def test_a_node_gets_a_free_port_for_each_server_it_runs():
-    head = cluster.node_port_flags(head=True)
-    worker = cluster.node_port_flags(head=False)
-    flags = {f.split("=")[0] for f in head}
-    assert flags == set(cluster.NODE_PORT_FLAGS) | set(cluster.HEAD_PORT_FLAGS)
-    assert {f.split("=")[0] for f in worker} == set(cluster.NODE_PORT_FLAGS)
-    ports = [int(f.split("=")[1]) for f in head] + [int(v) for v in cluster.head_port_env().values()]
+    head_flags, head_env, extra = cluster.node_ports(head=True, extra=3)
+    worker_flags, worker_env, _ = cluster.node_ports(head=False)
+    assert {f.split("=")[0] for f in head_flags} == set(cluster.NODE_PORT_FLAGS) | set(
+        cluster.HEAD_PORT_FLAGS
+    )
+    assert set(head_env) == set(cluster.HEAD_PORT_ENV) and len(extra) == 3
+    assert {f.split("=")[0] for f in worker_flags} == set(cluster.NODE_PORT_FLAGS) and worker_env == {}
+    ports = [int(f.split("=")[1]) for f in head_flags] + [int(v) for v in head_env.values()] + extra
     assert len(set(ports)) == len(ports) and not set(ports) & cluster.RAY_FIXED_PORTS
+
+
+def test_free_ports_are_distinct_however_many():
+    """The OS hands a port it just released out again: ports chosen one after the other repeat."""
+    ports = cluster.free_ports(300, avoid={cluster.free_port()})
+    assert len(set(ports)) == 300

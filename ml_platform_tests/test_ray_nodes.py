@@ -31,9 +31,8 @@ from ml_platform.features.compute import compute_features
 from ml_platform.serving.cluster import (
     SINGLE_NODE_FLAG,
     free_port,
-    head_port_env,
     metrics_dir,
-    node_port_flags,
+    node_ports,
     reachable,
 )
 from ml_platform.serving.processes import kill_all, processes
@@ -154,10 +153,11 @@ def cluster_env() -> dict[str, str]:
 
 def start_node(command: list[str], log: Path, *, head: bool = False) -> subprocess.Popen:
     ray = str(Path(sys.executable).with_name("ray"))
+    port_flags, port_env, _ = node_ports(head=head)
     with log.open("ab") as out:  # the child keeps its own copy
         return subprocess.Popen(
-            [ray, "start", "--block", "--disable-usage-stats", *node_port_flags(head=head), *command],
-            env={**cluster_env(), **(head_port_env() if head else {})},
+            [ray, "start", "--block", "--disable-usage-stats", *port_flags, *command],
+            env={**cluster_env(), **port_env},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

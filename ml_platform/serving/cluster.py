@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import ray
@@ -35,6 +36,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_ports(count: int, *, avoid: Collection[int] = ()) -> list[int]:
+    """``count`` distinct free ports, none of ``avoid``. Every socket stays bound until all are
+    chosen: the OS hands a port it just released out again (two servers of one Ray node were
+    given the same port, and the node did not start)."""
+    ports: list[int] = []
+    with contextlib.ExitStack() as held:
+        while len(ports) < count:
+            sock = held.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            if (port := sock.getsockname()[1]) not in avoid:
+                ports.append(port)
+    return ports
 
 
 def reachable(address: str, timeout_s: float = 1.0) -> bool:
@@ -107,15 +122,18 @@ HEAD_PORT_FLAGS = ("--ray-client-server-port", "--dashboard-port")
 HEAD_PORT_ENV = ("AUTOSCALER_METRIC_PORT", "DASHBOARD_METRIC_PORT")
 
 
-def node_port_flags(*, head: bool) -> list[str]:
-    """``ray start`` flags giving a node on this machine free ports of its own."""
+def node_ports(*, head: bool, extra: int = 0) -> tuple[list[str], dict[str, str], list[int]]:
+    """``ray start`` flags and, for a head, environment giving a node on this machine free ports of
+    its own, and ``extra`` more for the caller: all distinct, none of Ray's fixed ones."""
     flags = NODE_PORT_FLAGS + (HEAD_PORT_FLAGS if head else ())
-    return [f"{flag}={free_port()}" for flag in flags]
-
-
-def head_port_env() -> dict[str, str]:
-    """The environment giving a head's autoscaler and dashboard metrics free ports of their own."""
-    return {name: str(free_port()) for name in HEAD_PORT_ENV}
+    names = HEAD_PORT_ENV if head else ()
+    ports = free_ports(len(flags) + len(names) + extra, avoid=RAY_FIXED_PORTS)
+    env_ports = ports[len(flags) : len(flags) + len(names)]
+    return (
+        [f"{flag}={port}" for flag, port in zip(flags, ports[: len(flags)], strict=True)],
+        {name: str(port) for name, port in zip(names, env_ports, strict=True)},
+        ports[len(flags) + len(names) :],
+    )
 
 
 # `ray start --node-ip-address=127.0.0.1` replaces a loopback address by the machine's outward one
@@ -224,9 +242,8 @@ def replica_port_env(base: int) -> dict[str, str]:
 def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float = 90) -> subprocess.Popen:
     """Start a Ray head bound to 127.0.0.1 (dashboard off) and record its address."""
     shutil.rmtree(metrics_dir(settings), ignore_errors=True)  # a new cluster counts from zero
-    port = free_port()
-    while port in RAY_FIXED_PORTS:  # the OS may hand out one of them; ray start then refuses it
-        port = free_port()
+    # Ray refuses a port of its fixed ones, which the OS may hand out.
+    port_flags, port_env, (port, haproxy_stats_port, haproxy_metrics_port) = node_ports(head=True, extra=3)
     address = f"127.0.0.1:{port}"
     ray_bin = Path(sys.executable).with_name("ray")
     command = [
@@ -239,9 +256,9 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
         f"--num-cpus={num_cpus}",
         "--include-dashboard=false",
         "--disable-usage-stats",
-        *node_port_flags(head=True),
+        *port_flags,
     ]
-    env = {**os.environ, **LOOPBACK_RAY_ENV, **head_port_env()}
+    env = {**os.environ, **LOOPBACK_RAY_ENV, **port_env}
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     replica_ports = None
     if settings.serve_fast:
@@ -251,8 +268,8 @@ def start_local_cluster(settings: Settings, num_cpus: int = 2, timeout_s: float 
             "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
             "RAY_SERVE_HAPROXY_BINARY_PATH": str(loopback_haproxy(settings)),
             # Ports of our own, so that several heads on one machine (a demo and the tests) coexist.
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(haproxy_stats_port),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(haproxy_metrics_port),
             # A replica being replaced stays up this long before it stops taking requests. Serve's
             # 30 s default leaves time for an external load balancer to forget it; here the balancer
             # is Serve's own HAProxy, told within a second, and every redeploy (a promotion, a new
