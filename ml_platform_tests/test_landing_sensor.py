@@ -1,13 +1,16 @@
 """The landing sensor starts a run over the days of new or changed files (one per range of adjacent
-days), keyed by their content."""
+days), keyed by their content, from raw rows through staging to features."""
 
 import datetime as dt
 
+import dagster as dg
 import pytest
 
 from ml_platform.ingestion.landing import file_sha256
 
-from .conftest import FIRST_DAY, keys, land_days, make_platform, requested_partitions
+from .conftest import FIRST_DAY, key, keys, land_days, make_platform, requested_partitions
+
+INGESTION = ["raw_readings", "readings_quarantine", "stg_readings", "features"]
 
 
 @pytest.fixture
@@ -18,16 +21,15 @@ def platform(tmp_path):
 def test_new_files_request_their_days(platform):
     files = land_days(platform, FIRST_DAY, 2)
     result, cursor = platform.tick(platform.sensor("landing_sensor"))
-    ingest_keys = set(keys("raw_readings", "readings_quarantine"))
     # Two adjacent days: one run over both, keyed by both files at their content.
-    (request,) = [r for r in result.run_requests if set(r.asset_selection) == ingest_keys]
+    (request,) = [r for r in result.run_requests if set(r.asset_selection) == set(keys(*INGESTION))]
     assert requested_partitions(request) == (
         FIRST_DAY.isoformat(),
         (FIRST_DAY + dt.timedelta(days=1)).isoformat(),
     )
     for path in (p for p in files if p.suffix == ".csv" and "readings" in p.name):
         assert path.name in request.run_key and file_sha256(path)[:12] in request.run_key
-    assert platform.materialize(["raw_readings", "readings_quarantine"], tags=request.tags).success
+    assert platform.materialize(INGESTION, tags=request.tags).success
 
     # The labels file of those days: one run of raw_labels over the days it covers.
     (labels,) = [r for r in result.run_requests if set(r.asset_selection) == set(keys("raw_labels"))]
@@ -79,3 +81,40 @@ def test_days_apart_are_separate_runs(platform):
         ("2026-10-03", "2026-10-04"),
         ("2026-10-07", "2026-10-07"),
     ]
+
+
+def _requested(platform, cursor) -> tuple[dict[str, int], object]:
+    """What one evaluation of the assets' automation conditions requests: name -> how many."""
+    result = dg.evaluate_automation_conditions(defs=platform.defs, instance=platform.instance, cursor=cursor)
+    requested = {r.key.path[-1]: r.true_subset.size for r in result.results if r.true_subset.size}
+    return requested, result
+
+
+def test_automation_follows_the_landing_run_and_does_not_stage_its_days_again(platform):
+    """The landing run staged its days and computed their features: automation starts what follows
+    (online features, the drift report) and stages none of those days again; a raw day
+    materialized by hand is staged by automation."""
+    land_days(platform, FIRST_DAY, 2)
+    requests, _ = platform.run_requests(platform.sensor("landing_sensor"))
+    (request,) = [r for r in requests if set(r.asset_selection) == set(keys(*INGESTION))]
+    _, before = _requested(platform, None)
+    # As the daemon launches it: a run of the asset job with the request's selection (which
+    # Dagster reads to tell an upstream update made by the same run).
+    job = platform.defs.resolve_implicit_global_asset_job_def()
+    run = job.execute_in_process(
+        instance=platform.instance, asset_selection=request.asset_selection, tags=request.tags
+    )
+    assert run.success and run.dagster_run.asset_selection == set(keys(*INGESTION))
+    requested, after = _requested(platform, before.cursor)
+    assert {"online_features", "drift_report"} <= set(requested), requested
+    assert not {"stg_readings", "features"} & set(requested), requested
+
+    second = (FIRST_DAY + dt.timedelta(days=1)).isoformat()
+    assert platform.materialize(["raw_readings", "readings_quarantine"], partition_key=second).success
+    requested, by_hand = _requested(platform, after.cursor)
+    # Staging, and features in the same run (they follow what will be requested).
+    assert by_hand.get_requested_partitions(key("stg_readings")) == {second}, requested
+    assert by_hand.get_requested_partitions(key("features")) == {second}, requested
+    # Requested once: not again while nothing upstream changes, even if that run never happens.
+    requested, _ = _requested(platform, by_hand.cursor)
+    assert not {"stg_readings", "features"} & set(requested), requested

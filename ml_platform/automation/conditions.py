@@ -4,14 +4,24 @@ import dagster as dg
 
 
 def follow_upstream() -> dg.AutomationCondition:
-    """Rematerialize a partition whenever one of its upstream partitions was updated.
+    """Rematerialize a partition whenever one of its upstream partitions was updated after it.
 
     Unlike ``eager()`` this is not limited to the latest time window: a late or corrected file
     for an old day lands in that day's raw partition, and that day's staging and features follow.
     Partitions that were never materialized are not backfilled by it.
+
+    "After it" is by materialization time: a run that updates the upstream partitions and then
+    this one (the landing run, raw rows to features over a range of days) leaves nothing to
+    follow. Dagster's ``any_deps_updated()`` tells that by the latest run of the whole asset, so
+    it would stage every day of such a range again but its last. A partition requested once is
+    not requested again until an upstream updates anew (a failed run is not retried each tick).
     """
+    upstream_updated = dg.AutomationCondition.any_deps_match(
+        dg.AutomationCondition.newly_updated() | dg.AutomationCondition.will_be_requested()
+    )
     return (
-        dg.AutomationCondition.any_deps_updated()
+        upstream_updated.since(dg.AutomationCondition.newly_updated())
+        & upstream_updated.since(dg.AutomationCondition.newly_requested())
         & ~dg.AutomationCondition.any_deps_missing()
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()

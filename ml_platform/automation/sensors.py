@@ -54,9 +54,22 @@ def ingested_files_by_partition(
 _PAGE = 500
 
 
+def ingestion_keys(spec: UseCaseSpec) -> list[dg.AssetKey]:
+    """What one landing run materializes for its partitions: raw rows, quarantine, staging, features.
+
+    Staging and features ride in the landing run rather than following it by automation: several
+    partitions requested at once become a backfill, which the daemon's backfill loop submits and
+    then marks done on its 30 s cycle, so each landing would wait up to a minute before anything
+    downstream (drift report, online features) could start. Automation still follows a raw
+    partition materialized any other way (Dagster ignores an upstream update made by a run that
+    also updated the asset)."""
+    names = (spec.raw_name, spec.quarantine_name, spec.staged_name, "features")
+    return [dg.AssetKey([spec.name, name]) for name in names]
+
+
 def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinition:
-    # The sensor ingests; staging, features and online features follow by declarative automation.
-    keys = [dg.AssetKey([spec.name, name]) for name in (spec.raw_name, spec.quarantine_name)]
+    # Online features, drift and the monitors follow the landing run by declarative automation.
+    keys = ingestion_keys(spec)
     raw_key = keys[0]
     labels_key = dg.AssetKey([spec.name, "raw_labels"])
     partitions = time_partitions(spec)
@@ -64,8 +77,8 @@ def build_landing_sensor(spec: UseCaseSpec, interval_s: int) -> dg.SensorDefinit
     @dg.sensor(
         name=f"{spec.name}_landing_sensor",
         description=(
-            "Starts ingestion of the partitions new or changed landed files have rows in (one run per "
-            "range of adjacent partitions), and of labels files."
+            "Starts ingestion of the partitions new or changed landed files have rows in, through "
+            "staging and features (one run per range of adjacent partitions), and of labels files."
         ),
         asset_selection=[*keys, labels_key],
         minimum_interval_seconds=interval_s,
@@ -139,7 +152,7 @@ def deliver_posts(context: dg.SensorEvaluationContext, settings: Settings, use_c
 
 
 def _ingestion_request(keys: list[dg.AssetKey], first: str, last: str, files: list[str]) -> dg.RunRequest:
-    """One run over adjacent partitions (raw and quarantine backfill a range in one run)."""
+    """One run over adjacent partitions (each asset of ``keys`` backfills a range in one run)."""
     trigger = {"ml_platform/trigger": "landing"}
     if first == last:
         return dg.RunRequest(
