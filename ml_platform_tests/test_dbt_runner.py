@@ -10,9 +10,9 @@ def test_a_model_dbt_cannot_parse_is_named_with_dbts_message_and_log(tmp_path):
     (project / "models" / "orders.sql").write_text("select {{ ref('orders' }} as x\n")  # ) missing
     target = tmp_path / "target"
 
-    parse = invoke_dbt(["parse"], target, project_dir=project)
+    parse = invoke_dbt(["--quiet", "parse"], target, project_dir=project)
 
-    assert parse.error is not None
+    assert parse.error is not None and parse.error.startswith("dbt parse failed: ")
     assert "orders" in parse.error and "Compilation Error" in parse.error
     assert f"dbt's full log: {target / 'dbt.log'}" in parse.error
     assert (target / "dbt.log").exists()

@@ -33,9 +33,8 @@ def address_file(settings: Settings) -> Path:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port on loopback (for ports chosen together, ``free_ports``)."""
+    return free_ports(1)[0]
 
 
 def free_ports(count: int, *, avoid: Collection[int] = ()) -> list[int]:

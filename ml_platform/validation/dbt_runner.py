@@ -71,9 +71,8 @@ def invoke_dbt(args: Sequence[str], target: Path, *, project_dir: Path = DBT_PRO
     if result.exception is not None and not errors:
         errors.append(str(result.exception))
     reason = "; ".join(errors) or "no error message"
-    return DbtInvocation(
-        events, f"dbt {' '.join(args)} failed: {reason}. dbt's full log: {target / 'dbt.log'}"
-    )
+    command = " ".join(a for a in args if a != "--quiet")  # how much dbt logs is not the command
+    return DbtInvocation(events, f"dbt {command} failed: {reason}. dbt's full log: {target / 'dbt.log'}")
 
 
 def _close_warehouse() -> None:
