@@ -60,9 +60,8 @@ def ingestion_keys(spec: UseCaseSpec) -> list[dg.AssetKey]:
     Staging and features ride in the landing run rather than following it by automation: several
     partitions requested at once become a backfill, which the daemon's backfill loop submits and
     then marks done on its 30 s cycle, so each landing would wait up to a minute before anything
-    downstream (drift report, online features) could start. Automation still follows a raw
-    partition materialized any other way (Dagster ignores an upstream update made by a run that
-    also updated the asset)."""
+    downstream (drift report, online features) could start. Automation still stages a raw
+    partition materialized any other way (``follow_upstream``: an upstream updated after it)."""
     names = (spec.raw_name, spec.quarantine_name, spec.staged_name, "features")
     return [dg.AssetKey([spec.name, name]) for name in names]
 
