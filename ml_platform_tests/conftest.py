@@ -30,6 +30,10 @@ FIRST_DAY = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=DAYS)
 SENSORS = 6
 
 
+# What one landing run materializes over its days (the landing sensor's selection).
+INGESTION = ["raw_readings", "readings_quarantine", "stg_readings", "features"]
+
+
 def key(name: str) -> dg.AssetKey:
     return dg.AssetKey([USE_CASE, name])
 
@@ -74,13 +78,7 @@ class Platform:
     def ingest(self, first: dt.date, last: dt.date, *, labels: bool = True, raise_on_error: bool = True):
         """Load the days' readings (and their labels, which must have landed) up to features."""
         return self.materialize(
-            [
-                "raw_readings",
-                "readings_quarantine",
-                *(["raw_labels"] if labels else []),
-                "stg_readings",
-                "features",
-            ],
+            [*INGESTION, *(["raw_labels"] if labels else [])],
             tags=day_range_tags(first, last),
             raise_on_error=raise_on_error,
         )

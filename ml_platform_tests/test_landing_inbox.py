@@ -20,6 +20,7 @@ from ml_platform.usecases import use_cases
 
 from .conftest import (
     FIRST_DAY,
+    INGESTION,
     USE_CASE,
     fresh_database,
     keys,
@@ -86,12 +87,7 @@ def test_posts_wait_in_the_inbox_and_the_landing_sensor_lands_them_as_files(plat
         f"inbox-1,{FIRST_DAY}T03:00:00Z,{FIRST_DAY}T03:05:00Z",
     ]
     # The tick that landed them asks for their day, as for files landed by hand.
-    (ingest,) = [
-        r
-        for r in requests
-        if set(r.asset_selection)
-        == set(keys("raw_readings", "readings_quarantine", "stg_readings", "features"))
-    ]
+    (ingest,) = [r for r in requests if set(r.asset_selection) == set(keys(*INGESTION))]
     assert requested_partitions(ingest) == (str(FIRST_DAY), str(FIRST_DAY))
     assert events_file.name in ingest.run_key
     (labels,) = [r for r in requests if set(r.asset_selection) == set(keys("raw_labels"))]
@@ -129,10 +125,7 @@ def test_an_inbox_that_does_not_answer_refuses_the_post_and_delays_only_the_deli
     # The sensor still starts the ingestion of files landed by hand.
     land_days(platform, FIRST_DAY, 1)
     requests, _ = platform.run_requests(platform.sensor("landing_sensor"))
-    assert any(
-        set(r.asset_selection) == set(keys("raw_readings", "readings_quarantine", "stg_readings", "features"))
-        for r in requests
-    )
+    assert any(set(r.asset_selection) == set(keys(*INGESTION)) for r in requests)
 
 
 def test_a_stored_name_cannot_place_a_file_outside_its_folder(platform, inbox_url):

@@ -8,9 +8,7 @@ import pytest
 
 from ml_platform.ingestion.landing import file_sha256
 
-from .conftest import FIRST_DAY, key, keys, land_days, make_platform, requested_partitions
-
-INGESTION = ["raw_readings", "readings_quarantine", "stg_readings", "features"]
+from .conftest import FIRST_DAY, INGESTION, key, keys, land_days, make_platform, requested_partitions
 
 
 @pytest.fixture
@@ -83,7 +81,7 @@ def test_days_apart_are_separate_runs(platform):
     ]
 
 
-def _requested(platform, cursor) -> tuple[dict[str, int], object]:
+def _requested(platform, cursor) -> tuple[dict[str, int], dg.EvaluateAutomationConditionsResult]:
     """What one evaluation of the assets' automation conditions requests: name -> how many."""
     result = dg.evaluate_automation_conditions(defs=platform.defs, instance=platform.instance, cursor=cursor)
     requested = {r.key.path[-1]: r.true_subset.size for r in result.results if r.true_subset.size}
