@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import NoReturn
 
 import httpx
 from ray import serve
@@ -53,9 +54,17 @@ def deploy(settings: Settings) -> dict[str, ModelRef]:
         http_options={"host": settings.serve_host, "port": settings.serve_port, "request_timeout_s": 30},
         controller_options=controller_options(settings),
     )
-    serve.run(app, name=APP_NAME, route_prefix="/")
+    targets = [serve.RunTarget(app, name=APP_NAME, route_prefix="/")]
     if settings.grpc_port:
-        deploy_grpc(env)
+        targets += [grpc] if (grpc := grpc_target(env)) else []
+    # Together: their replicas start side by side. Serve waits for the HTTP app first, so when
+    # the run fails with the HTTP app running, it is the gRPC service that did not start.
+    try:
+        serve.run_many(targets)
+    except Exception as exc:
+        if len(targets) == 1 or not running(APP_NAME):
+            raise
+        grpc_failed(exc)
     return models
 
 
@@ -114,26 +123,32 @@ def serving_app(models: dict[str, ModelRef], env: dict[str, str], settings: Sett
     return build_app(models, env, shared, own_deployments(settings))
 
 
-def deploy_grpc(env: dict[str, str]) -> None:
-    """The gRPC service beside the HTTP app. It forwards to whatever the HTTP app serves, so a
-    redeploy of the models leaves it (and its clients' connections) alone unless the settings
-    changed. A port it cannot take fails here, naming it, and the app is removed (the HTTP routes
-    keep serving)."""
-    running = serve.status().applications.get(GRPC_APP_NAME)
-    if running is not None and running.status == ApplicationStatus.RUNNING:
+def grpc_target(env: dict[str, str]) -> serve.RunTarget | None:
+    """The gRPC service beside the HTTP app, or None when the one running has these settings. It
+    forwards to whatever the HTTP app serves, so a redeploy of the models leaves it (and its
+    clients' connections) alone unless the settings changed."""
+    if running(GRPC_APP_NAME):
         deployed = serve.get_app_handle(GRPC_APP_NAME).fingerprint.remote().result(timeout_s=30)
         if deployed == env_fingerprint(env):
-            return
-    try:
-        serve.run(build_grpc_app(APP_NAME, env), name=GRPC_APP_NAME, route_prefix=None)
-    except Exception as exc:
-        # Serve's exception says only that the deployment failed; its status holds the replica's error.
-        status = serve.status().applications.get(GRPC_APP_NAME)
-        messages = [d.message for d in status.deployments.values()] if status else []
-        lines = [line.strip() for text in (*messages, str(exc)) for line in text.splitlines()]
-        reason = next((line for line in lines if "ML_PLATFORM_GRPC_PORT" in line), str(exc))
-        serve.delete(GRPC_APP_NAME)
-        raise RuntimeError(f"the gRPC service did not start: {reason}") from None
+            return None
+    return serve.RunTarget(build_grpc_app(APP_NAME, env), name=GRPC_APP_NAME, route_prefix=None)
+
+
+def running(app_name: str) -> bool:
+    status = serve.status().applications.get(app_name)
+    return status is not None and status.status == ApplicationStatus.RUNNING
+
+
+def grpc_failed(exc: Exception) -> NoReturn:
+    """A port the gRPC service cannot take fails the deploy, naming it, and the service is
+    removed (the HTTP routes keep serving)."""
+    # Serve's exception says only that the deployment failed; its status holds the replica's error.
+    status = serve.status().applications.get(GRPC_APP_NAME)
+    messages = [d.message for d in status.deployments.values()] if status else []
+    lines = [line.strip() for text in (*messages, str(exc)) for line in text.splitlines()]
+    reason = next((line for line in lines if "ML_PLATFORM_GRPC_PORT" in line), str(exc))
+    serve.delete(GRPC_APP_NAME)
+    raise RuntimeError(f"the gRPC service did not start: {reason}") from None
 
 
 def wait_until_serving(settings: Settings, use_case: str, version: str, timeout_s: float = 60) -> dict:
