@@ -526,3 +526,28 @@ def test_a_champion_worse_live_is_caught_by_live_performance_and_rolled_back(pla
     assert decision["rolled_back"] is True and "p99" in decision["reasons"]
     assert registry.alias_ref(platform.settings, USE_CASE, registry.CHAMPION).version == worse.version
     registry.move_alias(platform.settings, USE_CASE, good.version, registry.CHAMPION, "test restore", "test")
+
+
+def test_a_new_homes_tracking_store_is_a_copy_of_an_empty_one_made_once(tmp_path, monkeypatch):
+    from ml_platform.settings import load_settings
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first, second = (load_settings({"ML_PLATFORM_HOME": str(tmp_path / name)}) for name in ("a", "b"))
+    client = registry.configure(first)
+    (template,) = (tmp_path / "cache" / "ml_platform").glob("mlflow-*.db")
+    made = template.read_bytes()
+    assert client.get_experiment("0").artifact_location == (first.mlflow_artifacts_dir / "0").as_uri()
+    registry.ensure_experiment(first, USE_CASE)
+    run = client.create_run(client.get_experiment_by_name(USE_CASE).experiment_id)
+
+    # The second home's store is a copy of the same template, not of the first home's.
+    other = registry.configure(second)
+    assert other.get_experiment("0").artifact_location == (second.mlflow_artifacts_dir / "0").as_uri()
+    assert other.get_experiment_by_name(USE_CASE) is None and template.read_bytes() == made
+    # A store that exists is kept as it is.
+    assert registry.configure(first).get_run(run.info.run_id).info.run_id == run.info.run_id
+
+    # No cache to write to: MLflow makes the store itself.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(template))  # a file, not a folder
+    third = load_settings({"ML_PLATFORM_HOME": str(tmp_path / "c")})
+    assert registry.configure(third).search_experiments()[0].name == "Default"

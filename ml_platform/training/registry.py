@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ class ModelRef:
 
 
 def configure(settings: Settings) -> MlflowClient:
+    prepare_local_store(settings)
     exported = os.environ.get(TRACKING_URI_VAR)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     # MLflow also exports the URI to this process's environment, where `load_settings` reads it:
@@ -88,6 +90,53 @@ def configure(settings: Settings) -> MlflowClient:
     else:
         os.environ[TRACKING_URI_VAR] = exported
     return MlflowClient(settings.mlflow_tracking_uri)
+
+
+def prepare_local_store(settings: Settings) -> None:
+    """A home's new SQLite tracking store starts as a copy of an empty one made once per MLflow
+    release: MLflow would otherwise run its schema migrations in every new home (1.3-2 s here).
+    Its Default experiment keeps artifacts under the home (MLflow's own default is the current
+    directory). A store that exists is never touched; where no cache can be written, MLflow
+    creates the store itself."""
+    uri = settings.mlflow_tracking_uri
+    if not uri.startswith("sqlite:///") or "?" in uri:
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if path.exists():
+        return
+    try:
+        template = _empty_store()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, copy = tempfile.mkstemp(dir=path.parent, prefix=".mlflow-", suffix=".db")
+        os.close(fd)
+        try:
+            shutil.copyfile(template, copy)
+            with contextlib.closing(sqlite3.connect(copy)) as conn, conn:
+                default_artifacts = (settings.mlflow_artifacts_dir / "0").as_uri()
+                conn.execute(
+                    "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                    [default_artifacts],
+                )
+            with contextlib.suppress(FileExistsError):  # another process made it first: theirs
+                os.link(copy, path)
+        finally:
+            os.unlink(copy)
+    except (OSError, sqlite3.Error):
+        return
+
+
+def _empty_store() -> Path:
+    """An empty tracking store of this MLflow release, in the user's cache (made once)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ml_platform"
+    template = cache / f"mlflow-{mlflow.__version__}.db"
+    if not template.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, made = tempfile.mkstemp(dir=cache, suffix=".db")
+        os.close(fd)
+        os.unlink(made)
+        MlflowClient(f"sqlite:///{made}").search_experiments()
+        os.replace(made, template)  # whole or not at all; a concurrent maker's is as good
+    return template
 
 
 def ensure_experiment(settings: Settings, use_case: str) -> str:
