@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -414,6 +415,66 @@ def test_openapi_fuzzing_never_gets_a_5xx(platform, tmp_path):
     # An unknown check name is a usage error (exit 2): passing means the hook's check ran too.
     cases = re.search(r"Test cases:\s*(\d+) generated", result.stdout)
     assert cases and int(cases.group(1)) >= 2000, result.stdout[-3000:]
+
+
+class FailingServe:
+    """Ray Serve's calls as ``run_together`` makes them, with the run failing and each app in
+    the given status (the replica's message as Serve reports it)."""
+
+    def __init__(self, statuses: dict[str, tuple[str, str]]) -> None:
+        self.statuses, self.deleted = statuses, []
+
+    def run_many(self, targets) -> None:
+        raise RuntimeError("Deploying an application failed; see its status.")
+
+    def status(self):
+        ns = types.SimpleNamespace
+        return ns(
+            applications={
+                name: ns(status=status, deployments={"ingress": ns(message=message)})
+                for name, (status, message) in self.statuses.items()
+            }
+        )
+
+    def delete(self, name: str) -> None:
+        self.deleted.append(name)
+
+
+TAKEN = (
+    "The deployment failed to start 3 times in a row.\nRuntimeError: gRPC could not listen on "
+    "127.0.0.1:8001 (Failed to bind): the port is in use; set ML_PLATFORM_GRPC_PORT to a free "
+    "port, or to 0 to serve HTTP only"
+)
+
+
+def test_a_grpc_service_that_cannot_start_is_named_and_removed_while_http_serves(monkeypatch):
+    from ray.serve.schema import ApplicationStatus
+
+    from ml_platform.serving import deploy as deploying
+    from ml_platform.serving.grpc_v2 import APP_NAME as GRPC_APP_NAME
+
+    both = [types.SimpleNamespace(name=APP_NAME), types.SimpleNamespace(name=GRPC_APP_NAME)]
+    serve = FailingServe(
+        {APP_NAME: (ApplicationStatus.RUNNING, ""), GRPC_APP_NAME: (ApplicationStatus.DEPLOY_FAILED, TAKEN)}
+    )
+    monkeypatch.setattr(deploying, "serve", serve)
+    with pytest.raises(
+        RuntimeError,
+        match=r"^the gRPC service did not start: .*gRPC could not listen on 127.0.0.1:8001 .*GRPC_PORT",
+    ):
+        deploying.run_together(both)
+    assert serve.deleted == [GRPC_APP_NAME]
+
+    # The HTTP app's own failure is Serve's, as it said it; nothing is removed.
+    for failed, targets in (
+        ({APP_NAME: (ApplicationStatus.DEPLOY_FAILED, "bad model")}, both),
+        ({}, both[:1]),
+    ):
+        serve = FailingServe(failed)
+        monkeypatch.setattr(deploying, "serve", serve)
+        with pytest.raises(RuntimeError, match="^Deploying an application failed"):
+            deploying.run_together(targets)
+        assert serve.deleted == []
 
 
 def test_openapi_examples_are_requests_in_the_first_use_cases_columns():

@@ -57,15 +57,20 @@ def deploy(settings: Settings) -> dict[str, ModelRef]:
     targets = [serve.RunTarget(app, name=APP_NAME, route_prefix="/")]
     if settings.grpc_port:
         targets += [grpc] if (grpc := grpc_target(env)) else []
-    # Together: their replicas start side by side. Serve waits for the HTTP app first, so when
-    # the run fails with the HTTP app running, it is the gRPC service that did not start.
+    run_together(targets)
+    return models
+
+
+def run_together(targets: list[serve.RunTarget]) -> None:
+    """The HTTP app and, when given, the gRPC service: their replicas start side by side. Serve
+    waits for the HTTP app first, so when the run fails with the HTTP app running, it is the gRPC
+    service that did not start."""
     try:
         serve.run_many(targets)
     except Exception as exc:
         if len(targets) == 1 or not running(APP_NAME):
             raise
         grpc_failed(exc)
-    return models
 
 
 def controller_options(settings: Settings) -> dict | None:
