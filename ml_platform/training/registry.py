@@ -121,7 +121,7 @@ def prepare_local_store(settings: Settings) -> None:
                 os.link(copy, path)
         finally:
             os.unlink(copy)
-    except (OSError, sqlite3.Error):
+    except Exception:  # a shortcut only: MLflow then makes the store, and says what is wrong
         return
 
 
@@ -134,8 +134,11 @@ def _empty_store() -> Path:
         fd, made = tempfile.mkstemp(dir=cache, suffix=".db")
         os.close(fd)
         os.unlink(made)
-        MlflowClient(f"sqlite:///{made}").search_experiments()
-        os.replace(made, template)  # whole or not at all; a concurrent maker's is as good
+        try:
+            MlflowClient(f"sqlite:///{made}").search_experiments()
+            os.replace(made, template)  # whole or not at all; a concurrent maker's is as good
+        finally:
+            Path(made).unlink(missing_ok=True)
     return template
 
 
