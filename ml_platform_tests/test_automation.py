@@ -98,38 +98,7 @@ def test_labels_that_land_between_ticks_are_judged_at_once_and_once():
         # More labels of that day land while that run is going: once it is done, one more.
         instance.report_runless_asset_event(dg.AssetMaterialization(labels.key, partition="2026-03-01"))
         instance.report_runless_asset_event(dg.AssetMaterialization(labelled_monitor.key))
-        requested, cursor = _requested(
-            defs, instance, cursor, TICK + dt.timedelta(minutes=5), labelled_monitor
-        )
-        assert requested
-        # Labels that land right after a request are seen by the next evaluation together with it:
-        # they came later, so they ask for one more.
-        instance.report_runless_asset_event(dg.AssetMaterialization(labels.key, partition="2026-03-01"))
-        requested, _ = _requested(defs, instance, cursor, TICK + dt.timedelta(minutes=6), labelled_monitor)
-        assert requested
-
-
-def test_a_labels_run_across_a_tick_does_not_use_up_the_tick():
-    defs = dg.Definitions(assets=[predictions, labels, labelled_monitor])
-    with dg.instance_for_test() as instance:
-        dg.materialize(
-            [predictions, labelled_monitor], instance=instance, selection=[predictions, labelled_monitor]
-        )
-        _, cursor = _requested(defs, instance, None, TICK - dt.timedelta(minutes=3), labelled_monitor)
-        instance.report_runless_asset_event(dg.AssetMaterialization(labels.key, partition="2026-03-01"))
-        requested, cursor = _requested(
-            defs, instance, cursor, TICK - dt.timedelta(minutes=2), labelled_monitor
-        )
-        assert requested
-        # Its run ends after the tick, having read the predictions of before it.
-        instance.report_runless_asset_event(dg.AssetMaterialization(labelled_monitor.key))
-        requested, cursor = _requested(
-            defs, instance, cursor, TICK + dt.timedelta(minutes=1), labelled_monitor
-        )
-        assert not requested
-        # The tick's predictions are ingested: the monitor runs for this tick too.
-        instance.report_runless_asset_event(dg.AssetMaterialization(predictions.key))
-        requested, _ = _requested(defs, instance, cursor, TICK + dt.timedelta(minutes=2), labelled_monitor)
+        requested, _ = _requested(defs, instance, cursor, TICK + dt.timedelta(minutes=5), labelled_monitor)
         assert requested
 
 

@@ -48,10 +48,10 @@ def after_update_of(key: dg.AssetKey) -> dg.AutomationCondition:
     change live performance at once, and a retrain asked for by it should not wait up to a tick.
     Handled when requested (not when it finishes): labels landing during its run ask for one more.
     """
-    updated = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated())
-    # Both timed, so an update and a request seen by the same evaluation are told apart by when.
+    updated = dg.AutomationCondition.any_deps_updated().allow(dg.AssetSelection.assets(key))
+    handled = dg.AutomationCondition.newly_requested() | dg.AutomationCondition.initial_evaluation()
     return (
-        updated.allow(dg.AssetSelection.assets(key)).since(dg.AutomationCondition.newly_requested())
+        updated.since(handled)
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
     ).with_label(f"after {key.to_user_string()} updates")
@@ -68,9 +68,6 @@ def on_cron_after_any_update(cron: str) -> dg.AutomationCondition:
     updated = dg.AutomationCondition.any_deps_match(
         dg.AutomationCondition.newly_updated().since(tick) | dg.AutomationCondition.will_be_requested()
     )
-    # A tick is handled by a request after it, not by an update: a run asked for before the tick
-    # (labels landed) and done after it read the predictions of before the tick.
-    handled = dg.AutomationCondition.newly_requested()
-    return (tick.since(handled) & updated & ~dg.AutomationCondition.in_progress()).with_label(
+    return (tick.since_last_handled() & updated & ~dg.AutomationCondition.in_progress()).with_label(
         f"on cron {cron}, after any upstream update"
     )
