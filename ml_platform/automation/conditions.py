@@ -41,22 +41,6 @@ def after_any_update() -> dg.AutomationCondition:
     ).with_label("after any upstream update")
 
 
-def after_update_of(key: dg.AssetKey) -> dg.AutomationCondition:
-    """Once after ``key`` (an upstream) was updated, when no upstream is in progress.
-
-    For a monitor that must not wait for its cron when what it judges arrives: labels that land
-    change live performance at once, and a retrain asked for by it should not wait up to a tick.
-    Handled when requested (not when it finishes): labels landing during its run ask for one more.
-    """
-    updated = dg.AutomationCondition.any_deps_updated().allow(dg.AssetSelection.assets(key))
-    handled = dg.AutomationCondition.newly_requested() | dg.AutomationCondition.initial_evaluation()
-    return (
-        updated.since(handled)
-        & ~dg.AutomationCondition.any_deps_in_progress()
-        & ~dg.AutomationCondition.in_progress()
-    ).with_label(f"after {key.to_user_string()} updates")
-
-
 def on_cron_after_any_update(cron: str) -> dg.AutomationCondition:
     """Once per tick of ``cron``, after any upstream was updated since the tick.
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from ml_platform.automation.conditions import after_any_update, after_update_of, on_cron_after_any_update
+from ml_platform.automation.conditions import after_any_update, on_cron_after_any_update
 from ml_platform.metadata import latest_metadata
 from ml_platform.monitoring import results
 from ml_platform.resources.platform import WAREHOUSE_POOL, PlatformResource
@@ -63,8 +63,7 @@ def build_live_monitors(spec: UseCaseSpec, cron: str) -> list[dg.AssetsDefinitio
         deps=[key["predictions"], key["raw_labels"]],
         pool=WAREHOUSE_POOL,
         kinds={"duckdb"},
-        # Labels arrive late and all at once: judged when they land, not at the next tick.
-        automation_condition=on_cron | after_update_of(key["raw_labels"]),
+        automation_condition=on_cron,
         description="Served predictions joined with labels once they matured: live metrics per version.",
         check_specs=[
             dg.AssetCheckSpec("live_performance_slo", asset=key["live_performance"]),
