@@ -55,8 +55,8 @@ def deploy(settings: Settings) -> dict[str, ModelRef]:
         controller_options=controller_options(settings),
     )
     targets = [serve.RunTarget(app, name=APP_NAME, route_prefix="/")]
-    if settings.grpc_port:
-        targets += [grpc] if (grpc := grpc_target(env)) else []
+    if settings.grpc_port and (grpc := grpc_target(env)) is not None:
+        targets.append(grpc)
     run_together(targets)
     return models
 
